@@ -1,0 +1,43 @@
+# The README's two commands: `make demo` and `make test`. Each creates .venv if missing and
+# installs what it needs, so both work on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip
+
+.PHONY: demo test lint typecheck pytest bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Stamps re-run the install whenever pyproject.toml changes.
+$(VENV)/.core: pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.all: pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e ".[azure,spark,dev]"
+	touch $@ $(VENV)/.core
+
+demo: $(VENV)/.core
+	$(BIN)/lifecycle demo
+
+lint: $(VENV)/.all
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(VENV)/.all
+	$(BIN)/mypy
+
+pytest: $(VENV)/.all
+	@command -v java >/dev/null 2>&1 || echo "NOTE: no 'java' on PATH: the Spark tests need Java 17 (apt-get install openjdk-17-jre-headless)"
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+bench: $(VENV)/.all
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) .lifecycle .pytest_cache .mypy_cache .ruff_cache

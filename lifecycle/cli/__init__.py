@@ -1,0 +1,17 @@
+"""The ``lifecycle`` command line. Each submodule adds the commands of one area.
+
+Only this package prints; everything it calls logs.
+"""
+
+from __future__ import annotations
+
+# Importing a command module registers its commands on the group.
+from lifecycle.cli import workspace_cmds  # noqa: F401
+from lifecycle.cli._base import cli
+
+__all__ = ["cli", "main"]
+
+
+def main() -> None:
+    """Entry point of the ``lifecycle`` console script."""
+    cli(prog_name="lifecycle")

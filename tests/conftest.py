@@ -1,0 +1,99 @@
+"""Shared fixtures: real SQLite workspaces under tmp_path, a real ``mlflow server``, models.
+
+No fixture mocks MLflow: every workspace is a real store on disk or a real server process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from lifecycle.mlflow_server import MlflowServer
+from lifecycle.workspaces import Config, Workspace, load_config
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "LIFECYCLE_CONFIG", "LIFECYCLE_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LIFECYCLE_USER", "pytest")
+    monkeypatch.setenv("GIT_PYTHON_REFRESH", "quiet")
+
+
+@pytest.fixture
+def project_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh current directory: the embedded dev/prod workspaces live in ./.lifecycle."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.fixture
+def config(project_dir: Path) -> Config:
+    """The embedded default configuration (dev and prod SQLite stores) in project_dir."""
+    return load_config()
+
+
+@pytest.fixture
+def dev(config: Config) -> Workspace:
+    """The embedded ``dev`` workspace."""
+    return config.get("dev")
+
+
+@pytest.fixture
+def prod(config: Config) -> Workspace:
+    """The embedded ``prod`` workspace."""
+    return config.get("prod")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A real ``mlflow server`` on 127.0.0.1 (own process group), shared by the session."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def remote(mlflow_server: MlflowServer) -> Workspace:
+    """The real server as a workspace named ``remote``."""
+    return Workspace(name="remote", tracking_uri=mlflow_server.url, registry_uri=mlflow_server.url)
+
+
+@pytest.fixture
+def config_with_remote(project_dir: Path, mlflow_server: MlflowServer) -> Path:
+    """A lifecycle.yaml in project_dir: embedded dev/prod plus ``remote`` (the real server)."""
+    path = project_dir / "lifecycle.yaml"
+    path.write_text(
+        yaml.safe_dump({"workspaces": {"remote": {"tracking_uri": mlflow_server.url}}}),
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def breast_cancer() -> tuple[pd.DataFrame, pd.Series]:
+    """scikit-learn's breast-cancer data as a DataFrame with safe column names, and labels."""
+    from sklearn.datasets import load_breast_cancer
+
+    data = load_breast_cancer(as_frame=True)
+    X = data.data.copy()
+    X.columns = [c.replace(" ", "_") for c in X.columns]
+    return X, data.target.rename("target")
+
+
+@pytest.fixture(scope="session")
+def fitted_logreg(breast_cancer: tuple[pd.DataFrame, pd.Series]):  # type: ignore[no-untyped-def]
+    """A scikit-learn Pipeline(StandardScaler, LogisticRegression) fitted on breast_cancer."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = breast_cancer
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, y)

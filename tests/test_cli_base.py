@@ -1,0 +1,68 @@
+"""The CLI's conventions: help everywhere, one-line errors, exit codes, --json."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+from click.testing import CliRunner
+
+from lifecycle.cli import cli
+
+
+def _all_commands(
+    group: click.Group, prefix: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], click.Command]]:
+    out = []
+    for name, cmd in group.commands.items():
+        out.append(((*prefix, name), cmd))
+        if isinstance(cmd, click.Group):
+            out.extend(_all_commands(cmd, (*prefix, name)))
+    return out
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    runner = CliRunner()
+    for path, cmd in _all_commands(cli):
+        result = runner.invoke(cli, [*path, "--help"])
+        assert result.exit_code == 0, path
+        assert cmd.help and "Example" in cmd.help, f"{' '.join(path)} has no example in its help"
+
+
+def test_workspaces_json(project_dir: Path) -> None:
+    result = CliRunner().invoke(cli, ["workspaces", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["default"] == "dev"
+    assert [w["name"] for w in data["workspaces"]] == ["dev", "prod"]
+    assert all(
+        set(w) == {"name", "tracking_uri", "registry_uri", "reachable"} for w in data["workspaces"]
+    )
+
+
+def test_library_error_is_one_line_exit_1(project_dir: Path) -> None:
+    (project_dir / "lifecycle.yaml").write_text("default: nowhere\n")
+    result = CliRunner().invoke(cli, ["workspaces"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: Default workspace 'nowhere' in "
+        f"'{project_dir / 'lifecycle.yaml'}' is not defined. Known workspaces: dev, prod"
+    ]
+
+
+def test_usage_error_exits_2(project_dir: Path) -> None:
+    assert CliRunner().invoke(cli, ["workspaces", "--bogus"]).exit_code == 2
+
+
+def test_python_dash_m(project_dir: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "lifecycle", "workspaces", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["default"] == "dev"
