@@ -248,7 +248,9 @@ def _workspace_from_settings(
     artifact = settings.get("artifact_location")
     if artifact and "://" not in str(artifact) and not str(artifact).startswith("file:"):
         artifact = (base_dir / str(artifact)).resolve().as_uri()
-    flags = {k: settings.get(k) for k in _KNOWN_KEYS if k.startswith("supports_")}
+    flags: dict[str, bool | None] = {
+        k: settings.get(k) for k in _KNOWN_KEYS if k.startswith("supports_")
+    }
     for key, value in flags.items():
         if value is not None and not isinstance(value, bool):
             raise ConfigError(f"Workspace '{name}': '{key}' must be true or false, got {value!r}")
@@ -258,7 +260,10 @@ def _workspace_from_settings(
         registry_uri=registry,
         artifact_location=artifact,
         description=str(settings.get("description", "")),
-        **flags,
+        supports_stages=flags["supports_stages"],
+        supports_aliases=flags["supports_aliases"],
+        supports_logged_models=flags["supports_logged_models"],
+        supports_delete=flags["supports_delete"],
     )
 
 
