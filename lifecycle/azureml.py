@@ -1,0 +1,92 @@
+"""The thin layer that reaches Azure ML: nothing else in the toolkit talks to Azure.
+
+Spec builders (``batch.azure``, ``serving.azure``) build azure-ai-ml entities offline and
+dump them as YAML; only the functions here create an ``MLClient`` and call it. Tests cover
+everything up to these calls (no machine here reaches Azure).
+
+Which Azure ML workspace: a workspace entry in ``lifecycle.yaml`` may carry
+``azure: {subscription_id, resource_group, workspace_name}``; otherwise the environment
+variables ``AZURE_SUBSCRIPTION_ID``, ``AZURE_RESOURCE_GROUP``, ``AZUREML_WORKSPACE_NAME``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from lifecycle.errors import DeploymentError
+
+logger = logging.getLogger(__name__)
+
+_ENV = {
+    "subscription_id": "AZURE_SUBSCRIPTION_ID",
+    "resource_group": "AZURE_RESOURCE_GROUP",
+    "workspace_name": "AZUREML_WORKSPACE_NAME",
+}
+
+
+@dataclass(frozen=True)
+class AzureTarget:
+    """The Azure ML workspace a deployment is applied to."""
+
+    subscription_id: str
+    resource_group: str
+    workspace_name: str
+
+
+def azure_target(settings: dict[str, Any] | None = None) -> AzureTarget:
+    """The Azure ML workspace from ``settings`` or the environment.
+
+    Raises:
+        DeploymentError: a coordinate is missing (names the setting and the variable).
+    """
+    settings = settings or {}
+    values: dict[str, str] = {}
+    for key, env in _ENV.items():
+        value = settings.get(key) or os.environ.get(env)
+        if not value:
+            raise DeploymentError(
+                f"Azure ML {key} is not set: put it under 'azure:' in lifecycle.yaml or set ${env}"
+            )
+        values[key] = str(value)
+    return AzureTarget(**values)
+
+
+def ml_client(target: AzureTarget) -> Any:
+    """An ``azure.ai.ml.MLClient`` for ``target`` with the default Azure credential chain.
+
+    Raises:
+        DeploymentError: the ``azure`` extra is not installed.
+    """
+    try:
+        from azure.ai.ml import MLClient
+        from azure.identity import DefaultAzureCredential
+    except ImportError as exc:
+        raise DeploymentError(
+            "The Azure ML SDK is not installed: pip install 'mlflow-lifecycle[azure]'"
+        ) from exc
+    return MLClient(
+        DefaultAzureCredential(),
+        subscription_id=target.subscription_id,
+        resource_group_name=target.resource_group,
+        workspace_name=target.workspace_name,
+    )
+
+
+def begin_create_or_update(client: Any, entity: Any, timeout: float = 3600.0) -> Any:
+    """Create or update ``entity`` (endpoint, deployment, model) and wait for the result."""
+    kind = type(entity).__name__
+    logger.info("Azure ML: creating or updating %s %s", kind, getattr(entity, "name", ""))
+    if kind == "Model":
+        return client.models.create_or_update(entity)
+    if "OnlineEndpoint" in kind:
+        return client.online_endpoints.begin_create_or_update(entity).result(timeout=timeout)
+    if "OnlineDeployment" in kind:
+        return client.online_deployments.begin_create_or_update(entity).result(timeout=timeout)
+    if "BatchEndpoint" in kind:
+        return client.batch_endpoints.begin_create_or_update(entity).result(timeout=timeout)
+    if "BatchDeployment" in kind:
+        return client.batch_deployments.begin_create_or_update(entity).result(timeout=timeout)
+    raise DeploymentError(f"Unsupported Azure ML entity type '{kind}'")
