@@ -1,0 +1,973 @@
+"""The local batch scoring engine: streaming, parallel, bounded memory, nothing lost.
+
+Owns :func:`score`: resolve a model URI in a workspace, stream CSV/Parquet inputs in chunks
+through ``--workers`` processes that each load the model once, write predictions in input
+order to a temp file renamed into place at the end (a failed run leaves no output), write
+rejected rows with their reason to ``<output>.rejects.csv``, checkpoint after every chunk so
+a killed run resumes to byte-identical output, write a manifest beside the output, and record
+the run (and a ``batch`` deployment) in the model's workspace.
+
+Counts always reconcile: rows read = rows scored + rows rejected.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import hashlib
+import io
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import re
+import shutil
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from batch.readers import (
+    DEFAULT_CHUNK_ROWS,
+    Chunk,
+    InputFile,
+    expand_inputs,
+    iter_chunks,
+    read_columns,
+)
+from batch.schema import InputSchema, check_columns, coerce, input_schema_of, raw_text
+from lifecycle.errors import InvalidArgumentError, ScoringError
+from lifecycle.workspaces import Workspace
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("csv", "parquet")
+ENGINES = ("local", "spark")
+REJECTS_HEADER = ["source_file", "row_number", "raw_text", "reason"]
+SOURCE_COLUMNS = ["source_file", "source_row"]
+EXPERIMENT = "batch-scoring"
+CHECKPOINT_VERSION = 1
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Manifest:
+    """What a scoring run did: model, inputs, outputs, counts, timing, package versions."""
+
+    model_uri: str
+    model_name: str | None
+    model_version: str | None
+    workspace: str
+    engine: str
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    rows_read: int = 0
+    rows_scored: int = 0
+    rows_rejected: int = 0
+    chunks: int = 0
+    chunk_rows: int = DEFAULT_CHUNK_ROWS
+    workers: int = 1
+    duration_s: float = 0.0
+    rows_per_s: float = 0.0
+    resumed: bool = False
+    started_at: str = ""
+    finished_at: str = ""
+    run_id: str | None = None
+    manifest_path: str | None = None
+    packages: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly copy."""
+        return asdict(self)
+
+
+@dataclass
+class _Counts:
+    rows_read: int = 0
+    rows_scored: int = 0
+    rows_rejected: int = 0
+    chunks: int = 0
+
+
+@dataclass
+class _ChunkResult:
+    seq: int
+    file_index: int
+    last_of_file: bool
+    next_row: int
+    columns: list[str]
+    body: bytes | None
+    table: pa.Table | None
+    rejects: list[list[str]]
+    read: int
+    scored: int
+
+
+# ---------------------------------------------------------------------------------------------
+# public entry point
+
+
+def score(
+    ws: Workspace,
+    model_uri: str,
+    inputs: str | os.PathLike[str] | list[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    fmt: str | None = None,
+    keep_columns: list[str] | None = None,
+    keep_all: bool = False,
+    workers: int | None = None,
+    chunk_rows: int | None = None,
+    max_error_rate: float = 0.0,
+    delimiter: str = ",",
+    engine: str = "local",
+    resume: bool = True,
+    master: str | None = None,
+    progress: ProgressCallback | None = None,
+    record: bool = True,
+) -> Manifest:
+    """Score ``inputs`` with the model at ``model_uri`` (resolved in ``ws``) into ``output``.
+
+    Args:
+        ws: the workspace the model URI resolves in; the run is recorded there.
+        model_uri: ``models:/NAME/VERSION|STAGE|latest``, ``models:/NAME@ALIAS`` or a local
+            MLflow model directory.
+        inputs: CSV/Parquet files, folders or globs (one or a list).
+        output: a file (one combined output) or an existing folder / a path ending in ``/``
+            (one output per input, named after the input).
+        fmt: ``csv`` or ``parquet`` (default: from the output's extension, else csv).
+        keep_columns: input columns copied to the output before the predictions.
+        keep_all: copy every input column.
+        workers: scoring processes (default: all cores); 1 scores in this process.
+        chunk_rows: rows per chunk (default 50,000).
+        max_error_rate: the fraction of rejected rows above which the run fails.
+        delimiter: the CSV field delimiter.
+        engine: ``local`` or ``spark``.
+        resume: continue from a checkpoint left by a killed run with the same arguments.
+        master: the Spark master URL (engine ``spark``).
+        progress: called after every chunk with a dict (rows_read, rows_per_s, fraction).
+        record: record the run and a ``batch`` deployment in ``ws``.
+
+    Returns:
+        The run's :class:`Manifest` (also written beside the output).
+
+    Raises:
+        InvalidArgumentError: an option is out of range.
+        SchemaError: an input lacks a signature column (names missing and extra columns).
+        ScoringError: an input cannot be read, or rejected rows exceed ``max_error_rate``.
+    """
+    from lifecycle.audit import utcnow
+    from lifecycle.uris import resolve_model
+
+    started = time.time()
+    started_at = utcnow()
+    if engine not in ENGINES:
+        raise InvalidArgumentError(
+            f"Invalid engine '{engine}'. Value must be one of {', '.join(ENGINES)}"
+        )
+    if not 0.0 <= float(max_error_rate) <= 1.0:
+        raise InvalidArgumentError(
+            f"Invalid max error rate {max_error_rate}: expected a fraction in [0, 1]"
+        )
+    if len(delimiter) != 1:
+        raise InvalidArgumentError(f"Invalid delimiter {delimiter!r}: expected one character")
+    n_workers = int(workers) if workers else (os.cpu_count() or 1)
+    if n_workers < 1:
+        raise InvalidArgumentError(f"Invalid workers {workers}: expected 1 or more")
+    rows_per_chunk = int(chunk_rows) if chunk_rows else DEFAULT_CHUNK_ROWS
+    if rows_per_chunk < 1:
+        raise InvalidArgumentError(f"Invalid chunk rows {chunk_rows}: expected 1 or more")
+
+    files = expand_inputs(inputs)
+    jobs = _plan_outputs(files, Path(output), fmt)
+    out_fmt = _output_format(Path(output), fmt, per_input=len(jobs) > 1 or _is_dir_target(output))
+
+    resolved = resolve_model(ws, model_uri)
+    keep = _check_inputs(files, delimiter, keep_columns, keep_all)
+    digests = cf.ThreadPoolExecutor(max_workers=1)
+    digest_futures = {f.path: digests.submit(_sha256, f.path) for f in files}
+    counts_total = _Counts()
+    outputs: list[dict[str, Any]] = []
+    resumed = False
+    with _local_model(ws, resolved.pinned_uri) as model_dir:
+        schema = input_schema_of(model_dir)
+        for f in files:
+            check_columns(schema, read_columns(f, delimiter), str(f.path))
+        fingerprint_base = {
+            "model": resolved.pinned_uri,
+            "workspace": ws.name,
+            "keep": keep,
+            "chunk_rows": rows_per_chunk,
+            "delimiter": delimiter,
+            "format": out_fmt,
+            "engine": engine,
+        }
+        for out_path, job_files in jobs:
+            opts = _JobOptions(
+                model_dir=model_dir,
+                schema=schema,
+                keep=keep,
+                source_columns=len(job_files) > 1,
+                fmt=out_fmt,
+                chunk_rows=rows_per_chunk,
+                delimiter=delimiter,
+                max_error_rate=float(max_error_rate),
+            )
+            if engine == "spark":
+                from batch.spark import score_files_spark
+
+                counts, was_resumed = (
+                    score_files_spark(model_dir, job_files, out_path, opts, master=master),
+                    False,
+                )
+            else:
+                counts, was_resumed = _score_job(
+                    job_files, out_path, opts, n_workers, resume, fingerprint_base, progress
+                )
+            resumed = resumed or was_resumed
+            for k in ("rows_read", "rows_scored", "rows_rejected", "chunks"):
+                setattr(counts_total, k, getattr(counts_total, k) + getattr(counts, k))
+            outputs.append(
+                {
+                    "path": str(out_path),
+                    "inputs": [str(f.path) for f in job_files],
+                    "rejects": str(_rejects_path(out_path)) if counts.rows_rejected else None,
+                    **asdict(counts),
+                }
+            )
+    duration = time.time() - started
+    manifest = Manifest(
+        model_uri=str(model_uri),
+        model_name=resolved.name,
+        model_version=resolved.version,
+        workspace=ws.name,
+        engine=engine,
+        inputs=[
+            {"path": str(f.path), "size": f.size, "sha256": digest_futures[f.path].result()}
+            for f in files
+        ],
+        outputs=outputs,
+        rows_read=counts_total.rows_read,
+        rows_scored=counts_total.rows_scored,
+        rows_rejected=counts_total.rows_rejected,
+        chunks=counts_total.chunks,
+        chunk_rows=rows_per_chunk,
+        workers=n_workers if engine == "local" else 0,
+        duration_s=round(duration, 3),
+        rows_per_s=round(counts_total.rows_read / duration, 1) if duration > 0 else 0.0,
+        resumed=resumed,
+        started_at=started_at,
+        finished_at=utcnow(),
+        packages=_package_versions(),
+    )
+    digests.shutdown()
+    manifest_path = _manifest_path(Path(output), jobs)
+    manifest.manifest_path = str(manifest_path)
+    if record:
+        manifest.run_id = _record_run(ws, resolved, manifest, manifest_path)
+    _atomic_write_text(manifest_path, json.dumps(manifest.to_dict(), indent=2, default=str))
+    logger.info(
+        "scored %d of %d rows (%d rejected) in %.1f s",
+        manifest.rows_scored,
+        manifest.rows_read,
+        manifest.rows_rejected,
+        duration,
+    )
+    return manifest
+
+
+# ---------------------------------------------------------------------------------------------
+# planning
+
+
+def _is_dir_target(output: str | os.PathLike[str]) -> bool:
+    text = str(output)
+    return Path(text).is_dir() or text.endswith(("/", os.sep))
+
+
+def _output_format(output: Path, fmt: str | None, per_input: bool) -> str:
+    if fmt:
+        if fmt.lower() not in FORMATS:
+            raise InvalidArgumentError(
+                f"Invalid format '{fmt}'. Value must be one of {', '.join(FORMATS)}"
+            )
+        return fmt.lower()
+    if not per_input and output.suffix.lower() in (".parquet", ".pq"):
+        return "parquet"
+    return "csv"
+
+
+def _plan_outputs(
+    files: list[InputFile], output: Path, fmt: str | None
+) -> list[tuple[Path, list[InputFile]]]:
+    """(output path, inputs) pairs: one per input into a folder, or one combined file."""
+    if _is_dir_target(output):
+        output.mkdir(parents=True, exist_ok=True)
+        ext = ".parquet" if (fmt or "").lower() == "parquet" else ".csv"
+        names = [f.path.stem for f in files]
+        jobs = []
+        for f, stem in zip(files, names, strict=True):
+            name = stem if names.count(stem) == 1 else f"{stem}-{f.fmt}"
+            jobs.append((output / f"{name}.scored{ext}", [f]))
+        return jobs
+    if not output.parent.exists():
+        raise ScoringError(f"Output folder '{output.parent}' does not exist")
+    resolved_inputs = {f.path for f in files}
+    if output.resolve() in resolved_inputs:
+        raise InvalidArgumentError(f"Output '{output}' is also an input")
+    return [(output, files)]
+
+
+def _check_inputs(
+    files: list[InputFile], delimiter: str, keep_columns: list[str] | None, keep_all: bool
+) -> list[str] | None:
+    """The passthrough columns (None: all of them) after checking they exist in every input."""
+    if keep_all:
+        return None
+    keep = [c for c in (keep_columns or []) if c]
+    for f in files:
+        names = read_columns(f, delimiter)
+        missing = [c for c in keep if c not in names]
+        if missing:
+            raise InvalidArgumentError(
+                f"--keep-columns names column(s) {missing} not in '{f.path}'. Columns: {names}"
+            )
+    return keep
+
+
+def _rejects_path(out: Path) -> Path:
+    return out.with_name(out.name + ".rejects.csv")
+
+
+def _manifest_path(output: Path, jobs: list[tuple[Path, list[InputFile]]]) -> Path:
+    if _is_dir_target(output):
+        return output / "manifest.json"
+    return output.with_name(output.name + ".manifest.json")
+
+
+# ---------------------------------------------------------------------------------------------
+# one output file
+
+
+@dataclass(frozen=True)
+class _JobOptions:
+    model_dir: str
+    schema: InputSchema
+    keep: list[str] | None
+    source_columns: bool
+    fmt: str
+    chunk_rows: int
+    delimiter: str
+    max_error_rate: float
+
+
+@dataclass
+class _Partials:
+    out: Path
+    rejects: Path
+    checkpoint: Path
+
+    @classmethod
+    def for_output(cls, out: Path) -> _Partials:
+        return cls(
+            out=out.with_name(f".{out.name}.partial"),
+            rejects=out.with_name(f".{out.name}.rejects.partial"),
+            checkpoint=out.with_name(f".{out.name}.checkpoint.json"),
+        )
+
+    def remove(self) -> None:
+        for p in (self.out, self.rejects, self.checkpoint):
+            p.unlink(missing_ok=True)
+
+
+def _fingerprint(base: dict[str, Any], files: list[InputFile], out: Path) -> str:
+    data = {
+        **base,
+        "output": str(out.resolve()),
+        "inputs": [(str(f.path), f.size, f.path.stat().st_mtime_ns) for f in files],
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _score_job(
+    files: list[InputFile],
+    out: Path,
+    opts: _JobOptions,
+    n_workers: int,
+    resume: bool,
+    fingerprint_base: dict[str, Any],
+    progress: ProgressCallback | None,
+) -> tuple[_Counts, bool]:
+    partials = _Partials.for_output(out)
+    fingerprint = _fingerprint(fingerprint_base, files, out)
+    state = _load_checkpoint(partials, fingerprint) if resume and opts.fmt == "csv" else None
+    resumed = state is not None
+    if state is None:
+        partials.remove()
+        state = {
+            "version": CHECKPOINT_VERSION,
+            "fingerprint": fingerprint,
+            "file_index": 0,
+            "row_in_file": 0,
+            "out_bytes": 0,
+            "rejects_bytes": 0,
+            "header": None,
+            "seq": 0,
+            "counts": asdict(_Counts()),
+        }
+    else:
+        logger.info(
+            "resuming %s at file %d row %d", out, state["file_index"], state["row_in_file"] + 1
+        )
+    counts = _Counts(**state["counts"])
+    try:
+        _run_chunks(files, out, partials, opts, n_workers, state, counts, progress)
+    except KeyboardInterrupt:
+        logger.warning("interrupted: rerun with the same arguments to resume %s", out)
+        raise
+    except BaseException:
+        partials.remove()
+        raise
+    return counts, resumed
+
+
+def _load_checkpoint(partials: _Partials, fingerprint: str) -> dict[str, Any] | None:
+    if not partials.checkpoint.is_file():
+        return None
+    try:
+        state = json.loads(partials.checkpoint.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    if state.get("fingerprint") != fingerprint or state.get("version") != CHECKPOINT_VERSION:
+        logger.info("checkpoint for different arguments or inputs: starting over")
+        return None
+    if not partials.out.is_file() or partials.out.stat().st_size < state["out_bytes"]:
+        return None
+    if state["rejects_bytes"] and (
+        not partials.rejects.is_file() or partials.rejects.stat().st_size < state["rejects_bytes"]
+    ):
+        return None
+    return dict(state)
+
+
+def _run_chunks(
+    files: list[InputFile],
+    out: Path,
+    partials: _Partials,
+    opts: _JobOptions,
+    n_workers: int,
+    state: dict[str, Any],
+    counts: _Counts,
+    progress: ProgressCallback | None,
+) -> None:
+    resuming = state["out_bytes"] > 0 or state["rejects_bytes"] > 0 or state["seq"] > 0
+    out_fh = open(partials.out, "r+b" if resuming else "wb")  # noqa: SIM115 - closed below
+    out_fh.truncate(state["out_bytes"])
+    out_fh.seek(state["out_bytes"])
+    rej_fh = open(partials.rejects, "r+b" if resuming and partials.rejects.exists() else "wb")  # noqa: SIM115
+    rej_fh.truncate(state["rejects_bytes"])
+    rej_fh.seek(state["rejects_bytes"])
+    parquet_writer: Any = None
+    total_bytes = sum(f.size for f in files) or 1
+    t0 = time.time()
+    rows_at_start = counts.rows_read
+
+    def chunks() -> Iterator[tuple[int, Chunk, bool]]:
+        seq = state["seq"]
+        for index in range(state["file_index"], len(files)):
+            skip = state["row_in_file"] if index == state["file_index"] else 0
+            columns = _read_columns_for(files[index], opts)
+            for chunk in _with_last(
+                iter_chunks(files[index], index, opts.chunk_rows, opts.delimiter, columns, skip)
+            ):
+                c, last = chunk
+                c.seq = seq
+                seq += 1
+                yield seq, c, last
+
+    executor: cf.Executor | None = None
+    if n_workers > 1:
+        ctx = multiprocessing.get_context("forkserver")
+        executor = cf.ProcessPoolExecutor(
+            max_workers=n_workers, mp_context=ctx, initializer=_init_worker, initargs=(opts,)
+        )
+    else:
+        _init_worker(opts)
+    try:
+        window: deque[cf.Future[_ChunkResult]] = deque()
+        source = chunks()
+
+        def submit_next() -> bool:
+            item = next(source, None)
+            if item is None:
+                return False
+            _seq, chunk, last = item
+            if executor is None:
+                fut: cf.Future[_ChunkResult] = cf.Future()
+                fut.set_result(_score_chunk(chunk, last))
+            else:
+                fut = executor.submit(_score_chunk, chunk, last)
+            window.append(fut)
+            return True
+
+        more = True
+        while more and len(window) < max(1, n_workers * 2):
+            more = submit_next()
+        while window:
+            result = window.popleft().result()
+            if more:
+                more = submit_next()
+            parquet_writer = _write_result(
+                result, out_fh, rej_fh, parquet_writer, state, opts, counts
+            )
+            if opts.fmt == "csv":
+                _save_checkpoint(partials, state, out_fh, rej_fh, counts)
+            if progress is not None:
+                elapsed = max(time.time() - t0, 1e-9)
+                done_bytes = sum(f.size for f in files[: result.file_index]) + (
+                    files[result.file_index].size if result.last_of_file else 0
+                )
+                progress(
+                    {
+                        "rows_read": counts.rows_read,
+                        "rows_per_s": (counts.rows_read - rows_at_start) / elapsed,
+                        "bytes_done": done_bytes,
+                        "bytes_total": total_bytes,
+                        "file": files[result.file_index].name,
+                    }
+                )
+        if opts.fmt == "csv" and state["header"] is None:
+            names = _default_columns(files, opts)
+            out_fh.write(_header_bytes(names, opts.delimiter))
+        if parquet_writer is None and opts.fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            names = _default_columns(files, opts)
+            pq.write_table(pa.table({n: pa.array([], pa.string()) for n in names}), out_fh)
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
+        if parquet_writer is not None:
+            parquet_writer.close()
+        out_fh.close()
+        rej_fh.close()
+    _finish(out, partials, opts, counts)
+
+
+def _with_last(it: Iterator[Chunk]) -> Iterator[tuple[Chunk, bool]]:
+    prev: Chunk | None = None
+    for item in it:
+        if prev is not None:
+            yield prev, False
+        prev = item
+    if prev is not None:
+        yield prev, True
+
+
+def _read_columns_for(f: InputFile, opts: _JobOptions) -> list[str] | None:
+    if opts.keep is None:
+        return None
+    names = read_columns(f, opts.delimiter)
+    wanted = set(opts.schema.names) | set(opts.keep)
+    if f.fmt == "parquet":
+        return [n for n in names if n in wanted]
+    # CSV keeps every column: a rejected row's raw text is the whole record.
+    return None
+
+
+def _default_columns(files: list[InputFile], opts: _JobOptions) -> list[str]:
+    keep = opts.keep if opts.keep is not None else read_columns(files[0], opts.delimiter)
+    return (SOURCE_COLUMNS if opts.source_columns else []) + list(keep) + ["prediction"]
+
+
+def _header_bytes(names: list[str], delimiter: str) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, delimiter=delimiter, lineterminator="\n").writerow(names)
+    return buf.getvalue().encode("utf-8")
+
+
+def _write_result(
+    result: _ChunkResult,
+    out_fh: Any,
+    rej_fh: Any,
+    parquet_writer: Any,
+    state: dict[str, Any],
+    opts: _JobOptions,
+    counts: _Counts,
+) -> Any:
+    if opts.fmt == "csv":
+        if result.body:
+            if state["header"] is None:
+                out_fh.write(_header_bytes(result.columns, opts.delimiter))
+                state["header"] = result.columns
+            out_fh.write(result.body)
+    elif result.table is not None and result.table.num_rows:
+        import pyarrow.parquet as pq
+
+        if parquet_writer is None:
+            parquet_writer = pq.ParquetWriter(out_fh, result.table.schema)
+            state["header"] = result.columns
+        parquet_writer.write_table(result.table.cast(parquet_writer.schema))
+    if result.rejects:
+        if rej_fh.tell() == 0:
+            rej_fh.write(_header_bytes(REJECTS_HEADER, ","))
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows(result.rejects)
+        rej_fh.write(buf.getvalue().encode("utf-8"))
+    counts.rows_read += result.read
+    counts.rows_scored += result.scored
+    counts.rows_rejected += len(result.rejects)
+    counts.chunks += 1
+    state["seq"] = result.seq + 1
+    if result.last_of_file:
+        state["file_index"] = result.file_index + 1
+        state["row_in_file"] = 0
+    else:
+        state["file_index"] = result.file_index
+        state["row_in_file"] = result.next_row - 1
+    return parquet_writer
+
+
+def _save_checkpoint(
+    partials: _Partials, state: dict[str, Any], out_fh: Any, rej_fh: Any, counts: _Counts
+) -> None:
+    out_fh.flush()
+    rej_fh.flush()
+    state["out_bytes"] = out_fh.tell()
+    state["rejects_bytes"] = rej_fh.tell()
+    state["counts"] = asdict(counts)
+    _atomic_write_text(partials.checkpoint, json.dumps(state))
+
+
+def _finish(out: Path, partials: _Partials, opts: _JobOptions, counts: _Counts) -> None:
+    rejects_final = _rejects_path(out)
+    if counts.rows_read != counts.rows_scored + counts.rows_rejected:
+        raise ScoringError(
+            f"internal count mismatch for '{out}': read {counts.rows_read}, "
+            f"scored {counts.rows_scored}, rejected {counts.rows_rejected}"
+        )
+    rate = counts.rows_rejected / counts.rows_read if counts.rows_read else 0.0
+    if counts.rows_rejected:
+        os.replace(partials.rejects, rejects_final)
+    else:
+        partials.rejects.unlink(missing_ok=True)
+        rejects_final.unlink(missing_ok=True)
+    if rate > opts.max_error_rate:
+        partials.out.unlink(missing_ok=True)
+        partials.checkpoint.unlink(missing_ok=True)
+        raise ScoringError(
+            f"{counts.rows_rejected} of {counts.rows_read} rows rejected "
+            f"({rate:.2%}) exceeds --max-error-rate {opts.max_error_rate:g}; "
+            f"no output written, see {rejects_final}"
+        )
+    os.replace(partials.out, out)
+    partials.checkpoint.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# worker side
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(opts: _JobOptions) -> None:
+    """Load the model once per process."""
+    import warnings
+
+    import mlflow.pyfunc
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    _WORKER["model"] = mlflow.pyfunc.load_model(opts.model_dir)
+    _WORKER["opts"] = opts
+
+
+def _score_chunk(chunk: Chunk, last_of_file: bool) -> _ChunkResult:
+    """Coerce, predict and format one chunk (runs in a worker)."""
+    opts: _JobOptions = _WORKER["opts"]
+    model = _WORKER["model"]
+    table = chunk.table
+    n = table.num_rows
+    rejects: list[list[str]] = []
+    coerced = coerce(table, opts.schema)
+    ok_idx = np.flatnonzero(coerced.ok)
+    preds, model_errors = _predict_isolating_errors(model, coerced.frame)
+    reasons = dict(coerced.reasons)
+    if model_errors:
+        bad_rows = ok_idx[list(model_errors)]
+        for pos, row in zip(model_errors, bad_rows, strict=True):
+            reasons[int(row)] = model_errors[pos]
+        keep_pos = np.setdiff1d(np.arange(len(ok_idx)), np.asarray(list(model_errors)))
+        ok_idx = ok_idx[keep_pos]
+    for i in sorted(reasons):
+        rejects.append(
+            [
+                chunk.file_name,
+                str(chunk.first_row + i),
+                raw_text(table, i, opts.delimiter),
+                reasons[i],
+            ]
+        )
+    for m in chunk.malformed:
+        rejects.append([chunk.file_name, "", m.text, m.reason])
+
+    cols: dict[str, pa.Array | pa.ChunkedArray] = {}
+    if opts.source_columns:
+        cols["source_file"] = pa.array([chunk.file_name] * len(ok_idx), pa.string())
+        cols["source_row"] = pa.array(ok_idx + chunk.first_row, pa.int64())
+    keep = opts.keep if opts.keep is not None else table.column_names
+    take = pa.array(ok_idx, pa.int64())
+    full = len(ok_idx) == n
+    for name in keep:
+        col = table.column(name)
+        cols[name] = col if full else col.take(take)
+    for name, values in preds.items():
+        cols[name] = _to_arrow(values)
+    names = list(cols)
+    # Output names may repeat an input name (a kept "prediction" column): keep both, suffixed.
+    unique = _unique_names(names)
+    out_table = pa.table(list(cols.values()), names=unique) if cols else pa.table({})
+    body = None
+    body = _render_csv(out_table, opts.delimiter) if opts.fmt == "csv" else None
+    return _ChunkResult(
+        seq=chunk.seq,
+        file_index=chunk.file_index,
+        last_of_file=last_of_file,
+        next_row=chunk.first_row + n,
+        columns=unique,
+        body=body,
+        table=out_table if opts.fmt == "parquet" else None,
+        rejects=rejects,
+        read=n + len(chunk.malformed),
+        scored=len(ok_idx),
+    )
+
+
+def _render_csv(table: pa.Table, delimiter: str) -> bytes:
+    """``table`` as CSV records without a header, quoting only the values that need it.
+
+    Arrow's own writer quotes every string; this renders each column to text with Arrow
+    compute (vectorised), quotes values holding the delimiter, a quote or a line break,
+    and joins the columns, so kept columns come out as they were read.
+    """
+    import pyarrow.compute as pc
+
+    if table.num_rows == 0 or table.num_columns == 0:
+        return b""
+    pattern = "[" + re.escape(delimiter) + '"\\r\\n]'
+    parts = []
+    for col in table.columns:
+        text = col if pa.types.is_string(col.type) else pc.cast(col, pa.string())
+        needs = pc.match_substring_regex(text, pattern)
+        if pc.any(needs).as_py():
+            quoted = pc.binary_join_element_wise(
+                '"', pc.replace_substring(text, '"', '""'), '"', ""
+            )
+            text = pc.if_else(needs, quoted, text)
+        parts.append(pc.fill_null(text, ""))
+    lines = pc.binary_join_element_wise(*parts, delimiter) if len(parts) > 1 else parts[0]
+    lines = pc.binary_join_element_wise(lines, "\n", "")
+    arr = lines.combine_chunks() if isinstance(lines, pa.ChunkedArray) else lines
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[
+        arr.offset : arr.offset + len(arr) + 1
+    ]
+    data = arr.buffers()[2]
+    return data.to_pybytes()[offsets[0] : offsets[-1]]
+
+
+def _unique_names(names: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        if name in seen:
+            seen[name] += 1
+            out.append(f"{name}_{seen[name]}")
+        else:
+            seen[name] = 0
+            out.append(name)
+    return out
+
+
+def _to_arrow(values: Any) -> pa.Array:
+    arr = np.asarray(values)
+    if arr.dtype == object:
+        return pa.array(list(arr), from_pandas=True)
+    return pa.array(arr, from_pandas=True)
+
+
+def _predict_isolating_errors(
+    model: Any, frame: pd.DataFrame
+) -> tuple[dict[str, Any], dict[int, str]]:
+    """Predict ``frame``; when the model fails, bisect to reject only the rows that fail alone.
+
+    Returns:
+        (output column -> values for the rows that scored, frame position -> error reason).
+    """
+    if len(frame) == 0:
+        return {}, {}
+    try:
+        return _prediction_columns(model.predict(frame), len(frame)), {}
+    except Exception as exc:
+        if len(frame) == 1:
+            return {}, {
+                0: "model error: " + (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            }
+    mid = len(frame) // 2
+    left, lerr = _predict_isolating_errors(model, frame.iloc[:mid].reset_index(drop=True))
+    right, rerr = _predict_isolating_errors(model, frame.iloc[mid:].reset_index(drop=True))
+    errors = {**lerr, **{mid + k: v for k, v in rerr.items()}}
+    merged: dict[str, Any] = {}
+    for name in list(left) + [k for k in right if k not in left]:
+        parts = [p[name] for p in (left, right) if name in p]
+        merged[name] = np.concatenate([np.asarray(p) for p in parts])
+    return merged, errors
+
+
+def _prediction_columns(pred: Any, n: int) -> dict[str, Any]:
+    """The model's output as named columns: its own for a DataFrame, else ``prediction``."""
+    if isinstance(pred, pd.DataFrame):
+        return {str(c): pred[c].to_numpy() for c in pred.columns}
+    if isinstance(pred, pd.Series):
+        return {"prediction": pred.to_numpy()}
+    if isinstance(pred, dict):
+        return {str(k): np.asarray(v) for k, v in pred.items()}
+    arr = np.asarray(pred)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    if arr.ndim == 1:
+        if len(arr) != n:
+            raise ScoringError(f"model returned {len(arr)} predictions for {n} rows")
+        return {"prediction": arr}
+    if arr.ndim == 2:
+        return {f"prediction_{i}": arr[:, i] for i in range(arr.shape[1])}
+    return {"prediction": [json.dumps(x.tolist()) for x in arr]}
+
+
+# ---------------------------------------------------------------------------------------------
+# model, manifest, run record
+
+
+class _local_model:
+    """A local copy of the model's files for the duration of a run (workers load from it)."""
+
+    def __init__(self, ws: Workspace, pinned_uri: str) -> None:
+        self.ws = ws
+        self.uri = pinned_uri
+        self.tmp: str | None = None
+
+    def __enter__(self) -> str:
+        if Path(self.uri).is_dir():
+            return str(Path(self.uri).resolve())
+        import mlflow.artifacts
+
+        from lifecycle.workspaces import use_workspace
+
+        self.tmp = tempfile.mkdtemp(prefix="lifecycle-score-")
+        with use_workspace(self.ws):
+            return str(
+                mlflow.artifacts.download_artifacts(artifact_uri=self.uri, dst_path=self.tmp)
+            )
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _sha256(path: Path) -> str:
+    from lifecycle.digest import sha256_file
+
+    return "sha256:" + sha256_file(path)
+
+
+def _package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in (
+        "mlflow-lifecycle",
+        "mlflow",
+        "scikit-learn",
+        "pandas",
+        "pyarrow",
+        "numpy",
+        "pyspark",
+    ):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _record_run(
+    ws: Workspace, resolved: Any, manifest: Manifest, manifest_path: Path
+) -> str | None:
+    """Record the run (manifest artifact, counts and throughput) and a batch deployment."""
+    from mlflow.entities import Metric
+
+    from lifecycle.workspaces import get_or_create_experiment
+
+    try:
+        client = ws.client()
+        exp_id = get_or_create_experiment(ws, EXPERIMENT)
+        tags = {
+            "mlflow.runName": f"score {resolved.name or Path(manifest.model_uri).name}"
+            + (f" v{resolved.version}" if resolved.version else ""),
+            "lifecycle.kind": "batch-scoring",
+            "lifecycle.model_uri": manifest.model_uri,
+            "lifecycle.engine": manifest.engine,
+        }
+        if resolved.name:
+            tags["lifecycle.model_name"] = resolved.name
+            tags["lifecycle.model_version"] = str(resolved.version)
+        run = client.create_run(exp_id, tags=tags)
+        run_id = run.info.run_id
+        now = int(time.time() * 1000)
+        metrics = {
+            "rows_read": manifest.rows_read,
+            "rows_scored": manifest.rows_scored,
+            "rows_rejected": manifest.rows_rejected,
+            "chunks": manifest.chunks,
+            "duration_s": manifest.duration_s,
+            "rows_per_s": manifest.rows_per_s,
+        }
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
+        manifest.run_id = run_id
+        client.log_dict(run_id, manifest.to_dict(), "manifest.json")
+        client.set_terminated(run_id)
+        if resolved.name and resolved.version:
+            from lifecycle.deployments import record_deployment
+
+            record_deployment(
+                ws,
+                resolved.name,
+                resolved.version,
+                kind="batch",
+                target=str(Path(manifest_path).parent / Path(manifest.outputs[0]["path"]).name)
+                if len(manifest.outputs) == 1
+                else str(Path(manifest_path).parent),
+                details={
+                    "run_id": run_id,
+                    "rows_scored": manifest.rows_scored,
+                    "engine": manifest.engine,
+                },
+            )
+        return str(run_id)
+    except Exception as exc:  # the output is written; failing to record it is a warning
+        logger.warning("could not record the scoring run in workspace '%s': %s", ws.name, exc)
+        return None

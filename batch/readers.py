@@ -1,0 +1,251 @@
+"""Input side of batch scoring: which files, and their rows as a stream of fixed-size chunks.
+
+Owns: expanding files / folders / globs into an ordered list of inputs; streaming CSV
+(header row, quoted fields with delimiters, quotes and newlines, UTF-8 BOM, blank lines,
+``NA``/empty as missing, another delimiter) and Parquet as Arrow tables of exactly
+``chunk_rows`` rows (the last may be shorter). CSV columns are read as text, so the schema
+module decides how each value is coerced and which rows are rejected; malformed CSV records
+(wrong number of fields) are collected instead of failing the file.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from lifecycle.errors import ScoringError
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq")
+NULL_VALUES = ["", "NA"]
+DEFAULT_CHUNK_ROWS = 50_000
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input file: its path, format (``csv`` or ``parquet``) and size in bytes."""
+
+    path: Path
+    fmt: str
+    size: int
+
+    @property
+    def name(self) -> str:
+        """The file name used in ``source_file`` columns and rejects."""
+        return self.path.name
+
+
+@dataclass
+class MalformedRecord:
+    """A CSV record the parser could not split into the header's number of fields."""
+
+    text: str
+    reason: str
+
+
+@dataclass
+class Chunk:
+    """A run of rows of one input file.
+
+    ``first_row`` is the 1-based number of the chunk's first data row in its file (rows the
+    parser could split; malformed records are not numbered).
+    """
+
+    file_index: int
+    file_name: str
+    first_row: int
+    table: pa.Table
+    seq: int = 0
+    malformed: list[MalformedRecord] = field(default_factory=list)
+
+
+def format_of(path: Path) -> str:
+    """``parquet`` for .parquet/.pq files, else ``csv``."""
+    return "parquet" if path.suffix.lower() in (".parquet", ".pq") else "csv"
+
+
+def expand_inputs(inputs: str | os.PathLike[str] | list[str | os.PathLike[str]]) -> list[InputFile]:
+    """Expand files, folders (their CSV/Parquet files, sorted) and globs, in the order given.
+
+    Raises:
+        ScoringError: a path or glob matches nothing, or nothing scorable is found.
+    """
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    found: list[Path] = []
+    for item in items:
+        text = str(item)
+        path = Path(text)
+        if path.is_dir():
+            files = sorted(
+                p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+            )
+            if not files:
+                raise ScoringError(
+                    f"Input folder '{path}' holds no CSV or Parquet files "
+                    f"(expected names ending in {', '.join(SUPPORTED_SUFFIXES)})"
+                )
+            found.extend(files)
+        elif path.is_file():
+            found.append(path)
+        elif any(ch in text for ch in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(text, recursive=True) if Path(m).is_file())
+            if not matches:
+                raise ScoringError(f"Input glob '{text}' matches no files")
+            found.extend(matches)
+        else:
+            raise ScoringError(f"Input '{text}' does not exist (expected a file, folder or glob)")
+    seen: set[Path] = set()
+    out: list[InputFile] = []
+    for p in found:
+        rp = p.resolve()
+        if rp in seen:
+            continue
+        seen.add(rp)
+        out.append(InputFile(path=rp, fmt=format_of(rp), size=rp.stat().st_size))
+    return out
+
+
+def read_columns(inp: InputFile, delimiter: str = ",") -> list[str]:
+    """The column names of an input (a CSV's header row, a Parquet file's schema).
+
+    Raises:
+        ScoringError: the file is empty or its header cannot be read.
+    """
+    if inp.fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.ParquetFile(inp.path).schema_arrow.names)
+    import pyarrow.csv as pacsv
+
+    if inp.size == 0:
+        raise ScoringError(f"Input '{inp.path}' is empty: expected a header row")
+    try:
+        reader = pacsv.open_csv(
+            inp.path,
+            read_options=pacsv.ReadOptions(block_size=1 << 16, use_threads=False),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter, newlines_in_values=True, invalid_row_handler=lambda r: "skip"
+            ),
+            convert_options=pacsv.ConvertOptions(
+                null_values=NULL_VALUES, strings_can_be_null=True, auto_dict_encode=False
+            ),
+        )
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise ScoringError(
+            f"Cannot read the header of '{inp.path}': {exc}".splitlines()[0]
+        ) from exc
+    names = list(reader.schema.names)
+    reader.close()
+    return names
+
+
+def iter_chunks(
+    inp: InputFile,
+    file_index: int,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+    delimiter: str = ",",
+    columns: list[str] | None = None,
+    skip_rows: int = 0,
+) -> Iterator[Chunk]:
+    """Stream ``inp`` as chunks of exactly ``chunk_rows`` rows (the last may be shorter).
+
+    CSV values stay text (nulls for empty and ``NA``). Malformed records met while reading are
+    attached to the file's last chunk, so chunk contents do not depend on read-ahead timing.
+    ``skip_rows`` data rows are read and dropped first (resuming a run).
+
+    Raises:
+        ScoringError: the file cannot be read (bad encoding, unreadable Parquet).
+    """
+    malformed: list[MalformedRecord]
+    batches: Iterator[pa.RecordBatch]
+    if inp.fmt == "parquet":
+        batches, malformed = _parquet_batches(inp, chunk_rows, columns), []
+    else:
+        batches, malformed = _csv_batches(inp, delimiter, columns, chunk_rows)
+    row = 1
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    schema: pa.Schema | None = None
+    try:
+        for batch in batches:
+            schema = batch.schema
+            if batch.num_rows == 0:
+                continue
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            while pending_rows >= chunk_rows:
+                table = pa.Table.from_batches(pending)
+                head, rest = table.slice(0, chunk_rows), table.slice(chunk_rows)
+                pending = rest.to_batches() if rest.num_rows else []
+                pending_rows = rest.num_rows
+                if row + chunk_rows - 1 > skip_rows:
+                    yield Chunk(file_index, inp.name, row, _drop_head(head, skip_rows - row + 1))
+                row += chunk_rows
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise ScoringError(f"Cannot read '{inp.path}': {exc}".splitlines()[0]) from exc
+    tail = (
+        pa.Table.from_batches(pending)
+        if pending
+        else (schema.empty_table() if schema is not None else pa.table({}))
+    )
+    tail = _drop_head(tail, skip_rows - row + 1) if tail.num_rows else tail
+    yield Chunk(file_index, inp.name, max(row, skip_rows + 1), tail, malformed=list(malformed))
+
+
+def _drop_head(table: pa.Table, n: int) -> pa.Table:
+    return table.slice(n) if n > 0 else table
+
+
+def _csv_batches(
+    inp: InputFile, delimiter: str, columns: list[str] | None, chunk_rows: int
+) -> tuple[Iterator[pa.RecordBatch], list[MalformedRecord]]:
+    import pyarrow.csv as pacsv
+
+    names = read_columns(inp, delimiter)
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ScoringError(f"Input '{inp.path}' repeats column name(s) {dupes} in its header")
+    malformed: list[MalformedRecord] = []
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        malformed.append(
+            MalformedRecord(
+                text=row.text,
+                reason=f"malformed record: expected {row.expected_columns} fields, "
+                f"got {row.actual_columns}",
+            )
+        )
+        return "skip"
+
+    # ~ bytes per row from the file average keeps Arrow's blocks near one chunk.
+    block = max(1 << 20, min(64 << 20, chunk_rows * max(16, 8 * len(names))))
+    reader = pacsv.open_csv(
+        inp.path,
+        read_options=pacsv.ReadOptions(block_size=block, use_threads=True),
+        parse_options=pacsv.ParseOptions(
+            delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_invalid
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names},
+            null_values=NULL_VALUES,
+            strings_can_be_null=True,
+            include_columns=columns,
+        ),
+    )
+    return iter(reader), malformed
+
+
+def _parquet_batches(
+    inp: InputFile, chunk_rows: int, columns: list[str] | None
+) -> Iterator[pa.RecordBatch]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(inp.path)
+    yield from pf.iter_batches(batch_size=chunk_rows, columns=columns)
