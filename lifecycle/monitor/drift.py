@@ -1,0 +1,324 @@
+"""Drift statistics: new data against a baseline profile (see :mod:`lifecycle.monitor.profile`).
+
+Per numeric feature: the population stability index (PSI) over the baseline's decile bins and
+a Kolmogorov-Smirnov test; per categorical feature: PSI over the baseline's categories and a
+chi-square test of homogeneity; per feature the missing-rate change; the same for the model's
+predictions; and, with labels, the model's metrics on the new data and their change.
+
+The baseline is a sketch, not the raw sample, so the KS statistic is the exact supremum
+distance between the new data's empirical CDF and the CDF the sketch describes (piecewise
+linear through 101 quantiles, or a step function for few-valued columns); its p-value uses
+the two-sample Kolmogorov distribution with the effective size ``n*m/(n+m)``, as
+``scipy.stats.ks_2samp`` does in asymptotic mode.
+
+Large samples make every p-value tiny, so a test only flags drift together with an effect
+size (KS distance, or total variation distance for categories) of at least ``min_effect``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from lifecycle.monitor.profile import (
+    HIGHER_IS_BETTER,
+    OTHER,
+    category_values,
+    compute_metrics,
+    numeric_values,
+)
+
+_EPS = 1e-4
+
+
+@dataclass
+class Thresholds:
+    """When a feature, the predictions or a metric count as drifted."""
+
+    psi: float = 0.25
+    ks_pvalue: float = 0.01
+    chi2_pvalue: float = 0.01
+    min_effect: float = 0.1
+    missing_rate: float = 0.1
+    missing_rate_increase: float = 0.05
+    prediction_psi: float = 0.25
+    metric_drop: dict[str, float] = field(
+        default_factory=lambda: {"accuracy": 0.05, "f1": 0.05, "r2": 0.1}
+    )
+    min_drifted_features: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly copy."""
+        return asdict(self)
+
+
+def psi(baseline: np.ndarray, current: np.ndarray) -> float:
+    """Population stability index of two distributions over the same bins (fractions)."""
+    b = np.clip(np.asarray(baseline, dtype="float64"), _EPS, None)
+    c = np.clip(np.asarray(current, dtype="float64"), _EPS, None)
+    return float(np.sum((c - b) * np.log(c / b)))
+
+
+def _bins_numeric(sketch: dict[str, Any], values: np.ndarray) -> tuple[list[str], list[float]]:
+    edges = np.asarray(sketch.get("bin_edges") or [], dtype="float64")
+    if not len(values):
+        return _bin_labels(edges), [0.0] * (len(edges) + 1)
+    idx = np.searchsorted(edges, values, side="right")
+    return _bin_labels(edges), list(np.bincount(idx, minlength=len(edges) + 1) / len(values))
+
+
+def _bin_labels(edges: np.ndarray) -> list[str]:
+    bounds = ["-inf", *[f"{e:.4g}" for e in edges], "inf"]
+    return [f"[{bounds[i]}, {bounds[i + 1]})" for i in range(len(bounds) - 1)]
+
+
+def _ks_statistic(sketch: dict[str, Any], values: np.ndarray) -> float:
+    """sup |F_new - F_base| with F_base the CDF the sketch describes."""
+    x = np.sort(values)
+    n = len(x)
+    if sketch.get("discrete"):
+        knots = np.asarray(sketch["values"], dtype="float64")
+        cum = np.cumsum(np.asarray(sketch["frequencies"], dtype="float64"))
+        cum = cum / cum[-1]
+        # Both CDFs are step functions: compare them at every jump of either.
+        points = np.union1d(knots, np.unique(x))
+        f_new = np.searchsorted(x, points, side="right") / n
+        f_base = np.concatenate([[0.0], cum])[np.searchsorted(knots, points, side="right")]
+        return float(np.max(np.abs(f_new - f_base)))
+    q = np.asarray(sketch["quantiles"], dtype="float64")
+    p = np.linspace(0, 1, len(q))
+    # Tied quantiles are a jump of the baseline CDF: keep its left and right value per knot.
+    knots, first = np.unique(q, return_index=True)
+    last = np.append(first[1:] - 1, len(q) - 1)
+    left, right = p[first], p[last]
+    left[0] = 0.0
+
+    def base_cdf(t: np.ndarray) -> np.ndarray:
+        k = np.searchsorted(knots, t, side="right") - 1  # last knot <= t
+        out = np.zeros_like(t)
+        above = k >= len(knots) - 1
+        out[above] = 1.0
+        inside = (k >= 0) & ~above
+        ki = k[inside]
+        span = knots[ki + 1] - knots[ki]
+        frac = (t[inside] - knots[ki]) / span
+        out[inside] = right[ki] + (left[ki + 1] - right[ki]) * frac
+        exact = np.isin(t, knots)
+        out[exact] = right[np.searchsorted(knots, t[exact])]
+        return out
+
+    def base_cdf_left(t: np.ndarray) -> np.ndarray:
+        out = base_cdf(t)
+        exact = np.isin(t, knots)
+        out[exact] = left[np.searchsorted(knots, t[exact])]
+        return out
+
+    points = np.union1d(knots, np.unique(x))
+    f_new = np.searchsorted(x, points, side="right") / n
+    f_new_left = np.searchsorted(x, points, side="left") / n
+    d = np.maximum(
+        np.abs(f_new - base_cdf(points)),
+        np.abs(f_new_left - base_cdf_left(points)),
+    )
+    return float(np.max(d))
+
+
+def ks_pvalue(statistic: float, n_base: int, n_new: int) -> float:
+    """Two-sample KS p-value (asymptotic, effective size ``n*m/(n+m)``)."""
+    if n_base <= 0 or n_new <= 0:
+        return 1.0
+    en = n_base * n_new / (n_base + n_new)
+    return float(stats.kstwo.sf(statistic, max(1, round(en))))
+
+
+def compare_column(sketch: dict[str, Any], series: pd.Series) -> dict[str, Any]:
+    """Drift statistics of one column of new data against its baseline sketch.
+
+    Returns:
+        ``kind``, ``psi``, ``ks_statistic``/``ks_pvalue`` (numeric), ``chi2_pvalue`` and
+        ``tvd`` (categorical), ``missing_rate``, ``baseline_missing_rate``, ``count``, and
+        ``bins`` (labels with baseline and current fractions, for plots).
+    """
+    total = len(series)
+    out: dict[str, Any] = {
+        "kind": sketch["kind"],
+        "baseline_missing_rate": sketch.get("missing_rate", 0.0),
+        "psi": None,
+        "ks_statistic": None,
+        "ks_pvalue": None,
+        "chi2_pvalue": None,
+        "tvd": None,
+    }
+    if sketch["kind"] == "numeric":
+        values = numeric_values(series)
+        out["count"] = len(values)
+        out["missing_rate"] = (total - len(values)) / total if total else 0.0
+        if not len(values) or not sketch.get("count"):
+            return out
+        out["mean"] = float(values.mean())
+        if sketch.get("discrete"):
+            keys = [float(v) for v in sketch["values"]]
+            base = [*sketch["frequencies"], 0.0]
+            labels = [f"{v:g}" for v in keys] + [OTHER]
+            pos = {v: i for i, v in enumerate(keys)}
+            idx = np.array([pos.get(float(v), len(keys)) for v in values])
+            cur = list(np.bincount(idx, minlength=len(keys) + 1) / len(values))
+        else:
+            labels, cur = _bins_numeric(sketch, values)
+            base = list(sketch["bin_fractions"])
+        out["psi"] = psi(np.array(base), np.array(cur))
+        d = _ks_statistic(sketch, values)
+        out["ks_statistic"] = d
+        out["ks_pvalue"] = ks_pvalue(d, int(sketch["count"]), len(values))
+        out["bins"] = {"labels": labels, "baseline": base, "current": [float(c) for c in cur]}
+        return out
+    cats = category_values(series)
+    out["count"] = len(cats)
+    out["missing_rate"] = (total - len(cats)) / total if total else 0.0
+    if not len(cats) or not sketch.get("count"):
+        return out
+    keys = list(sketch["categories"])
+    base = [*sketch["frequencies"], sketch.get("other_fraction", 0.0)]
+    counts = cats.value_counts()
+    cur_counts = [int(counts.get(k, 0)) for k in keys]
+    cur_counts.append(len(cats) - sum(cur_counts))
+    cur_arr = np.asarray(cur_counts, dtype="float64") / len(cats)
+    out["psi"] = psi(np.array(base), cur_arr)
+    out["tvd"] = float(0.5 * np.abs(cur_arr - np.asarray(base)).sum())
+    table = np.array([np.asarray(base) * float(sketch["count"]), np.asarray(cur_counts)])
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] >= 2:
+        out["chi2_pvalue"] = float(stats.chi2_contingency(table)[1])
+    else:
+        out["chi2_pvalue"] = 1.0
+    out["bins"] = {
+        "labels": [*keys, OTHER],
+        "baseline": base,
+        "current": [float(c) for c in cur_arr],
+    }
+    return out
+
+
+def feature_verdict(stat: dict[str, Any], t: Thresholds) -> list[str]:
+    """The reasons (empty: none) why one column's statistics count as drift under ``t``."""
+    reasons = []
+    if stat.get("psi") is not None and stat["psi"] > t.psi:
+        reasons.append(f"PSI {stat['psi']:.3f} > {t.psi}")
+    if (
+        stat.get("ks_pvalue") is not None
+        and stat["ks_pvalue"] < t.ks_pvalue
+        and stat["ks_statistic"] >= t.min_effect
+    ):
+        reasons.append(
+            f"KS p={stat['ks_pvalue']:.2g} < {t.ks_pvalue} (distance {stat['ks_statistic']:.3f})"
+        )
+    if (
+        stat.get("chi2_pvalue") is not None
+        and stat["chi2_pvalue"] < t.chi2_pvalue
+        and (stat.get("tvd") or 0.0) >= t.min_effect
+    ):
+        reasons.append(
+            f"chi-square p={stat['chi2_pvalue']:.2g} < {t.chi2_pvalue} (TVD {stat['tvd']:.3f})"
+        )
+    if stat.get("missing_rate", 0.0) > t.missing_rate:
+        reasons.append(f"missing rate {stat['missing_rate']:.3f} > {t.missing_rate}")
+    increase = stat.get("missing_rate", 0.0) - float(stat.get("baseline_missing_rate") or 0.0)
+    if increase > t.missing_rate_increase:
+        reasons.append(f"missing rate up {increase:.3f} > {t.missing_rate_increase}")
+    return reasons
+
+
+@dataclass
+class DriftReport:
+    """The comparison of new data with a baseline, with the verdicts under some thresholds."""
+
+    features: list[dict[str, Any]]
+    prediction: dict[str, Any]
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    metric_changes: dict[str, float]
+    reasons: list[str]
+    drift: bool
+    rows: int
+
+
+def compare(
+    baseline: dict[str, Any],
+    data: pd.DataFrame,
+    predictions: pd.Series,
+    labels: pd.Series | None = None,
+    thresholds: Thresholds | None = None,
+) -> DriftReport:
+    """Compare new ``data`` (and the model's ``predictions`` on it) with ``baseline``.
+
+    Args:
+        baseline: a profile from :func:`lifecycle.monitor.profile.build_profile`.
+        data: new rows holding at least the baseline's features.
+        predictions: the model's predictions on ``data``.
+        labels: true labels of ``data``, for metrics.
+        thresholds: drift thresholds (defaults when None).
+
+    Returns:
+        The :class:`DriftReport`.
+    """
+    t = thresholds or Thresholds()
+    features = []
+    for name in baseline["feature_order"]:
+        stat = compare_column(baseline["features"][name], data[name])
+        stat["name"] = name
+        stat["reasons"] = feature_verdict(stat, t)
+        stat["drift"] = bool(stat["reasons"])
+        features.append(stat)
+    pred = compare_column(baseline["prediction"], predictions)
+    pred["name"] = "prediction"
+    pred_reasons = []
+    if pred.get("psi") is not None and pred["psi"] > t.prediction_psi:
+        pred_reasons.append(f"prediction PSI {pred['psi']:.3f} > {t.prediction_psi}")
+    pred["reasons"] = pred_reasons
+    pred["drift"] = bool(pred_reasons)
+
+    metrics: dict[str, float] = {}
+    changes: dict[str, float] = {}
+    base_metrics = dict(baseline.get("metrics") or {})
+    reasons: list[str] = []
+    if labels is not None:
+        task = baseline.get("task") or "classification"
+        metrics = compute_metrics(task, labels, predictions)
+        for key, value in metrics.items():
+            if key in base_metrics and key != "labelled_rows":
+                changes[key] = float(value) - float(base_metrics[key])
+        for key, limit in t.metric_drop.items():
+            if key not in changes:
+                continue
+            worse = -changes[key] if key in HIGHER_IS_BETTER else changes[key]
+            if worse > limit:
+                reasons.append(
+                    f"{key} {base_metrics[key]:.3f} -> {metrics[key]:.3f} "
+                    f"(worse by {worse:.3f} > {limit})"
+                )
+    drifted = [f for f in features if f["drift"]]
+    if len(drifted) >= max(1, t.min_drifted_features):
+        reasons[:0] = [f"feature {f['name']}: {'; '.join(f['reasons'])}" for f in drifted]
+    reasons.extend(pred_reasons)
+    return DriftReport(
+        features=features,
+        prediction=pred,
+        metrics=metrics,
+        baseline_metrics=base_metrics,
+        metric_changes=changes,
+        reasons=reasons,
+        drift=bool(reasons),
+        rows=len(data),
+    )
+
+
+def finite_or_none(x: Any) -> Any:
+    """``x`` with NaN/inf replaced by None (strict JSON)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x

@@ -1,0 +1,456 @@
+"""``monitor``: compare new data with a model version's baseline, log it, act on drift.
+
+New data comes from CSV/Parquet files or folders of them: batch inputs, the scoring server's
+input logs, any data. The comparison (:mod:`lifecycle.monitor.drift`) is logged as a run of
+the workspace's ``lifecycle-monitoring`` experiment tagged with the model name and version;
+the version gets a ``lifecycle.monitor.last`` tag with the verdict; the event goes to the
+audit history; on drift the policy's actions run (:mod:`lifecycle.monitor.policy`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lifecycle.audit import record_event, utcnow
+from lifecycle.errors import DriftDetectedError, MonitoringError
+from lifecycle.monitor.drift import DriftReport, compare, finite_or_none
+from lifecycle.monitor.policy import ActionContext, Policy, apply_actions, load_policy
+from lifecycle.monitor.profile import (
+    as_prediction_series,
+    load_baseline,
+    quiet_downloads,
+    split_labels,
+)
+from lifecycle.workspaces import Workspace, get_or_create_experiment
+
+logger = logging.getLogger(__name__)
+
+MONITOR_EXPERIMENT = "lifecycle-monitoring"
+MODEL_TAG = "lifecycle.monitor.model"
+VERSION_TAG = "lifecycle.monitor.version"
+DRIFT_TAG = "lifecycle.monitor.drift"
+LAST_TAG = "lifecycle.monitor.last"
+DATA_SUFFIXES = (".csv", ".parquet", ".pq")
+_FEATURE_KEYS = (
+    "name",
+    "kind",
+    "psi",
+    "ks_statistic",
+    "ks_pvalue",
+    "chi2_pvalue",
+    "tvd",
+    "missing_rate",
+    "baseline_missing_rate",
+    "drift",
+    "reasons",
+)
+
+
+@dataclass
+class MonitorResult:
+    """The outcome of :func:`monitor`; ``to_dict()`` is the ``--json`` output."""
+
+    model: str
+    version: str
+    workspace: str
+    model_uri: str
+    drift: bool
+    rows: int
+    features: list[dict[str, Any]]
+    prediction: dict[str, Any]
+    metrics: dict[str, float]
+    baseline_metrics: dict[str, float]
+    metric_changes: dict[str, float]
+    reasons: list[str]
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    exit_code: int = 0
+    run_id: str | None = None
+    report: str | None = None
+    policy: dict[str, Any] = field(default_factory=dict)
+    inputs: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-friendly result (strict JSON: NaN becomes null)."""
+        return _json_clean(
+            {
+                "model": self.model,
+                "version": self.version,
+                "workspace": self.workspace,
+                "model_uri": self.model_uri,
+                "drift": self.drift,
+                "rows": self.rows,
+                "features": [{k: f.get(k) for k in _FEATURE_KEYS} for f in self.features],
+                "prediction": {k: self.prediction.get(k) for k in _FEATURE_KEYS},
+                "metrics": self.metrics,
+                "baseline_metrics": self.baseline_metrics,
+                "metric_changes": self.metric_changes,
+                "reasons": self.reasons,
+                "actions": self.actions,
+                "exit_code": self.exit_code,
+                "run_id": self.run_id,
+                "report": self.report,
+                "policy": self.policy,
+                "inputs": self.inputs,
+            }
+        )
+
+    def raise_for_drift(self) -> None:
+        """Raise :class:`DriftDetectedError` (exit code 3) when the policy asked for it."""
+        if self.exit_code:
+            first = self.reasons[0] if self.reasons else "drift"
+            more = f" (+{len(self.reasons) - 1} more)" if len(self.reasons) > 1 else ""
+            raise DriftDetectedError(
+                f"Drift detected for {self.model} v{self.version} in '{self.workspace}': "
+                f"{first}{more}"
+            )
+
+
+def _json_clean(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_clean(v) for v in obj]
+    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
+        obj = obj.item()  # numpy scalars
+    return finite_or_none(obj)
+
+
+def find_data_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The CSV/Parquet files named by ``inputs`` (folders are searched recursively).
+
+    Hidden files and names starting with ``_`` (writers' temporary files) are skipped.
+
+    Raises:
+        MonitoringError: a path does not exist, has an unsupported suffix, or nothing is found.
+    """
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in DATA_SUFFIXES
+                and not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+            )
+            if not found:
+                raise MonitoringError(
+                    f"Folder '{path}' holds no {'/'.join(DATA_SUFFIXES)} files to monitor"
+                )
+            files.extend(found)
+        elif path.is_file():
+            if path.suffix.lower() not in DATA_SUFFIXES:
+                raise MonitoringError(
+                    f"Input '{path}' is not a CSV or Parquet file; expected one of "
+                    f"{', '.join(DATA_SUFFIXES)} or a folder of them"
+                )
+            files.append(path)
+        else:
+            raise MonitoringError(f"Input '{path}' does not exist")
+    if not files:
+        raise MonitoringError("No input data given; expected CSV/Parquet files or folders")
+    return files
+
+
+def read_inputs(inputs: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
+    """All rows of the CSV/Parquet files named by ``inputs``, concatenated.
+
+    Raises:
+        MonitoringError: missing or unreadable files, or no rows at all.
+    """
+    frames = []
+    for path in find_data_files(inputs):
+        try:
+            if path.suffix.lower() == ".csv":
+                frames.append(pd.read_csv(path))
+            else:
+                frames.append(pd.read_parquet(path))
+        except Exception as exc:
+            raise MonitoringError(
+                f"Cannot read '{path}': {type(exc).__name__}: {exc}".splitlines()[0]
+            ) from exc
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if len(df) == 0:
+        raise MonitoringError(f"The input data ({', '.join(map(str, inputs))}) has no rows")
+    return df
+
+
+def _metric_key(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_\-. /]", "_", str(name))[:200]
+
+
+def _run_metrics(report: DriftReport) -> dict[str, float]:
+    out: dict[str, float] = {
+        "rows": float(report.rows),
+        "drift": 1.0 if report.drift else 0.0,
+        "drifted_features": float(sum(f["drift"] for f in report.features)),
+    }
+    psis = [f["psi"] for f in report.features if f.get("psi") is not None]
+    if psis:
+        out["max_psi"] = float(max(psis))
+    if report.prediction.get("psi") is not None:
+        out["prediction_psi"] = float(report.prediction["psi"])
+    for f in report.features:
+        key = _metric_key(f["name"])
+        for stat in ("psi", "ks_pvalue", "chi2_pvalue", "missing_rate"):
+            value = f.get(stat)
+            if value is not None:
+                out[f"{stat}.{key}"] = float(value)
+    for k, v in report.metrics.items():
+        out[f"metric.{k}"] = float(v)
+    for k, v in report.metric_changes.items():
+        out[f"metric_change.{k}"] = float(v)
+    return out
+
+
+def monitor_history(ws: Workspace, name: str, version: str | int) -> list[dict[str, Any]]:
+    """This version's monitor runs, oldest first: ``run_id``, ``start_time``, ``drift``, metrics."""
+    client = ws.client()
+    exp = client.get_experiment_by_name(MONITOR_EXPERIMENT)
+    if exp is None:
+        return []
+    esc = name.replace("'", "\\'")
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string=f"tags.`{MODEL_TAG}` = '{esc}' and tags.`{VERSION_TAG}` = '{version}'",
+        order_by=["attribute.start_time ASC"],
+        max_results=1000,
+    )
+    return [
+        {
+            "run_id": r.info.run_id,
+            "start_time": r.info.start_time,
+            "drift": r.data.tags.get(DRIFT_TAG) == "true",
+            "metrics": dict(r.data.metrics),
+        }
+        for r in runs
+    ]
+
+
+def monitor(
+    ws: Workspace,
+    model_uri: str,
+    inputs: Sequence[str | os.PathLike[str]] | pd.DataFrame,
+    *,
+    labels: str | pd.Series | None = None,
+    report_dir: str | os.PathLike[str] | None = None,
+    policy: Policy | str | os.PathLike[str] | None = None,
+) -> MonitorResult:
+    """Compare new data with the baseline of the model version ``model_uri`` names.
+
+    Args:
+        ws: the workspace holding the model.
+        model_uri: ``models:/NAME/VERSION|STAGE|latest`` or ``models:/NAME@ALIAS``.
+        inputs: CSV/Parquet files or folders (or a DataFrame).
+        labels: the label column of the inputs (or the labels), for metrics.
+        report_dir: where to write the HTML report with its PNG figures.
+        policy: a :class:`Policy`, a policy YAML file, or None for the default policy.
+
+    Returns:
+        The :class:`MonitorResult`; ``exit_code`` is 3 when the policy says drift must fail
+        the caller (:meth:`MonitorResult.raise_for_drift`).
+
+    Raises:
+        ModelNotFoundError: the model URI resolves to nothing.
+        MonitoringError: no baseline, unreadable data, missing feature columns, the model
+            cannot predict the data.
+        ConfigError: an invalid policy file.
+    """
+    import mlflow.pyfunc
+
+    from lifecycle.uris import resolve_model
+    from lifecycle.workspaces import use_workspace
+
+    pol = policy if isinstance(policy, Policy) else load_policy(policy)
+    resolved = resolve_model(ws, model_uri)
+    if resolved.name is None or resolved.version is None:
+        raise MonitoringError(
+            f"Model URI '{model_uri}' is a local directory; monitoring needs a registered "
+            "version (models:/NAME/VERSION) whose baseline is stored in the registry"
+        )
+    name, version = resolved.name, resolved.version
+    baseline = load_baseline(ws, name, version)
+    if isinstance(inputs, pd.DataFrame):
+        data, input_names = inputs.reset_index(drop=True), ["<DataFrame>"]
+    else:
+        input_list = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+        data, input_names = read_inputs(input_list), [str(p) for p in input_list]
+    data, y, _ = split_labels(data, labels)
+    features = list(baseline["feature_order"])
+    missing = [c for c in features if c not in data.columns]
+    if missing:
+        extra = [str(c) for c in data.columns if c not in features]
+        raise MonitoringError(
+            f"The input data lacks baseline feature(s) {', '.join(missing)} of {name} "
+            f"v{version}; it has extra column(s): {', '.join(extra) or 'none'}"
+        )
+    data = data[features]
+    with use_workspace(ws), quiet_downloads():
+        model = mlflow.pyfunc.load_model(resolved.pinned_uri)
+    try:
+        predictions = as_prediction_series(model.predict(data))
+    except Exception as exc:
+        raise MonitoringError(
+            f"{name} v{version} cannot predict the input data: {type(exc).__name__}: {exc}".splitlines()[
+                0
+            ]
+        ) from exc
+    report = compare(baseline, data, predictions, y, pol.thresholds)
+
+    client = ws.client()
+    exp_id = get_or_create_experiment(ws, MONITOR_EXPERIMENT)
+    run = client.create_run(
+        exp_id,
+        run_name=f"monitor {name} v{version}",
+        tags={
+            MODEL_TAG: name,
+            VERSION_TAG: str(version),
+            DRIFT_TAG: "true" if report.drift else "false",
+            "lifecycle.monitor.model_uri": str(model_uri),
+            "lifecycle.monitor.workspace": ws.name,
+        },
+    )
+    run_id = run.info.run_id
+    result = MonitorResult(
+        model=name,
+        version=str(version),
+        workspace=ws.name,
+        model_uri=str(model_uri),
+        drift=report.drift,
+        rows=report.rows,
+        features=report.features,
+        prediction=report.prediction,
+        metrics=report.metrics,
+        baseline_metrics=report.baseline_metrics,
+        metric_changes=report.metric_changes,
+        reasons=report.reasons,
+        run_id=run_id,
+        policy=pol.to_dict(),
+        inputs=input_names,
+    )
+    try:
+        from mlflow.entities import Metric, Param
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, 0) for k, v in _run_metrics(report).items()]
+        for i in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=metrics[i : i + 1000])
+        client.log_batch(
+            run_id,
+            params=[
+                Param("model_uri", str(model_uri)[:6000]),
+                Param("inputs", ",".join(input_names)[:6000]),
+                Param("policy", str(pol.source or "default")[:6000]),
+            ],
+        )
+        drifted = [f["name"] for f in report.features if f["drift"]]
+        record_event(
+            ws,
+            name,
+            "monitor",
+            version=version,
+            details={
+                "drift": report.drift,
+                "drifted_features": drifted,
+                "metrics": report.metrics,
+                "rows": report.rows,
+                "monitor_run_id": run_id,
+                "reasons": report.reasons[:10],
+            },
+        )
+        if report.drift:
+            ctx = ActionContext(
+                ws=ws,
+                name=name,
+                version=str(version),
+                model_uri=str(model_uri),
+                reasons=report.reasons,
+                inputs=input_names,
+                run_id=run_id,
+            )
+            result.actions, result.exit_code = apply_actions(pol, ctx)
+        last = {
+            "at": utcnow(),
+            "run_id": run_id,
+            "drift": report.drift,
+            "drifted_features": drifted[:20],
+            "metrics": report.metrics,
+            "rows": report.rows,
+            "actions": [a.get("action") for a in result.actions],
+        }
+        last_json = json.dumps(_json_clean(last))
+        if len(last_json) > 4900:  # MLflow caps version tag values at 5000 characters
+            last["drifted_features"] = drifted[:3]
+            last["metrics"] = {}
+            last_json = json.dumps(_json_clean(last))
+        client.set_model_version_tag(name, str(version), LAST_TAG, last_json)
+        if report_dir is not None:
+            from lifecycle.monitor.report import write_report
+
+            history = monitor_history(ws, name, version)
+            result.report = str(
+                write_report(result, baseline, history, report_dir, thresholds=pol.thresholds)
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "monitor_result.json"
+            out.write_text(json.dumps(result.to_dict(), indent=2), encoding="utf-8")
+            client.log_artifact(run_id, str(out), "monitor")
+        if result.report:
+            client.log_artifacts(run_id, str(Path(result.report).parent), "monitor/report")
+        client.set_terminated(run_id, "FINISHED")
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    logger.info("monitored %s v%s on %d rows: drift=%s", name, version, report.rows, report.drift)
+    return result
+
+
+def baseline_from_files(
+    ws: Workspace,
+    model_uri: str,
+    data: Sequence[str | os.PathLike[str]],
+    *,
+    labels: str | None = None,
+) -> dict[str, Any]:
+    """Attach a baseline to the version ``model_uri`` names, profiled on CSV/Parquet ``data``.
+
+    Returns:
+        A summary: ``model``, ``version``, ``rows``, ``features``, ``metrics``, ``task``.
+
+    Raises:
+        ModelNotFoundError, MonitoringError: as :func:`lifecycle.monitor.profile.attach_baseline`.
+    """
+    from lifecycle.monitor.profile import attach_baseline
+    from lifecycle.uris import resolve_model
+
+    resolved = resolve_model(ws, model_uri)
+    if resolved.name is None or resolved.version is None:
+        raise MonitoringError(
+            f"Model URI '{model_uri}' is a local directory; a baseline is stored with a "
+            "registered version (models:/NAME/VERSION)"
+        )
+    df = read_inputs(list(data))
+    profile = attach_baseline(ws, resolved.name, resolved.version, df, labels=labels)
+    return {
+        "model": resolved.name,
+        "version": resolved.version,
+        "workspace": ws.name,
+        "rows": profile["rows"],
+        "features": profile["feature_order"],
+        "task": profile["task"],
+        "metrics": profile["metrics"],
+    }

@@ -1,0 +1,396 @@
+"""Baseline profiles: a compact JSON sketch of the data a model version was trained or sampled on.
+
+A profile holds, per feature, a distribution sketch (101 quantiles and decile bins for numeric
+features, value frequencies for categorical and few-valued numeric ones) and the missing rate;
+the same sketch of the model's predictions on that data; and, when labels were given, the
+model's metrics on them. It is stored with the model version as an artifact of the version's
+run (``lifecycle/baseline.json``) plus the version tag ``lifecycle.baseline`` naming that
+artifact path, so a promotion that deep-copies the run's artifacts carries it along.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lifecycle.errors import MonitoringError
+from lifecycle.workspaces import Workspace
+
+logger = logging.getLogger(__name__)
+
+PROFILE_FORMAT = "lifecycle.baseline/1"
+BASELINE_ARTIFACT = "lifecycle/baseline.json"
+BASELINE_TAG = "lifecycle.baseline"
+PREDICTION = "prediction"
+#: Numeric columns with at most this many distinct values are sketched by value frequencies.
+DISCRETE_MAX_VALUES = 20
+MAX_CATEGORIES = 50
+N_BINS = 10
+N_QUANTILES = 101
+OTHER = "__other__"
+#: Metrics where a higher value is better; the others (rmse, mae) are better when lower.
+HIGHER_IS_BETTER = frozenset({"accuracy", "f1", "precision", "recall", "r2"})
+
+
+def _round(x: float) -> float:
+    """Six significant digits keep the JSON compact without hurting the statistics."""
+    if x is None or not math.isfinite(float(x)):
+        return float(x) if x is not None else float("nan")
+    return float(f"{float(x):.6g}")
+
+
+@contextlib.contextmanager
+def quiet_downloads() -> Iterator[None]:
+    """Keep MLflow from drawing download progress bars on stderr (the CLI prints one line)."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    old = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
+def is_numeric(series: pd.Series) -> bool:
+    """True for numeric (not boolean) columns; datetimes count as numeric (epoch seconds)."""
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return False
+    return bool(
+        pd.api.types.is_numeric_dtype(series.dtype)
+        or pd.api.types.is_datetime64_any_dtype(series.dtype)
+    )
+
+
+def numeric_values(series: pd.Series) -> np.ndarray:
+    """The non-missing values of a numeric or datetime column as float64."""
+    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+        values = series.dropna().astype("int64").to_numpy(dtype="float64") / 1e9
+    else:
+        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return values[np.isfinite(values)]
+
+
+def category_values(series: pd.Series) -> pd.Series:
+    """The non-missing values of a column as strings (the keys of categorical sketches)."""
+    return series.dropna().astype(str)
+
+
+def sketch_column(series: pd.Series) -> dict[str, Any]:
+    """A compact distribution sketch of one column.
+
+    Returns:
+        ``{"kind": "numeric"|"categorical", "count", "missing_rate", ...}``: numeric sketches
+        carry ``quantiles`` (101), ``bin_edges``/``bin_fractions`` (deciles), mean/std/min/max
+        and, for few-valued columns, ``values``/``frequencies``; categorical ones carry
+        ``categories``/``frequencies`` and ``other_fraction``.
+    """
+    total = len(series)
+    missing = int(series.isna().sum())
+    out: dict[str, Any] = {"missing_rate": _round(missing / total) if total else 0.0}
+    if is_numeric(series):
+        values = numeric_values(series)
+        out["missing_rate"] = _round((total - len(values)) / total) if total else 0.0
+        out.update(kind="numeric", count=len(values))
+        if len(values) == 0:
+            out.update(quantiles=[], bin_edges=[], bin_fractions=[])
+            return out
+        qs = np.quantile(values, np.linspace(0, 1, N_QUANTILES))
+        edges = np.unique(np.quantile(values, np.linspace(0, 1, N_BINS + 1)[1:-1]))
+        idx = np.searchsorted(edges, values, side="right")
+        fractions = np.bincount(idx, minlength=len(edges) + 1) / len(values)
+        out.update(
+            quantiles=[_round(q) for q in qs],
+            bin_edges=[_round(e) for e in edges],
+            bin_fractions=[_round(f) for f in fractions],
+            mean=_round(values.mean()),
+            std=_round(values.std()),
+            min=_round(values.min()),
+            max=_round(values.max()),
+        )
+        uniq, counts = np.unique(values, return_counts=True)
+        if len(uniq) <= DISCRETE_MAX_VALUES:
+            out.update(
+                discrete=True,
+                values=[float(u) for u in uniq],
+                frequencies=[_round(c / len(values)) for c in counts],
+            )
+        return out
+    cats = category_values(series)
+    freq = cats.value_counts(normalize=True, sort=True)
+    top = freq.iloc[:MAX_CATEGORIES]
+    out.update(
+        kind="categorical",
+        count=len(cats),
+        categories=[str(c) for c in top.index],
+        frequencies=[_round(f) for f in top.to_numpy()],
+        other_fraction=_round(float(freq.iloc[MAX_CATEGORIES:].sum())),
+    )
+    return out
+
+
+def as_prediction_series(predictions: Any, index: pd.Index | None = None) -> pd.Series:
+    """A model's predictions as one Series (first column of a multi-column output)."""
+    if isinstance(predictions, pd.DataFrame):
+        for col in (PREDICTION, "predictions", "Scored Labels"):
+            if col in predictions.columns:
+                return predictions[col].reset_index(drop=True).rename(PREDICTION)
+        return predictions.iloc[:, 0].reset_index(drop=True).rename(PREDICTION)
+    if isinstance(predictions, pd.Series):
+        return predictions.reset_index(drop=True).rename(PREDICTION)
+    arr = np.asarray(predictions)
+    if arr.ndim > 1:
+        arr = arr[:, 0] if arr.shape[1] else arr.reshape(-1)
+    return pd.Series(arr, name=PREDICTION)
+
+
+def infer_task(labels: pd.Series) -> str:
+    """``classification`` for non-float or few integer-valued labels, else ``regression``."""
+    if not is_numeric(labels):
+        return "classification"
+    if pd.api.types.is_integer_dtype(labels.dtype):
+        return "classification" if labels.nunique() <= MAX_CATEGORIES else "regression"
+    values = numeric_values(labels)
+    integral = bool(len(values)) and bool(np.all(np.equal(np.mod(values, 1), 0)))
+    return (
+        "classification"
+        if integral and len(np.unique(values)) <= DISCRETE_MAX_VALUES
+        else ("regression")
+    )
+
+
+def compute_metrics(task: str, labels: pd.Series, predictions: pd.Series) -> dict[str, float]:
+    """The model's metrics for ``task`` (accuracy/f1/precision/recall or rmse/mae/r2).
+
+    Rows whose label is missing are left out (and counted in ``labelled_rows``).
+    """
+    from sklearn import metrics as skm
+
+    y = labels.reset_index(drop=True)
+    p = predictions.reset_index(drop=True)
+    keep = y.notna() & p.notna()
+    y, p = y[keep], p[keep]
+    if len(y) == 0:
+        return {}
+    out: dict[str, float] = {"labelled_rows": float(len(y))}
+    if task == "classification":
+        if y.dtype != p.dtype:
+            # Compare labels and predictions of different dtypes (1 vs 1.0 vs "1") as text.
+            y = y.map(_label_text)
+            p = p.map(_label_text)
+        out["accuracy"] = float(skm.accuracy_score(y, p))
+        out["f1"] = float(skm.f1_score(y, p, average="macro", zero_division=0))
+        out["precision"] = float(skm.precision_score(y, p, average="macro", zero_division=0))
+        out["recall"] = float(skm.recall_score(y, p, average="macro", zero_division=0))
+    else:
+        yv = pd.to_numeric(y, errors="coerce").to_numpy(dtype="float64")
+        pv = pd.to_numeric(p, errors="coerce").to_numpy(dtype="float64")
+        out["rmse"] = float(np.sqrt(skm.mean_squared_error(yv, pv)))
+        out["mae"] = float(skm.mean_absolute_error(yv, pv))
+        out["r2"] = float(skm.r2_score(yv, pv))
+    return {k: _round(v) for k, v in out.items()}
+
+
+def _label_text(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def split_labels(
+    df: pd.DataFrame, labels: str | Sequence[Any] | pd.Series | None
+) -> tuple[pd.DataFrame, pd.Series | None, str | None]:
+    """Separate features from labels given as a column name or as values.
+
+    Raises:
+        MonitoringError: the label column is absent, or the label count differs from the rows.
+    """
+    if labels is None:
+        return df, None, None
+    if isinstance(labels, str):
+        if labels not in df.columns:
+            raise MonitoringError(
+                f"Label column '{labels}' is not in the data. Columns: {', '.join(map(str, df.columns))}"
+            )
+        return df.drop(columns=[labels]), df[labels].reset_index(drop=True), labels
+    series = pd.Series(labels).reset_index(drop=True)
+    if len(series) != len(df):
+        raise MonitoringError(f"Got {len(series)} labels for {len(df)} rows; expected one per row")
+    return df, series, str(series.name) if series.name is not None else None
+
+
+def build_profile(
+    model: Any,
+    sample_df: pd.DataFrame,
+    labels: str | Sequence[Any] | pd.Series | None = None,
+) -> dict[str, Any]:
+    """The baseline profile of ``model`` on ``sample_df`` (features only; labels apart).
+
+    Args:
+        model: anything with ``predict(DataFrame)`` (an MLflow pyfunc model).
+        sample_df: training or sample rows.
+        labels: a column of ``sample_df`` holding the labels, or the labels themselves.
+
+    Returns:
+        The profile as a JSON-serialisable dict (format ``lifecycle.baseline/1``).
+
+    Raises:
+        MonitoringError: empty sample, bad labels, or the model cannot predict the sample.
+    """
+    if sample_df is None or len(sample_df) == 0:
+        raise MonitoringError("The baseline sample is empty; expected at least one row")
+    features, y, label_name = split_labels(sample_df.reset_index(drop=True), labels)
+    try:
+        preds = as_prediction_series(model.predict(features))
+    except Exception as exc:
+        raise MonitoringError(
+            f"The model cannot predict the baseline sample: {type(exc).__name__}: {exc}".splitlines()[
+                0
+            ]
+        ) from exc
+    profile: dict[str, Any] = {
+        "format": PROFILE_FORMAT,
+        "rows": len(features),
+        "feature_order": [str(c) for c in features.columns],
+        "features": {str(c): sketch_column(features[c]) for c in features.columns},
+        "prediction": sketch_column(preds),
+        "label": label_name,
+        "task": None,
+        "metrics": {},
+    }
+    if y is not None:
+        task = infer_task(y.dropna())
+        profile["task"] = task
+        profile["metrics"] = compute_metrics(task, y, preds)
+    return profile
+
+
+def attach_baseline(
+    ws: Workspace,
+    name: str,
+    version: str | int,
+    sample_df: pd.DataFrame,
+    labels: str | Sequence[Any] | pd.Series | None = None,
+) -> dict[str, Any]:
+    """Profile version ``version`` of ``name`` on ``sample_df`` and store the profile with it.
+
+    The profile becomes the artifact ``lifecycle/baseline.json`` of the version's run, and the
+    version tag ``lifecycle.baseline`` names that path (relative to the version's run, so a
+    copy of the run in another workspace still resolves). The event is recorded in the audit
+    history.
+
+    Args:
+        ws: workspace holding the version.
+        name, version: the registered model version.
+        sample_df: training or sample rows (the features, plus the label column if ``labels``
+            names one).
+        labels: label column name or label values, for baseline metrics.
+
+    Returns:
+        The stored profile.
+
+    Raises:
+        ModelNotFoundError: no such version.
+        MonitoringError: bad sample or labels, or the model cannot predict them.
+    """
+    import mlflow.pyfunc
+
+    from lifecycle.audit import record_event
+    from lifecycle.uris import get_model_version
+    from lifecycle.workspaces import use_workspace
+
+    mv = get_model_version(ws, name, version)
+    with use_workspace(ws), quiet_downloads():
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
+    profile = build_profile(model, sample_df, labels)
+    profile.update(model=name, version=str(mv.version))
+    from lifecycle.audit import utcnow
+
+    profile["created_at"] = utcnow()
+    client = ws.client()
+    run_id = mv.run_id
+    tag_value = BASELINE_ARTIFACT
+    if not run_id:
+        # A version registered without a run: keep the profile in a run of its own.
+        from lifecycle.workspaces import get_or_create_experiment
+
+        exp = get_or_create_experiment(ws, "lifecycle-baselines")
+        run = client.create_run(exp, run_name=f"baseline {name} v{mv.version}")
+        run_id = run.info.run_id
+        client.set_terminated(run_id, "FINISHED")
+        tag_value = f"runs:/{run_id}/{BASELINE_ARTIFACT}"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(BASELINE_ARTIFACT).name
+        path.write_text(json.dumps(profile, sort_keys=True, allow_nan=True), encoding="utf-8")
+        client.log_artifact(run_id, str(path), str(Path(BASELINE_ARTIFACT).parent))
+    client.set_model_version_tag(name, str(mv.version), BASELINE_TAG, tag_value)
+    record_event(
+        ws,
+        name,
+        "baseline",
+        version=mv.version,
+        details={
+            "rows": profile["rows"],
+            "features": len(profile["features"]),
+            "metrics": profile["metrics"],
+            "artifact": tag_value,
+        },
+    )
+    logger.info("stored a baseline of %s v%s (%d rows)", name, mv.version, profile["rows"])
+    return profile
+
+
+def load_baseline(ws: Workspace, name: str, version: str | int) -> dict[str, Any]:
+    """The baseline profile stored with a model version.
+
+    Raises:
+        MonitoringError: the version has no baseline (the message says how to attach one).
+    """
+    from mlflow.artifacts import download_artifacts
+
+    from lifecycle.uris import get_model_version
+
+    mv = get_model_version(ws, name, version)
+    tag = (mv.tags or {}).get(BASELINE_TAG) or BASELINE_ARTIFACT
+    hint = (
+        f"Model '{name}' version {mv.version} in workspace '{ws.name}' has no baseline; "
+        f"attach one with: lifecycle baseline models:/{name}/{mv.version} -w {ws.name} --data SAMPLE.csv"
+    )
+    if tag.startswith("runs:/"):
+        run_id, _, rel = tag[len("runs:/") :].partition("/")
+    else:
+        run_id, rel = mv.run_id, tag
+    if not run_id:
+        raise MonitoringError(hint)
+    with tempfile.TemporaryDirectory() as tmp, quiet_downloads():
+        try:
+            local = download_artifacts(
+                run_id=run_id, artifact_path=rel, dst_path=tmp, tracking_uri=ws.tracking_uri
+            )
+        except Exception as exc:
+            logger.debug("no baseline artifact for %s v%s: %s", name, mv.version, exc)
+            raise MonitoringError(hint) from None
+        try:
+            profile: dict[str, Any] = json.loads(Path(local).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise MonitoringError(
+                f"The baseline of '{name}' version {mv.version} ({tag}) is not valid JSON: {exc}"
+            ) from exc
+    if profile.get("format") != PROFILE_FORMAT:
+        raise MonitoringError(
+            f"The baseline of '{name}' version {mv.version} has format "
+            f"{profile.get('format')!r}; expected {PROFILE_FORMAT!r}"
+        )
+    return profile

@@ -1,0 +1,123 @@
+"""``status``: every model of every workspace at a glance.
+
+Per workspace, each registered model; per version its stage and aliases, where it is deployed
+(:func:`lifecycle.deployments.list_deployments`), whether it has a baseline, the last monitor
+result (the ``lifecycle.monitor.last`` tag) and its flags (``needs_retraining``, ``drift``,
+``failed``). A workspace that cannot be reached is reported with its error, not raised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import urlparse
+
+from lifecycle.deployments import list_deployments
+from lifecycle.monitor.monitor import LAST_TAG
+from lifecycle.monitor.policy import NEEDS_RETRAINING_REASON_TAG, NEEDS_RETRAINING_TAG
+from lifecycle.monitor.profile import BASELINE_TAG
+from lifecycle.uris import search_versions
+from lifecycle.workspaces import Config, Workspace, _sqlite_path, quiet_mlflow_warnings
+
+logger = logging.getLogger(__name__)
+
+_STAGE_TAG = "lifecycle.stage"
+_FAILED_TAG = "lifecycle.failed"
+
+
+def status(config: Config, workspace: str | None = None) -> dict[str, Any]:
+    """The state of every model in ``workspace`` (or in every configured workspace).
+
+    Returns:
+        ``{"workspaces": [{"name", "tracking_uri", "reachable", "error", "models": [{"name",
+        "stages", "aliases", "flags", "versions": [{"version", "stage", "aliases",
+        "deployments", "baseline", "monitor", "flags"}]}]}]}``.
+
+    Raises:
+        WorkspaceError: ``workspace`` is not configured.
+    """
+    names = [config.get(workspace).name] if workspace else sorted(config.workspaces)
+    return {"workspaces": [workspace_status(config.get(n)) for n in names]}
+
+
+def workspace_status(ws: Workspace) -> dict[str, Any]:
+    """The models of one workspace (see :func:`status`); errors are reported in ``error``."""
+    out: dict[str, Any] = {
+        "name": ws.name,
+        "tracking_uri": ws.tracking_uri,
+        "reachable": True,
+        "error": None,
+        "models": [],
+    }
+    if urlparse(ws.tracking_uri).scheme == "sqlite":
+        db = _sqlite_path(ws.tracking_uri)
+        if db is not None and not db.exists():
+            out["note"] = "empty: the store has not been created yet"
+            return out
+    try:
+        client = ws.client()
+        models = []
+        token = None
+        while True:
+            page = client.search_registered_models(max_results=200, page_token=token)
+            models.extend(page)
+            token = getattr(page, "token", None)
+            if not token:
+                break
+        out["models"] = [_model_status(ws, rm) for rm in sorted(models, key=lambda m: str(m.name))]
+    except Exception as exc:  # an unreachable workspace is part of the answer, not a failure
+        logger.warning("cannot read workspace %s: %s", ws.name, exc)
+        out.update(reachable=False, error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+    return out
+
+
+def _model_status(ws: Workspace, rm: Any) -> dict[str, Any]:
+    name = str(rm.name)
+    aliases = {str(k): str(v) for k, v in (getattr(rm, "aliases", None) or {}).items()}
+    by_version: dict[str, list[str]] = {}
+    for alias, version in aliases.items():
+        by_version.setdefault(version, []).append(alias)
+    with quiet_mlflow_warnings():
+        versions = sorted(search_versions(ws, name), key=lambda v: int(v.version), reverse=True)
+    rows = [
+        _version_status(ws, name, mv, sorted(by_version.get(str(mv.version), [])))
+        for mv in versions
+    ]
+    stages: dict[str, list[str]] = {}
+    for row in rows:
+        if row["stage"] not in ("None", "Archived"):
+            stages.setdefault(row["stage"], []).append(row["version"])
+    flags = sorted({f"v{r['version']}:{flag}" for r in rows for flag in r["flags"]})
+    return {"name": name, "stages": stages, "aliases": aliases, "flags": flags, "versions": rows}
+
+
+def _version_status(ws: Workspace, name: str, mv: Any, aliases: list[str]) -> dict[str, Any]:
+    tags = dict(mv.tags or {})
+    stage = str(getattr(mv, "current_stage", None) or "None")
+    if stage == "None" and tags.get(_STAGE_TAG):
+        stage = tags[_STAGE_TAG]  # workspaces without MLflow stages keep the stage in a tag
+    last = None
+    if tags.get(LAST_TAG):
+        try:
+            last = json.loads(tags[LAST_TAG])
+        except json.JSONDecodeError:
+            last = {"raw": tags[LAST_TAG]}
+    flags = []
+    if tags.get(NEEDS_RETRAINING_TAG, "").lower() == "true":
+        flags.append("needs_retraining")
+    if last and last.get("drift"):
+        flags.append("drift")
+    if tags.get(_FAILED_TAG) == "true":
+        flags.append("failed")
+    return {
+        "version": str(mv.version),
+        "stage": stage,
+        "aliases": aliases,
+        "run_id": mv.run_id,
+        "deployments": list_deployments(ws, name, str(mv.version)),
+        "baseline": bool(tags.get(BASELINE_TAG)),
+        "monitor": last,
+        "flags": flags,
+        "needs_retraining_reason": tags.get(NEEDS_RETRAINING_REASON_TAG),
+    }

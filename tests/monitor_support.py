@@ -1,0 +1,92 @@
+"""Builders for the monitoring tests: synthetic data with controllable drift, a real model.
+
+The data: three numeric features (``x1`` normal, ``x2`` normal with another scale, ``x3``
+exponential with 2% missing), one categorical feature ``cat`` (a/b/c/d), and a binary label
+``y`` that depends on ``x1``, ``x2`` and ``cat``. Drift is injected by shifting ``x1``,
+changing the category probabilities, raising the missing rate, or changing the labelling
+rule (concept drift: same inputs, different truth).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from lifecycle.registry import log_and_register
+from lifecycle.workspaces import Workspace
+
+BASE_CAT_P = (0.45, 0.3, 0.15, 0.1)
+SHIFTED_CAT_P = (0.15, 0.3, 0.15, 0.4)
+
+
+def make_data(
+    n: int,
+    seed: int,
+    *,
+    x1_shift: float = 0.0,
+    cat_p: tuple[float, ...] = BASE_CAT_P,
+    x3_missing: float = 0.02,
+    concept_drift: bool = False,
+) -> pd.DataFrame:
+    """``n`` rows of the synthetic data set (see the module docstring)."""
+    rng = np.random.default_rng(seed)
+    x1 = rng.normal(0.0, 1.0, n) + x1_shift
+    x2 = rng.normal(5.0, 2.0, n)
+    x3 = rng.exponential(1.0, n)
+    x3[rng.random(n) < x3_missing] = np.nan
+    cat = rng.choice(["a", "b", "c", "d"], n, p=list(cat_p))
+    cat_effect = pd.Series(cat).map({"a": 0.8, "b": 0.0, "c": -0.5, "d": -1.0}).to_numpy()
+    sign = -1.0 if concept_drift else 1.0  # concept drift: x2 and cat now act the other way
+    score = 1.5 * (x1 - x1_shift) + sign * (0.5 * (x2 - 5.0) + cat_effect) + rng.normal(0, 0.5, n)
+    return pd.DataFrame({"x1": x1, "x2": x2, "x3": x3, "cat": cat, "y": (score > 0).astype(int)})
+
+
+def fit_model(df: pd.DataFrame, C: float = 1.0) -> Any:
+    """A Pipeline(impute+scale numeric, one-hot categorical, LogisticRegression) fitted on df."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    pre = ColumnTransformer(
+        [
+            ("num", make_pipeline(SimpleImputer(), StandardScaler()), ["x1", "x2", "x3"]),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["cat"]),
+        ]
+    )
+    return make_pipeline(pre, LogisticRegression(C=C, max_iter=500)).fit(
+        df.drop(columns=["y"]), df["y"]
+    )
+
+
+def register(ws: Workspace, name: str, model: Any, sample: pd.DataFrame, path: Path) -> str:
+    """Save ``model`` as an MLflow sklearn model (skops) and register it in ``ws``; the version."""
+    import mlflow.sklearn
+    import skops.io as sio
+    from mlflow.models import infer_signature
+
+    features = sample.drop(columns=["y"])
+    buf = io.BytesIO()
+    sio.dump(model, buf)
+    trusted = sio.get_untrusted_types(data=buf.getvalue())
+    mlflow.sklearn.save_model(
+        model,
+        str(path),
+        signature=infer_signature(features, model.predict(features)),
+        pip_requirements=["scikit-learn", "pandas"],
+        skops_trusted_types=trusted,
+    )
+    return log_and_register(ws, path, name, experiment="imports").version
+
+
+def write_config(home: Path) -> Path:
+    """A lifecycle.yaml whose embedded dev/prod workspaces live under ``home``."""
+    path = home / "lifecycle.yaml"
+    path.write_text(yaml.safe_dump({"home": str(home / ".lifecycle")}), encoding="utf-8")
+    return path
