@@ -1,0 +1,186 @@
+"""``lifecycle serve`` and ``lifecycle deploy azure-online``."""
+
+from __future__ import annotations
+
+import click
+
+from lifecycle.cli._base import State, emit, json_option, pass_state, workspace_option
+from lifecycle.cli._base import cli as _cli
+from lifecycle.cli.deploy_cmds import deploy
+
+
+@_cli.command("serve")
+@click.argument("model_uri")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", "-p", default=5000, show_default=True, type=int, help="TCP port.")
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Processes sharing the port.",
+)
+@click.option(
+    "--api-key",
+    envvar="LIFECYCLE_SERVE_API_KEY",
+    default=None,
+    help="Require 'Authorization: Bearer KEY' (or set $LIFECYCLE_SERVE_API_KEY).",
+)
+@click.option(
+    "--max-body-bytes",
+    default=16 * 1024 * 1024,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Larger request bodies are answered 413.",
+)
+@click.option(
+    "--timeout",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(0.001),
+    help="Seconds per request before answering 504.",
+)
+@click.option(
+    "--log-inputs",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Append inputs and predictions to Parquet files in this folder.",
+)
+@click.option(
+    "--poll-interval",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds between registry checks for stage/alias URIs (0: never).",
+)
+@click.option(
+    "--no-record", is_flag=True, help="Do not record this deployment on the model version."
+)
+@workspace_option
+@pass_state
+def serve_cmd(
+    state: State,
+    model_uri: str,
+    host: str,
+    port: int,
+    workers: int,
+    api_key: str | None,
+    max_body_bytes: int,
+    timeout: float,
+    log_inputs: str | None,
+    poll_interval: float,
+    no_record: bool,
+    workspace: str | None,
+) -> None:
+    """Serve a registered model over HTTP (MLflow's /invocations protocol and Azure's).
+
+    Stage and alias URIs are followed: a newly promoted version is swapped in without
+    dropping requests. SIGTERM finishes in-flight requests, then exits.
+
+    \b
+    Example:
+      lifecycle serve models:/churn/Production -w prod --port 5001 --workers 2
+      curl -s localhost:5001/invocations -H 'Content-Type: application/json' \\
+        -d '{"dataframe_split": {"columns": ["a", "b"], "data": [[1.0, 2.0]]}}'
+    """
+    from serving.server import serve
+
+    click.echo(f"Serving {model_uri} on http://{host}:{port} (Ctrl-C to stop)", err=True)
+    serve(
+        state.workspace_obj(workspace),
+        model_uri,
+        host=host,
+        port=port,
+        workers=workers,
+        api_key=api_key,
+        max_body_bytes=max_body_bytes,
+        timeout=timeout,
+        log_inputs=log_inputs,
+        poll_interval=poll_interval,
+        record=not no_record,
+    )
+
+
+@deploy.command("azure-online")
+@click.argument("name")
+@click.option("--version", "version", required=True, help="Registered model version to deploy.")
+@click.option("--endpoint", required=True, help="Managed online endpoint name.")
+@click.option(
+    "--deployment", default="blue", show_default=True, help="Deployment name for this version."
+)
+@click.option("--instance-type", default="Standard_DS3_v2", show_default=True, help="VM size.")
+@click.option(
+    "--instance-count", default=1, show_default=True, type=click.IntRange(1), help="Instances."
+)
+@click.option(
+    "--traffic",
+    default=None,
+    help="Traffic steps after the smoke test, e.g. 'blue=90,green=10' (repeat with ';' for several steps).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="azure-online",
+    show_default=True,
+    help="Folder for the YAML specs.",
+)
+@click.option(
+    "--apply",
+    "apply_",
+    is_flag=True,
+    help="Create it in Azure ML (needs the azure extra and credentials).",
+)
+@workspace_option
+@json_option
+@pass_state
+def deploy_azure_online_cmd(
+    state: State,
+    name: str,
+    version: str,
+    endpoint: str,
+    deployment: str,
+    instance_type: str,
+    instance_count: int,
+    traffic: str | None,
+    out_dir: str,
+    apply_: bool,
+    workspace: str | None,
+    as_json: bool,
+) -> None:
+    """Write (and with --apply, create) a no-code MLflow managed online deployment.
+
+    The new version goes to its own deployment at 0% traffic, is smoke-invoked with the
+    model's input example, then traffic moves in the steps given by --traffic.
+
+    \b
+    Example:
+      lifecycle deploy azure-online churn --version 3 --endpoint churn-rt \\
+        --deployment green --traffic 'blue=90,green=10;green=100' --out specs/ -w prod
+    """
+    from serving.azure import deploy_online
+
+    result = deploy_online(
+        state.workspace_obj(workspace),
+        name,
+        version,
+        endpoint=endpoint,
+        deployment=deployment,
+        instance_type=instance_type,
+        instance_count=instance_count,
+        traffic=traffic,
+        out_dir=out_dir,
+        apply=apply_,
+    )
+    emit(
+        result,
+        as_json,
+        lambda r: (
+            "\n".join(f"{k}: {v}" for k, v in r["files"].items())
+            + (
+                f"\napplied to endpoint {endpoint}"
+                if r.get("applied")
+                else "\n(plan only; --apply creates it)"
+            )
+        ),
+    )

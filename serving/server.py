@@ -1,0 +1,1092 @@
+"""The scoring server: a plain-asyncio HTTP/1.1 server answering MLflow's and Azure's protocols.
+
+Why not FastAPI/uvicorn: one request to a small model costs a few hundred microseconds of
+model work; a framework's routing, middleware and thread hand-offs cost ten times that. This
+server parses HTTP itself (keep-alive, ``Content-Length`` bodies), answers fast-path
+requests on the event loop, and sends everything else to MLflow's own scoring function on
+a thread pool (with a per-request timeout).
+
+Routes: ``POST /invocations``; ``GET /ping`` and ``/health`` (200 once the model is loaded);
+``GET /version`` (model name, version, stage/alias, digest); ``GET /metrics`` (Prometheus
+text); ``GET /openapi.json``.
+
+Operations: adaptive micro-batching (requests that arrive in the same event-loop turn are
+stacked into one prediction when the model allows it); ``workers`` processes sharing the
+port with ``SO_REUSEPORT``; ``api_key`` (``Authorization: Bearer KEY``, or
+``$LIFECYCLE_SERVE_API_KEY``); body size limit (413) and per-request timeout (504);
+graceful SIGTERM (stop accepting, finish in-flight requests, exit 0); stage/alias
+following (poll the registry, load the new version beside the old one, swap between
+requests); ``log_inputs`` (Parquet part files); each start recorded on the model version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lifecycle.errors import ServingError
+from lifecycle.workspaces import Workspace
+from serving.fastpath import ModelInfo, Scorer, load_scorer
+from serving.input_log import FastInput, InputLog
+from serving.protocol import (
+    CONTENT_TYPE_JSON,
+    Reply,
+    decode_json_object,
+    error_reply,
+    fast_rows,
+    is_azure_payload,
+    render_predictions,
+)
+
+logger = logging.getLogger(__name__)
+
+API_KEY_ENV = "LIFECYCLE_SERVE_API_KEY"
+DEFAULT_MAX_BODY = 16 * 1024 * 1024
+MAX_HEAD_BYTES = 64 * 1024
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+_OPEN_ROUTES = ("/ping", "/health")
+
+
+@dataclass
+class ServeOptions:
+    """How the server runs (every field has a CLI option of ``lifecycle serve``)."""
+
+    host: str = "127.0.0.1"
+    port: int = 5000
+    workers: int = 1
+    api_key: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY
+    timeout: float = 60.0
+    log_inputs: str | None = None
+    poll_interval: float = 30.0
+    max_batch_rows: int = 4096
+    drain_seconds: float = 30.0
+    record: bool = True
+    threads: int = 4
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class Metrics:
+    """Prometheus counters and histograms of one server process."""
+
+    LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
+    BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024, 4096)
+
+    def __init__(self) -> None:
+        self.requests: dict[tuple[str, int], int] = {}
+        self.latency = [0] * (len(self.LATENCY_BUCKETS) + 1)
+        self.latency_sum = 0.0
+        self.batches = [0] * (len(self.BATCH_BUCKETS) + 1)
+        self.batch_sum = 0
+        self.fast = 0
+        self.general = 0
+
+    def observe(self, route: str, status: int, seconds: float | None) -> None:
+        """Count one answered request (and its latency for /invocations)."""
+        key = (route, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        if seconds is not None:
+            self.latency[_bucket(self.LATENCY_BUCKETS, seconds)] += 1
+            self.latency_sum += seconds
+
+    def observe_batch(self, rows: int) -> None:
+        """Count one model call of ``rows`` rows."""
+        self.batches[_bucket(self.BATCH_BUCKETS, rows)] += 1
+        self.batch_sum += rows
+
+    def render(self, info: ModelInfo) -> str:
+        """The Prometheus text exposition."""
+        labels = f'model="{info.name or info.uri}",version="{info.version or ""}"'
+        out = [
+            "# HELP lifecycle_requests_total Requests answered, by route and status.",
+            "# TYPE lifecycle_requests_total counter",
+        ]
+        for (route, status), n in sorted(self.requests.items()):
+            out.append(f'lifecycle_requests_total{{route="{route}",status="{status}"}} {n}')
+        errors = sum(n for (_r, s), n in self.requests.items() if s >= 400)
+        out += [
+            "# HELP lifecycle_request_errors_total Requests answered with status >= 400.",
+            "# TYPE lifecycle_request_errors_total counter",
+            f"lifecycle_request_errors_total {errors}",
+            "# HELP lifecycle_predictions_total /invocations answers by path.",
+            "# TYPE lifecycle_predictions_total counter",
+            f'lifecycle_predictions_total{{path="fast"}} {self.fast}',
+            f'lifecycle_predictions_total{{path="general"}} {self.general}',
+        ]
+        out += _histogram(
+            "lifecycle_request_latency_seconds",
+            "Latency of /invocations from request parsed to answer written.",
+            self.LATENCY_BUCKETS,
+            self.latency,
+            self.latency_sum,
+        )
+        out += _histogram(
+            "lifecycle_batch_rows",
+            "Rows per model call (micro-batches stack concurrent requests).",
+            self.BATCH_BUCKETS,
+            self.batches,
+            float(self.batch_sum),
+        )
+        out += [
+            "# HELP lifecycle_model_info The model version that answers.",
+            "# TYPE lifecycle_model_info gauge",
+            f"lifecycle_model_info{{{labels}}} 1",
+        ]
+        return "\n".join(out) + "\n"
+
+
+def _bucket(bounds: tuple[float, ...], value: float) -> int:
+    for i, bound in enumerate(bounds):
+        if value <= bound:
+            return i
+    return len(bounds)
+
+
+def _histogram(
+    name: str, help_text: str, bounds: tuple[float, ...], counts: list[int], total: float
+) -> list[str]:
+    out = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
+    running = 0
+    for bound, n in zip(bounds, counts, strict=False):
+        running += n
+        out.append(f'{name}_bucket{{le="{bound}"}} {running}')
+    running += counts[-1]
+    out += [
+        f'{name}_bucket{{le="+Inf"}} {running}',
+        f"{name}_sum {total}",
+        f"{name}_count {running}",
+    ]
+    return out
+
+
+# --------------------------------------------------------------------------- HTTP
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: parses requests one at a time and writes answers in order."""
+
+    def __init__(self, app: ScoringApp) -> None:
+        self.app = app
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.busy = False
+        self.keep_alive = True
+        self.started = 0.0
+        self.route = ""
+        self.discard = 0
+        self.discard_reply: Reply | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.app.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.app.connections.discard(self)
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.discard:
+            # Read (and drop) an oversized body so the client sees the 413, not a reset.
+            take = min(self.discard, len(data))
+            self.discard -= take
+            data = data[take:]
+            if self.discard == 0 and self.discard_reply is not None:
+                reply, self.discard_reply = self.discard_reply, None
+                self.respond(reply)
+            return
+        self.buf += data
+        if not self.busy:
+            self._next()
+
+    def _next(self) -> None:
+        buf = self.buf
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buf) > MAX_HEAD_BYTES:
+                self._fail(431, "Request headers are larger than 64 KiB")
+            return
+        lines = bytes(buf[:end]).decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3:
+            self._fail(400, f"Malformed request line {lines[0][:100]!r}")
+            return
+        method, target, version = parts
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            key, _, value = line.partition(":")
+            headers[key.strip().lower()] = value.strip()
+        if "transfer-encoding" in headers:
+            self._fail(411, "Chunked request bodies are not supported: send Content-Length")
+            return
+        try:
+            length = int(headers.get("content-length", "0"))
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            self._fail(400, f"Invalid Content-Length {headers.get('content-length')!r}")
+            return
+        limit = self.app.options.max_body_bytes
+        if length > limit:
+            message = (
+                f"Request body of {length} bytes exceeds the limit of {limit} bytes "
+                "(--max-body-bytes); send fewer rows per request"
+            )
+            already = len(buf) - (end + 4)
+            if already >= length or length > 64 * limit:
+                self._fail(413, message)
+                return
+            del buf[:]
+            self.discard = length - already
+            self.discard_reply = error_reply(413, "BAD_REQUEST", message)
+            self.keep_alive = False
+            self.busy = True
+            self.route = "-"
+            self.started = time.perf_counter()
+            self.app.in_flight += 1
+            self.app.idle.clear()
+            return
+        total = end + 4 + length
+        if len(buf) < total:
+            return
+        body = bytes(buf[end + 4 : total])
+        del buf[:total]
+        conn = headers.get("connection", "").lower()
+        self.keep_alive = conn != "close" if version == "HTTP/1.1" else conn == "keep-alive"
+        self.busy = True
+        self.started = time.perf_counter()
+        self.route = target.split("?", 1)[0]
+        self.app.dispatch(self, method, self.route, headers, body)
+
+    def _fail(self, status: int, message: str) -> None:
+        self.keep_alive = False
+        self.busy = True
+        self.route = "-"
+        self.started = time.perf_counter()
+        self.app.in_flight += 1
+        self.respond(error_reply(status, "BAD_REQUEST", message))
+
+    def respond(self, reply: Reply, extra: str = "") -> None:
+        """Write ``reply`` and continue with the next buffered request (if any)."""
+        app = self.app
+        app.metrics.observe(
+            self.route,
+            reply.status,
+            time.perf_counter() - self.started if self.route == "/invocations" else None,
+        )
+        transport = self.transport
+        self.busy = False
+        app.request_done()
+        if transport is None:
+            return
+        keep = self.keep_alive and not app.draining
+        closing = "" if keep else "connection: close\r\n"
+        head = (
+            f"HTTP/1.1 {reply.status} {_REASONS.get(reply.status, 'Unknown')}\r\n"
+            f"content-type: {reply.content_type}\r\n"
+            f"content-length: {len(reply.body)}\r\n"
+            f"{extra}{closing}\r\n"
+        )
+        transport.write(head.encode("latin-1") + reply.body)
+        if not keep:
+            transport.close()
+        elif self.buf:
+            app.loop.call_soon(self._resume)
+
+    def _resume(self) -> None:
+        if not self.busy and self.transport is not None and self.buf:
+            self._next()
+
+
+class ScoringApp:
+    """The routes, the current model, micro-batching and the in-flight bookkeeping."""
+
+    def __init__(
+        self, scorer: Scorer, options: ServeOptions, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self.scorer = scorer
+        self.options = options
+        self.loop = loop
+        self.metrics = Metrics()
+        self.connections: set[_Connection] = set()
+        self.pool = ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix="score")
+        self.pending: list[tuple[Scorer, np.ndarray, str, _Connection]] = []
+        self.flush_scheduled = False
+        self.in_flight = 0
+        self.draining = False
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self._key = (options.api_key or "").encode()
+        self.openapi = json.dumps(openapi_spec(scorer)).encode()
+
+    # ---- routing
+    def dispatch(
+        self, conn: _Connection, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> None:
+        self.in_flight += 1
+        self.idle.clear()
+        if self._key and path not in _OPEN_ROUTES and not self._authorized(headers):
+            conn.respond(
+                error_reply(
+                    401,
+                    "UNAUTHENTICATED",
+                    "Missing or wrong API key: send 'Authorization: Bearer <key>'",
+                ),
+                "www-authenticate: Bearer\r\n",
+            )
+            return
+        if path == "/invocations":
+            if method != "POST":
+                conn.respond(error_reply(405, "BAD_REQUEST", "Use POST for /invocations"))
+                return
+            self.invocations(conn, headers.get("content-type"), body)
+            return
+        if method != "GET":
+            conn.respond(error_reply(405, "BAD_REQUEST", f"Use GET for {path}"))
+        elif path in ("/ping", "/health"):
+            conn.respond(Reply(200, b"\n"))
+        elif path == "/version":
+            doc = {**self.scorer.info.to_dict(), "fast_path": self.scorer.fast is not None}
+            conn.respond(Reply(200, json.dumps(doc).encode()))
+        elif path == "/metrics":
+            text = self.metrics.render(self.scorer.info)
+            conn.respond(Reply(200, text.encode(), "text/plain; version=0.0.4"))
+        elif path in ("/openapi.json", "/openapi"):
+            conn.respond(Reply(200, self.openapi))
+        else:
+            conn.respond(
+                error_reply(
+                    404,
+                    "ENDPOINT_NOT_FOUND",
+                    f"No route {path}. Routes: /invocations, /ping, /health, /version, "
+                    "/metrics, /openapi.json",
+                )
+            )
+
+    def _authorized(self, headers: dict[str, str]) -> bool:
+        auth = headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), self._key)
+
+    def request_done(self) -> None:
+        self.in_flight -= 1
+        if self.in_flight <= 0:
+            self.in_flight = 0
+            self.idle.set()
+
+    # ---- scoring
+    def invocations(self, conn: _Connection, content_type: str | None, body: bytes) -> None:
+        scorer = self.scorer
+        obj = None
+        if content_type is not None and content_type.split(";")[0].strip() == CONTENT_TYPE_JSON:
+            obj = decode_json_object(body)
+        if obj is not None:
+            if scorer.fast is not None and content_type == CONTENT_TYPE_JSON:
+                found = fast_rows(obj, body, scorer.columns)
+                if found is not None:
+                    self.pending.append((scorer, found[0], found[1], conn))
+                    if not self.flush_scheduled:
+                        self.flush_scheduled = True
+                        self.loop.call_soon(self.flush)
+                    return
+            if is_azure_payload(obj):
+                self._offload(conn, scorer, scorer.azure, obj["input_data"], obj.get("params"))
+                return
+        self._offload(conn, scorer, scorer.general, body, content_type)
+
+    def flush(self) -> None:
+        """Answer every fast-path request queued in this loop turn, stacked where allowed."""
+        self.flush_scheduled = False
+        items, self.pending = self.pending, []
+        limit = self.options.max_batch_rows
+        start = 0
+        while start < len(items):
+            scorer = items[start][0]
+            assert scorer.fast is not None
+            end = start + 1
+            rows = len(items[start][1])
+            if scorer.fast.batchable:
+                while (
+                    end < len(items)
+                    and items[end][0] is scorer
+                    and rows + len(items[end][1]) <= limit
+                ):
+                    rows += len(items[end][1])
+                    end += 1
+            self._predict_group(items[start:end], rows)
+            start = end
+
+    def _predict_group(
+        self, group: list[tuple[Scorer, np.ndarray, str, _Connection]], rows: int
+    ) -> None:
+        scorer = group[0][0]
+        matrix = group[0][1] if len(group) == 1 else np.concatenate([g[1] for g in group])
+        try:
+            preds = scorer.predict_fast(matrix)
+        except Exception:
+            # Numeric input in signature order that the estimator refuses: let MLflow's
+            # path produce its exact error for each request.
+            for _s, mat, wrap, conn in group:
+                self._offload_fast_fallback(conn, scorer, mat, wrap)
+            return
+        self.metrics.observe_batch(rows)
+        header = f"x-model-version: {scorer.info.version or ''}\r\n"
+        offset = 0
+        for _s, mat, wrap, conn in group:
+            n = len(mat)
+            part = preds if len(group) == 1 else preds[offset : offset + n]
+            offset += n
+            self.metrics.fast += 1
+            conn.respond(Reply(200, render_predictions(part, wrap)), header)
+            if scorer.sink is not None:
+                scorer.sink(FastInput(mat, scorer.columns), part, scorer.info)
+
+    def _offload_fast_fallback(
+        self, conn: _Connection, scorer: Scorer, matrix: np.ndarray, wrap: str
+    ) -> None:
+        import pandas as pd
+
+        frame = pd.DataFrame(matrix, columns=list(scorer.columns))
+        if wrap == "azure":
+            payload = {"columns": list(scorer.columns), "data": frame.values.tolist()}
+            self._offload(conn, scorer, scorer.azure, payload, None)
+        else:
+            body = json.dumps({"dataframe_split": frame.to_dict(orient="split")}).encode()
+            self._offload(conn, scorer, scorer.general, body, CONTENT_TYPE_JSON)
+
+    def _offload(self, conn: _Connection, scorer: Scorer, fn: Any, *args: Any) -> None:
+        self.loop.create_task(self._run_offloaded(conn, scorer, fn, *args))
+
+    async def _run_offloaded(self, conn: _Connection, scorer: Scorer, fn: Any, *args: Any) -> None:
+        timeout = self.options.timeout
+        future = self.loop.run_in_executor(self.pool, fn, *args)
+        try:
+            reply = await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            reply = error_reply(
+                504,
+                "DEADLINE_EXCEEDED",
+                f"Request processing time exceeded the limit of {timeout:g} s (--timeout)",
+            )
+        except Exception as exc:  # the scorer answers errors itself; this is a bug guard
+            logger.exception("scoring failed")
+            reply = error_reply(500, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
+        self.metrics.general += 1
+        conn.respond(reply, f"x-model-version: {scorer.info.version or ''}\r\n")
+
+    # ---- model swap and shutdown
+    def swap(self, scorer: Scorer) -> None:
+        """Answer new requests with ``scorer``; requests already queued keep the old one."""
+        old = self.scorer
+        self.scorer = scorer
+        self.openapi = json.dumps(openapi_spec(scorer)).encode()
+        logger.info("now serving version %s (was %s)", scorer.info.version, old.info.version)
+
+    async def drain(self) -> None:
+        """Wait for in-flight requests (bounded by ``drain_seconds``), then close connections."""
+        self.draining = True
+        deadline = self.loop.time() + self.options.drain_seconds
+        # Let connections accepted at the last moment read the request they already sent.
+        await asyncio.sleep(0.05)
+        while self.connections and self.loop.time() < deadline:
+            for conn in list(self.connections):
+                if not conn.busy and not conn.buf and conn.transport is not None:
+                    conn.transport.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.idle.wait(), max(0.01, deadline - self.loop.time()))
+            await asyncio.sleep(0.01)
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def openapi_spec(scorer: Scorer) -> dict[str, Any]:
+    """An OpenAPI 3 description of the routes (inputs named from the model's signature)."""
+    columns = list(scorer.columns) or []
+    row = {"type": "array", "items": {}}
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": f"Scoring server for {scorer.info.name or scorer.info.uri}",
+            "version": str(scorer.info.version or "local"),
+        },
+        "paths": {
+            "/invocations": {
+                "post": {
+                    "summary": "Predict (MLflow scoring protocol, or Azure ML's input_data).",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {
+                                            "type": "object",
+                                            "required": ["dataframe_split"],
+                                            "properties": {
+                                                "dataframe_split": {
+                                                    "type": "object",
+                                                    "properties": {
+                                                        "columns": {
+                                                            "type": "array",
+                                                            "example": columns,
+                                                        },
+                                                        "data": {"type": "array", "items": row},
+                                                    },
+                                                },
+                                                "params": {"type": "object"},
+                                            },
+                                        },
+                                        {"type": "object", "required": ["dataframe_records"]},
+                                        {"type": "object", "required": ["instances"]},
+                                        {"type": "object", "required": ["inputs"]},
+                                        {"type": "object", "required": ["input_data"]},
+                                    ]
+                                }
+                            },
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "responses": {
+                        "200": {
+                            "description": '{"predictions": [...]} (Azure input_data: bare JSON)'
+                        },
+                        "400": {"description": "Bad input (MLflow error JSON)"},
+                        "401": {"description": "Missing or wrong API key"},
+                        "413": {"description": "Body larger than --max-body-bytes"},
+                        "415": {"description": "Unsupported content type"},
+                        "504": {"description": "Slower than --timeout"},
+                    },
+                }
+            },
+            "/ping": {"get": {"responses": {"200": {"description": "Model loaded"}}}},
+            "/health": {"get": {"responses": {"200": {"description": "Model loaded"}}}},
+            "/version": {"get": {"responses": {"200": {"description": "Model version info"}}}},
+            "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text"}}}},
+        },
+    }
+
+
+# --------------------------------------------------------------------------- model loading
+
+
+@dataclass
+class PreparedModel:
+    """A model URI pinned to a version and downloaded to a local directory."""
+
+    path: str
+    info: ModelInfo
+    follows: bool = False
+
+
+def prepare_model(ws: Workspace, model_uri: str, dst: str | Path | None = None) -> PreparedModel:
+    """Resolve ``model_uri`` in ``ws`` and download that version to ``dst`` (a temp dir).
+
+    Raises:
+        ModelNotFoundError: the model, version, stage or alias does not exist.
+        ServingError: the artifacts cannot be downloaded.
+    """
+    from lifecycle.uris import resolve_model
+    from lifecycle.workspaces import use_workspace
+
+    resolved = resolve_model(ws, model_uri)
+    ref = resolved.ref
+    digest = None
+    if resolved.model_version is not None:
+        digest = (resolved.model_version.tags or {}).get("lifecycle.content_digest")
+    info = ModelInfo(
+        name=resolved.name,
+        version=resolved.version,
+        uri=str(ref),
+        stage=resolved.stage if resolved.stage not in (None, "None") else None,
+        alias=ref.alias,
+        digest=digest,
+        workspace=ws.name,
+    )
+    if ref.path is not None:
+        path = str(ref.path)
+    else:
+        import mlflow.artifacts
+
+        target = Path(dst or tempfile.mkdtemp(prefix="lifecycle-serve-"))
+        try:
+            with use_workspace(ws):
+                path = mlflow.artifacts.download_artifacts(
+                    artifact_uri=resolved.pinned_uri, dst_path=str(target)
+                )
+        except Exception as exc:
+            raise ServingError(
+                f"Cannot download {resolved.pinned_uri} from workspace '{ws.name}': {exc}".splitlines()[
+                    0
+                ]
+            ) from exc
+    if info.digest is None:
+        from lifecycle.digest import model_digest
+
+        info = ModelInfo(**{**info.to_dict(), "digest": model_digest(path)})
+    return PreparedModel(path=path, info=info, follows=ref.follows_registry)
+
+
+class _Follower(threading.Thread):
+    """Polls the registry for a stage/alias/latest URI and swaps in a new version."""
+
+    def __init__(
+        self, ws: Workspace, model_uri: str, app: ScoringApp, options: ServeOptions, sink: Any
+    ) -> None:
+        super().__init__(name="stage-follower", daemon=True)
+        self.ws, self.model_uri, self.app, self.options, self.sink = (
+            ws,
+            model_uri,
+            app,
+            options,
+            sink,
+        )
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        from lifecycle.uris import resolve_model
+
+        while not self.stopped.wait(self.options.poll_interval):
+            try:
+                resolved = resolve_model(self.ws, self.model_uri)
+                if resolved.version == self.app.scorer.info.version:
+                    continue
+                logger.info(
+                    "%s now points at version %s: loading", self.model_uri, resolved.version
+                )
+                prepared = prepare_model(self.ws, self.model_uri)
+                scorer = load_scorer(prepared.path, prepared.info, self.sink)
+                self.app.loop.call_soon_threadsafe(self.app.swap, scorer)
+                _record(self.ws, prepared.info, self.options)
+            except Exception as exc:  # keep serving the current version
+                logger.warning("stage-following check failed: %s", exc)
+
+
+def _record(ws: Workspace | None, info: ModelInfo, options: ServeOptions) -> None:
+    if ws is None or not options.record or info.name is None or info.version is None:
+        return
+    from lifecycle.deployments import record_deployment
+
+    try:
+        record_deployment(
+            ws,
+            info.name,
+            info.version,
+            kind="serving",
+            target=f"{options.host}:{options.port}",
+            details={"uri": info.uri, "pid": os.getpid(), "workers": options.workers},
+        )
+    except Exception as exc:  # recording is bookkeeping; serving goes on
+        logger.warning(
+            "could not record the deployment on %s v%s: %s", info.name, info.version, exc
+        )
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _listen_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ServingError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def _limit_threads() -> None:
+    # One-row predictions lose time to BLAS thread hand-offs; workers give parallelism.
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except Exception:  # threadpoolctl is a scikit-learn dependency; tolerate its absence
+        pass
+
+
+def run_worker(
+    ws: Workspace | None,
+    model_uri: str,
+    prepared: PreparedModel,
+    options: ServeOptions,
+    *,
+    reuse_port: bool = False,
+    ready_fd: int | None = None,
+) -> None:
+    """Load the prepared model and serve until SIGTERM/SIGINT (blocking).
+
+    Raises:
+        ServingError: the model fails to load or the port is taken.
+    """
+    _limit_threads()
+    sink = InputLog(options.log_inputs) if options.log_inputs else None
+    scorer = load_scorer(prepared.path, prepared.info, sink)
+    sock = _listen_socket(options.host, options.port, reuse_port)
+    try:
+        asyncio.run(_serve_loop(ws, model_uri, scorer, prepared, options, sock, ready_fd, sink))
+    finally:
+        sock.close()
+        if sink is not None:
+            sink.close()
+
+
+async def _serve_loop(
+    ws: Workspace | None,
+    model_uri: str,
+    scorer: Scorer,
+    prepared: PreparedModel,
+    options: ServeOptions,
+    sock: socket.socket,
+    ready_fd: int | None,
+    sink: Any,
+) -> None:
+    loop = asyncio.get_running_loop()
+    app = ScoringApp(scorer, options, loop)
+    server = await loop.create_server(lambda: _Connection(app), sock=sock, backlog=1024)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    follower = None
+    if ws is not None and prepared.follows and options.poll_interval > 0:
+        follower = _Follower(ws, model_uri, app, options, sink)
+        follower.start()
+    logger.info("serving %s on http://%s:%s", prepared.info.uri, options.host, options.port)
+    if ready_fd is not None:
+        os.write(ready_fd, b"READY\n")
+        os.close(ready_fd)
+    await stop.wait()
+    logger.info("SIGTERM: finishing %d in-flight request(s)", app.in_flight)
+    _accept_backlog(sock, server, app, loop)
+    server.close()
+    if follower is not None:
+        follower.stopped.set()
+    await app.drain()
+
+
+def _accept_backlog(
+    sock: socket.socket, server: asyncio.Server, app: ScoringApp, loop: asyncio.AbstractEventLoop
+) -> None:
+    """Take the connections the kernel already accepted, so none is reset at shutdown."""
+    while True:
+        try:
+            conn, _addr = sock.accept()
+        except (BlockingIOError, OSError):
+            return
+        conn.setblocking(False)
+        loop.create_task(loop.connect_accepted_socket(lambda: _Connection(app), conn))
+
+
+def serve(
+    ws: Workspace | None,
+    model_uri: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 5000,
+    workers: int = 1,
+    api_key: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY,
+    timeout: float = 60.0,
+    log_inputs: str | None = None,
+    poll_interval: float = 30.0,
+    record: bool = True,
+) -> None:
+    """Serve ``model_uri`` (resolved in ``ws``) over HTTP until SIGTERM/SIGINT (blocking).
+
+    Args:
+        ws: the workspace the URI is resolved in (None only for a local model directory).
+        model_uri: ``models:/NAME/N``, ``/Stage``, ``@alias``, ``/latest`` or a directory;
+            stage, alias and latest URIs are followed (``poll_interval`` seconds, 0: off).
+        workers: processes sharing the port (``SO_REUSEPORT``).
+        api_key: require ``Authorization: Bearer KEY`` (default ``$LIFECYCLE_SERVE_API_KEY``).
+        max_body_bytes: larger bodies are answered 413.
+        timeout: seconds per request on the general path before answering 504.
+        log_inputs: folder for Parquet logs of inputs and predictions.
+        record: record the start on the model version (``lifecycle.deployments``).
+
+    Raises:
+        ServingError: the model fails to load, the port is taken, or a worker fails to start.
+        ModelNotFoundError: the URI does not resolve.
+    """
+    options = ServeOptions(
+        host=host,
+        port=port,
+        workers=max(1, int(workers)),
+        api_key=api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None,
+        max_body_bytes=int(max_body_bytes),
+        timeout=float(timeout),
+        log_inputs=log_inputs,
+        poll_interval=float(poll_interval),
+        record=record,
+    )
+    if ws is None and not Path(model_uri).is_dir():
+        raise ServingError(f"A workspace is needed to resolve {model_uri}")
+    with _model_dir() as tmp:
+        prepared = (
+            prepare_model(ws, model_uri, tmp)
+            if ws is not None
+            else PreparedModel(model_uri, ModelInfo(None, None, model_uri))
+        )
+        if options.workers == 1:
+            run_worker(ws, model_uri, prepared, options, ready_fd=_ready_fd_from_env())
+            return
+        _run_workers(ws, model_uri, prepared, options)
+
+
+@contextlib.contextmanager
+def _model_dir() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="lifecycle-serve-") as tmp:
+        yield tmp
+
+
+def _ready_fd_from_env() -> int | None:
+    value = os.environ.pop("_LIFECYCLE_SERVE_READY_FD", None)
+    return int(value) if value else None
+
+
+def _run_workers(
+    ws: Workspace | None, model_uri: str, prepared: PreparedModel, options: ServeOptions
+) -> None:
+    """Start ``options.workers`` processes on one port and supervise them."""
+    # Fail fast if the port is taken, before any worker loads the model.
+    _listen_socket(options.host, options.port, reuse_port=True).close()
+    spec = json.dumps(
+        {
+            "workspace": _ws_to_dict(ws),
+            "model_uri": model_uri,
+            "prepared": {
+                "path": prepared.path,
+                "info": prepared.info.to_dict(),
+                "follows": prepared.follows,
+            },
+            "options": {**asdict(options), "record": False},
+        }
+    )
+    procs: list[tuple[subprocess.Popen[bytes], int]] = []
+    for _ in range(options.workers):
+        rfd, wfd = os.pipe()
+        env = {**os.environ, "_LIFECYCLE_SERVE_READY_FD": str(wfd)}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving.server", "--worker"],
+            stdin=subprocess.PIPE,
+            env=env,
+            pass_fds=(wfd,),
+        )
+        os.close(wfd)
+        assert proc.stdin is not None
+        proc.stdin.write(spec.encode())
+        proc.stdin.close()
+        procs.append((proc, rfd))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        for proc, rfd in procs:
+            with os.fdopen(rfd, "rb") as pipe:
+                line = pipe.readline()
+            if line.strip() != b"READY":
+                raise ServingError(
+                    f"A worker failed to start (exit code {proc.wait()}); see its error above"
+                )
+        _record(ws, prepared.info, options)
+        ready_fd = _ready_fd_from_env()
+        if ready_fd is not None:
+            os.write(ready_fd, b"READY\n")
+            os.close(ready_fd)
+        while not stop.is_set() and all(p.poll() is None for p, _ in procs):
+            stop.wait(0.5)
+    finally:
+        for proc, _ in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc, _ in procs:
+            try:
+                proc.wait(timeout=options.drain_seconds + 5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _ws_to_dict(ws: Workspace | None) -> dict[str, Any] | None:
+    if ws is None:
+        return None
+    return {k: v for k, v in ws.__dict__.items() if k != "extra"}
+
+
+def _worker_main() -> None:
+    spec = json.loads(sys.stdin.read())
+    ws = Workspace(**spec["workspace"]) if spec["workspace"] else None
+    p = spec["prepared"]
+    prepared = PreparedModel(p["path"], ModelInfo(**p["info"]), p["follows"])
+    options = ServeOptions(**spec["options"])
+    try:
+        run_worker(
+            ws, spec["model_uri"], prepared, options, reuse_port=True, ready_fd=_ready_fd_from_env()
+        )
+    except ServingError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+# --------------------------------------------------------------------------- background
+
+
+@dataclass
+class BackgroundServer:
+    """A ``lifecycle serve`` process started by :func:`start_background`."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path | None = None
+    startup_seconds: float = 0.0
+    _stopped: bool = field(default=False, repr=False)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM the server, wait for it to finish in-flight requests; return its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._stopped = True
+        return int(self.process.returncode)
+
+    def __enter__(self) -> BackgroundServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start_background(
+    model_uri: str,
+    *,
+    config_path: str | Path | None = None,
+    workspace: str | None = None,
+    port: int | None = None,
+    extra_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    cwd: str | Path | None = None,
+    log_path: str | Path | None = None,
+    timeout: float = 120.0,
+) -> BackgroundServer:
+    """Run ``lifecycle serve MODEL_URI`` as a child process and wait until it is ready.
+
+    Args:
+        config_path, workspace: passed as ``--config`` / ``-w``.
+        port: default a free port on 127.0.0.1.
+        extra_args: more ``lifecycle serve`` options (``--api-key``, ``--workers``...).
+        log_path: where the server's stderr goes (default: a temp file).
+
+    Returns:
+        A :class:`BackgroundServer` (``.url``, ``.stop()``; a context manager).
+
+    Raises:
+        ServingError: the process exited before it was ready (message: its last error line)
+            or was not ready within ``timeout`` seconds.
+    """
+    from lifecycle.mlflow_server import free_port
+
+    port = port or free_port()
+    cmd = [sys.executable, "-m", "lifecycle"]
+    if config_path:
+        cmd += ["--config", str(config_path)]
+    cmd += ["serve", model_uri, "--port", str(port)]
+    if workspace:
+        cmd += ["-w", workspace]
+    cmd += extra_args or []
+    log = (
+        Path(log_path)
+        if log_path
+        else Path(tempfile.mkstemp(prefix="lifecycle-serve-", suffix=".log")[1])
+    )
+    rfd, wfd = os.pipe()
+    child_env = {**os.environ, **(env or {}), "_LIFECYCLE_SERVE_READY_FD": str(wfd)}
+    t0 = time.perf_counter()
+    with open(log, "ab") as err:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=err,
+            stderr=err,
+            env=child_env,
+            cwd=cwd,
+            pass_fds=(wfd,),
+            start_new_session=True,
+        )
+    os.close(wfd)
+    ready = _wait_ready(rfd, proc, timeout)
+    if not ready:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        last = next(
+            (ln for ln in reversed(lines) if ln.startswith("Error")), lines[-1] if lines else ""
+        )
+        raise ServingError(
+            f"lifecycle serve {model_uri} did not start (exit code {proc.returncode}): {last}"
+        )
+    return BackgroundServer(
+        url=f"http://127.0.0.1:{port}",
+        process=proc,
+        log_path=log,
+        startup_seconds=time.perf_counter() - t0,
+    )
+
+
+def _wait_ready(rfd: int, proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    import select
+
+    deadline = time.monotonic() + timeout
+    with os.fdopen(rfd, "rb", buffering=0) as pipe:
+        data = b""
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([pipe], [], [], 0.2)
+            if readable:
+                chunk = pipe.read(64)
+                if not chunk:
+                    return b"READY" in data
+                data += chunk
+                if b"READY" in data:
+                    return True
+            elif proc.poll() is not None:
+                return False
+    return False
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--worker"]:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        _worker_main()
