@@ -90,6 +90,7 @@ def log_and_register(
     force: bool = False,
     extra_artifacts: Mapping[str, str | Path] | None = None,
     before_register: Callable[[str], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Registration:
     """Log ``model_dir`` in a new run of ``ws`` and register it as a new version of ``name``.
 
@@ -106,6 +107,8 @@ def log_and_register(
         extra_artifacts: run artifact path -> local file or folder, uploaded beside the model.
         before_register: called with the run id after the upload, before registration
             (lets callers add work, and lets tests inject a failure there).
+        progress: called with (bytes uploaded, bytes total) while the model directory is
+            uploaded file by file (a CLI draws a progress bar with it).
 
     Returns:
         The :class:`Registration` (``created`` is False when an existing version was reused).
@@ -156,7 +159,7 @@ def log_and_register(
             metric_objs = list(metrics)
         param_objs = [Param(str(k), str(v)[:6000]) for k, v in (params or {}).items()]
         _log_batched(client, run_id, metric_objs, param_objs)
-        client.log_artifacts(run_id, str(model_path), MODEL_ARTIFACT_PATH)
+        _upload_model_dir(client, run_id, model_path, progress)
         for art_path, local in (extra_artifacts or {}).items():
             local_path = Path(local)
             if local_path.is_dir():
@@ -198,6 +201,22 @@ def log_and_register(
         source=source,
         model_version=mv,
     )
+
+
+def _upload_model_dir(
+    client: Any, run_id: str, model_path: Path, progress: Callable[[int, int], None] | None
+) -> None:
+    if progress is None:
+        client.log_artifacts(run_id, str(model_path), MODEL_ARTIFACT_PATH)
+        return
+    files = sorted(p for p in model_path.rglob("*") if p.is_file())
+    total, done = sum(p.stat().st_size for p in files), 0
+    for path in files:
+        rel_dir = path.parent.relative_to(model_path).as_posix()
+        art_dir = MODEL_ARTIFACT_PATH if rel_dir == "." else f"{MODEL_ARTIFACT_PATH}/{rel_dir}"
+        client.log_artifact(run_id, str(path), art_dir)
+        done += path.stat().st_size
+        progress(done, total)
 
 
 def _log_batched(client: Any, run_id: str, metrics: list[Any], params: list[Any]) -> None:

@@ -97,3 +97,22 @@ def fitted_logreg(breast_cancer: tuple[pd.DataFrame, pd.Series]):  # type: ignor
 
     X, y = breast_cancer
     return make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(X, y)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
+    """A second real ``mlflow server`` (for promotions between two remote servers)."""
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server2"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def remote2(mlflow_server2: MlflowServer) -> Workspace:
+    """The second real server as a workspace named ``remote2``."""
+    return Workspace(
+        name="remote2", tracking_uri=mlflow_server2.url, registry_uri=mlflow_server2.url
+    )

@@ -1,0 +1,666 @@
+"""Promotion of a model version from one workspace to another: gated, idempotent, atomic.
+
+``promote`` is the only way a version crosses workspaces:
+
+1. resolve the source version (by version, stage or alias), including MLflow 3 versions whose
+   ``source`` is a logged model (``models:/m-<id>``);
+2. download the model and the source run's other artifacts, and run every gate (metric
+   thresholds, holdout comparison with the target's champion, smoke test in a fresh process)
+   before anything is written to the target; a failing gate raises
+   :class:`~lifecycle.errors.GateFailedError` carrying the gate table;
+3. deep-copy into the target: a run of its own (params, full metric history, tags, artifacts)
+   in the experiment ``promoted/<name>``, and a version registered from that run's artifacts
+   (:func:`lifecycle.registry.log_and_register`), tagged with its lineage;
+4. check that the target serves the same bytes (content digest), move the version to the
+   requested stage, and record the promotion in the target's audit history.
+
+A source version whose digest already exists in the target is reused (the stage is still
+applied) unless ``force``. If anything fails after the target was written, what was created is
+deleted (or tagged failed and archived where deletion is refused) and the stage holders are
+put back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lifecycle.audit import current_user, record_event, utcnow
+from lifecycle.digest import model_digest
+from lifecycle.errors import (
+    GateFailedError,
+    InvalidArgumentError,
+    ModelNotFoundError,
+    PromotionError,
+)
+from lifecycle.gates import GateResult, check_metric_gates, holdout_gate, parse_gate, smoke_test
+from lifecycle.registry import DIGEST_TAG, find_version_by_tag, log_and_register
+from lifecycle.stages import FAILED_TAG, _move, aliases_of, versions_in_stage
+from lifecycle.uris import ModelRef, canonical_stage, resolve_model, search_versions
+from lifecycle.workspaces import Workspace, use_workspace
+
+logger = logging.getLogger(__name__)
+
+#: Lineage tags written on the target version and run.
+SOURCE_WORKSPACE_TAG = "lifecycle.source.workspace"
+SOURCE_TRACKING_URI_TAG = "lifecycle.source.tracking_uri"
+SOURCE_REGISTRY_URI_TAG = "lifecycle.source.registry_uri"
+SOURCE_MODEL_TAG = "lifecycle.source.model"
+SOURCE_VERSION_TAG = "lifecycle.source.version"
+SOURCE_RUN_TAG = "lifecycle.source.run_id"
+PROMOTED_AT_TAG = "lifecycle.promoted_at"
+PROMOTED_BY_TAG = "lifecycle.promoted_by"
+LINEAGE_TAGS = (
+    SOURCE_WORKSPACE_TAG,
+    SOURCE_TRACKING_URI_TAG,
+    SOURCE_REGISTRY_URI_TAG,
+    SOURCE_MODEL_TAG,
+    SOURCE_VERSION_TAG,
+    SOURCE_RUN_TAG,
+    PROMOTED_AT_TAG,
+    PROMOTED_BY_TAG,
+)
+# Source run tags that describe the source run itself, not the model: not copied.
+_SKIP_RUN_TAGS = {
+    "mlflow.runName",
+    "mlflow.log-model.history",
+    "mlflow.parentRunId",
+    "mlflow.rootRunId",
+    "lifecycle.registered_model",
+    DIGEST_TAG,
+    *LINEAGE_TAGS,
+}
+
+Progress = Callable[[str, int, int], None]
+"""``progress(phase, bytes_done, bytes_total)``; phases ``download`` and ``upload``."""
+
+
+@dataclass
+class PromotionResult:
+    """What a promotion did (or, with ``dry_run``, would do)."""
+
+    name: str
+    source: dict[str, Any]
+    target_workspace: str
+    version: str | None
+    run_id: str | None
+    digest: str
+    created: bool
+    stage: str | None
+    archived: list[str] = field(default_factory=list)
+    gates: list[GateResult] = field(default_factory=list)
+    holdout: dict[str, Any] | None = None
+    dry_run: bool = False
+    plan: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """True when no gate failed."""
+        return all(g.passed is not False for g in self.gates)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly description."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "target": {
+                "workspace": self.target_workspace,
+                "version": self.version,
+                "run_id": self.run_id,
+                "stage": self.stage,
+                "created": self.created,
+                "archived": self.archived,
+            },
+            "digest": self.digest,
+            "gates": [g.to_dict() for g in self.gates],
+            "passed": self.passed,
+            "holdout": self.holdout,
+            "dry_run": self.dry_run,
+            "plan": self.plan,
+        }
+
+
+def promote(
+    src_ws: Workspace,
+    dst_ws: Workspace,
+    name: str,
+    *,
+    version: str | int | None = None,
+    stage: str | None = None,
+    alias: str | None = None,
+    target_stage: str | None = "Production",
+    gates: Iterable[str] = (),
+    holdout: str | Path | None = None,
+    target: str | None = None,
+    metric: str | None = None,
+    min_delta: float = 0.0,
+    dry_run: bool = False,
+    force: bool = False,
+    smoke: bool = True,
+    progress: Progress | None = None,
+    before_register: Callable[[str], None] | None = None,
+    before_stage: Callable[[str], None] | None = None,
+) -> PromotionResult:
+    """Promote ``name`` (one version of it) from ``src_ws`` into ``dst_ws``.
+
+    Args:
+        src_ws, dst_ws: source and target workspaces (must differ).
+        name: registered model name (the same name is used in the target).
+        version, stage, alias: exactly one selects the source version.
+        target_stage: stage for the target version (None or "None": leave it unstaged).
+        gates: metric thresholds on the source run (``accuracy>=0.9``).
+        holdout, target, metric, min_delta: labelled CSV, its label column, the metric to
+            compare with the target's champion, and how much worse the candidate may be.
+        dry_run: run the gates and report the plan; write nothing anywhere.
+        force: register a new version even if one with the same content digest exists.
+        smoke: run the fresh-process smoke test gate.
+        progress: byte-progress callback for downloads and uploads (the CLI draws a bar).
+        before_register: called with the target run id after the upload, before registration.
+        before_stage: called with the target version before the stage move.
+
+    Returns:
+        A :class:`PromotionResult`.
+
+    Raises:
+        InvalidArgumentError: bad selector, gate expression, holdout options or stage.
+        ModelNotFoundError: the source model/version/stage/alias does not exist.
+        GateFailedError: a gate failed; nothing was written to the target
+            (``exc.results`` holds the gate table, ``exc.result`` the PromotionResult).
+        PromotionError: writing to the target failed; what was created was rolled back.
+    """
+    selectors = [s for s in (version, stage, alias) if s not in (None, "")]
+    if len(selectors) != 1:
+        raise InvalidArgumentError(
+            "Select the source version with exactly one of --version, --stage or --alias "
+            f"(got {len(selectors)})"
+        )
+    if (holdout is None) != (target is None):
+        raise InvalidArgumentError("--holdout and --target go together: give both or neither")
+    if _same_workspace(src_ws, dst_ws):
+        raise InvalidArgumentError(
+            f"Source and target are the same workspace ('{src_ws.name}'); use "
+            "'lifecycle transition' to change a stage within one workspace"
+        )
+    stage_to = canonical_stage(target_stage) if target_stage else "None"
+    gate_exprs = [parse_gate(g) for g in gates]
+    if stage is not None:
+        ref = ModelRef(name=name, stage=canonical_stage(stage))
+    elif alias is not None:
+        ref = ModelRef(name=name, alias=str(alias))
+    else:
+        if not str(version).isdigit():
+            raise InvalidArgumentError(f"Invalid version '{version}': expected a number")
+        ref = ModelRef(name=name, version=str(version))
+    src = resolve_model(src_ws, ref)
+    src_version = str(src.version)
+    source_uri = str(src.source or "")
+    if source_uri.startswith("models:/m-") and src_ws.supports_logged_models is False:
+        raise PromotionError(
+            f"{name} v{src_version} in '{src_ws.name}' is stored as an MLflow logged model "
+            f"({source_uri}) but the workspace has no logged-model API"
+        )
+    src_client = src_ws.client()
+    run = _get_run(src_client, src.run_id)
+    source_info = {
+        "workspace": src_ws.name,
+        "tracking_uri": src_ws.tracking_uri,
+        "name": name,
+        "version": src_version,
+        "stage": src.stage,
+        "run_id": src.run_id,
+        "model_source": source_uri,
+        "selected_by": str(ref),
+    }
+
+    with tempfile.TemporaryDirectory(prefix="lifecycle-promote-") as tmp:
+        model_dir = Path(tmp) / "model"
+        _download_model(src_ws, name, src_version, model_dir, progress)
+        run_artifacts = _download_run_artifacts(
+            src_ws, run, source_uri, Path(tmp) / "run", progress
+        )
+        digest = model_digest(model_dir)
+        existing = None if force else find_version_by_tag(dst_ws, name, DIGEST_TAG, digest)
+
+        results = check_metric_gates(dict(run.data.metrics) if run else {}, gate_exprs)
+        report = None
+        if holdout is not None and target is not None:
+            champion = _champion(dst_ws, name, stage_to if stage_to != "None" else "Production")
+            res, report = holdout_gate(
+                (src_ws, src.pinned_uri),
+                (dst_ws, f"models:/{name}/{champion}") if champion else None,
+                holdout,
+                target,
+                metric=metric,
+                min_delta=min_delta,
+            )
+            results.append(res)
+        if smoke:
+            if all(r.passed for r in results):
+                results.append(smoke_test(model_dir))
+            else:
+                results.append(
+                    GateResult(
+                        "smoke test",
+                        "smoke",
+                        None,
+                        "loads and predicts",
+                        None,
+                        "skipped: an earlier gate failed",
+                    )
+                )
+        result = PromotionResult(
+            name=name,
+            source=source_info,
+            target_workspace=dst_ws.name,
+            version=str(existing.version) if existing is not None else None,
+            run_id=str(existing.run_id) if existing is not None else None,
+            digest=digest,
+            created=existing is None,
+            stage=None if stage_to == "None" else stage_to,
+            gates=results,
+            holdout=report,
+            dry_run=dry_run,
+        )
+        holders = _holders(dst_ws, name, stage_to)
+        result.plan = _plan(result, existing, holders)
+        if not result.passed:
+            failed = [g.gate for g in results if g.passed is False]
+            if not dry_run:
+                _record_gates(src_ws, name, src_version, dst_ws, results, passed=False)
+            exc = GateFailedError(
+                f"Promotion of {name} v{src_version} from '{src_ws.name}' to '{dst_ws.name}' "
+                f"refused: gate(s) failed: {', '.join(failed)}; target left untouched",
+                [g.to_dict() for g in results],
+            )
+            exc.result = result  # type: ignore[attr-defined]
+            raise exc
+        if dry_run:
+            return result
+        _record_gates(src_ws, name, src_version, dst_ws, results, passed=True)
+        return _write(
+            src_ws,
+            dst_ws,
+            src,
+            run,
+            result,
+            existing,
+            holders,
+            model_dir,
+            run_artifacts,
+            force=force,
+            progress=progress,
+            before_register=before_register,
+            before_stage=before_stage,
+        )
+
+
+def _write(
+    src_ws: Workspace,
+    dst_ws: Workspace,
+    src: Any,
+    run: Any,
+    result: PromotionResult,
+    existing: Any,
+    holders: list[str],
+    model_dir: Path,
+    run_artifacts: dict[str, Path],
+    *,
+    force: bool,
+    progress: Progress | None,
+    before_register: Callable[[str], None] | None,
+    before_stage: Callable[[str], None] | None,
+) -> PromotionResult:
+    name = result.name
+    stage_to = result.stage or "None"
+    model_existed = bool(search_versions(dst_ws, name)) or _model_exists(dst_ws, name)
+    now = utcnow()
+    lineage = {
+        SOURCE_WORKSPACE_TAG: src_ws.name,
+        SOURCE_TRACKING_URI_TAG: src_ws.tracking_uri,
+        SOURCE_REGISTRY_URI_TAG: src_ws.registry_uri,
+        SOURCE_MODEL_TAG: name,
+        SOURCE_VERSION_TAG: str(src.version),
+        SOURCE_RUN_TAG: str(src.run_id or ""),
+        PROMOTED_AT_TAG: now,
+        PROMOTED_BY_TAG: current_user(),
+    }
+    reg = None
+    try:
+        if existing is None:
+            params, metrics, tags = _run_data(src_ws, run)
+            reg = log_and_register(
+                dst_ws,
+                model_dir,
+                name,
+                experiment=f"promoted/{name}",
+                run_name=f"{name}-v{src.version}-from-{src_ws.name}",
+                params=params,
+                metrics=metrics,
+                run_tags={**tags, **lineage},
+                version_tags=lineage,
+                description=getattr(src.model_version, "description", None) or None,
+                force=True,
+                extra_artifacts={k: str(v) for k, v in run_artifacts.items()},
+                before_register=before_register,
+                progress=_upload_progress(progress),
+            )
+            result.version, result.run_id = reg.version, reg.run_id
+            _verify_copy(dst_ws, name, reg.version, result.digest)
+        assert result.version is not None
+        if before_stage is not None:
+            before_stage(result.version)
+        if stage_to != "None":
+            moved = _move(dst_ws, name, result.version, stage_to, alias=None, archive=True)
+            result.archived = moved["archived"]
+        record_event(
+            dst_ws,
+            name,
+            "promote",
+            version=result.version,
+            details={
+                "from_workspace": src_ws.name,
+                "from_version": str(src.version),
+                "to_stage": stage_to,
+                "created": result.created,
+                "digest": result.digest,
+                "archived": result.archived,
+                "gates": [g.to_dict() for g in result.gates],
+            },
+        )
+    except BaseException as exc:
+        created = reg is not None and reg.created
+        prev_stage = None if existing is None else canonical_stage(existing.current_stage or "None")
+        _restore(dst_ws, name, result.version, prev_stage, holders, stage_to)
+        if created and reg is not None:
+            _discard(dst_ws, name, reg.version, reg.run_id, model_existed)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        if isinstance(exc, PromotionError) and reg is None:
+            raise  # log_and_register rolled back its own part and says so
+        raise PromotionError(
+            f"Promotion of {name} v{src.version} into '{dst_ws.name}' failed and was rolled "
+            f"back: {type(exc).__name__}: {exc}".splitlines()[0]
+        ) from exc
+    logger.info(
+        "promoted %s v%s (%s) -> %s v%s %s",
+        name,
+        src.version,
+        src_ws.name,
+        dst_ws.name,
+        result.version,
+        stage_to,
+    )
+    return result
+
+
+def _same_workspace(a: Workspace, b: Workspace) -> bool:
+    return a.tracking_uri.rstrip("/") == b.tracking_uri.rstrip("/") and a.registry_uri.rstrip(
+        "/"
+    ) == b.registry_uri.rstrip("/")
+
+
+def _model_exists(ws: Workspace, name: str) -> bool:
+    from lifecycle.uris import get_registered_model
+
+    try:
+        get_registered_model(ws, name)
+        return True
+    except ModelNotFoundError:
+        return False
+
+
+def _get_run(client: Any, run_id: str | None) -> Any:
+    if not run_id:
+        return None
+    try:
+        return client.get_run(run_id)
+    except Exception as exc:  # a version may point at a run that was deleted or lives elsewhere
+        logger.warning("source run %s not readable (%s); copying the model only", run_id, exc)
+        return None
+
+
+def _champion(ws: Workspace, name: str, stage: str) -> str | None:
+    try:
+        holders = versions_in_stage(ws, name, stage)
+    except ModelNotFoundError:
+        return None
+    return holders[0] if holders else None
+
+
+def _holders(ws: Workspace, name: str, stage: str) -> list[str]:
+    if stage == "None":
+        return []
+    try:
+        return versions_in_stage(ws, name, stage)
+    except ModelNotFoundError:
+        return []
+
+
+def _plan(result: PromotionResult, existing: Any, holders: list[str]) -> list[str]:
+    ws = result.target_workspace
+    if existing is not None:
+        steps = [f"reuse {result.name} version {existing.version} in '{ws}' (same content digest)"]
+    else:
+        steps = [
+            f"create a run in experiment 'promoted/{result.name}' of '{ws}' with the source "
+            "run's params, metric history, tags and artifacts",
+            f"register a new version of {result.name} in '{ws}' from that run's artifacts",
+        ]
+    if result.stage:
+        others = [v for v in holders if v != (str(existing.version) if existing else None)]
+        steps.append(
+            f"move it to {result.stage}"
+            + (f" and archive version(s) {', '.join(others)}" if others else "")
+        )
+    return steps
+
+
+def _record_gates(
+    src_ws: Workspace,
+    name: str,
+    version: str,
+    dst_ws: Workspace,
+    results: list[GateResult],
+    *,
+    passed: bool,
+) -> None:
+    # Gate outcomes live with the candidate (the source); a refused promotion must leave the
+    # target untouched. The source may be read-only for us: then the result is only logged.
+    try:
+        record_event(
+            src_ws,
+            name,
+            "gate",
+            version=version,
+            details={
+                "to_workspace": dst_ws.name,
+                "passed": passed,
+                "gates": [g.to_dict() for g in results],
+            },
+        )
+    except Exception as exc:
+        logger.warning("could not record gate results in '%s': %s", src_ws.name, exc)
+
+
+@contextlib.contextmanager
+def _no_mlflow_bars() -> Iterator[None]:
+    # We download file by file to report bytes ourselves; MLflow would draw a bar per file.
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    old = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
+def _walk(repo: Any, path: str = "") -> list[tuple[str, int]]:
+    files: list[tuple[str, int]] = []
+    for info in repo.list_artifacts(path or None):
+        if info.is_dir:
+            files.extend(_walk(repo, info.path))
+        else:
+            files.append((info.path, int(info.file_size or 0)))
+    return files
+
+
+def _download_model(
+    ws: Workspace, name: str, version: str, dst: Path, progress: Progress | None
+) -> None:
+    """Download the files of ``name`` v``version`` (run artifacts or a logged model) to ``dst``."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    dst.mkdir(parents=True, exist_ok=True)
+    client = ws.client()
+    with use_workspace(ws), _no_mlflow_bars():
+        uri = client.get_model_version_download_uri(name, version)
+        repo = get_artifact_repository(uri)
+        files = _walk(repo)
+        if not any(p.rsplit("/", 1)[-1] == "MLmodel" for p, _ in files):
+            raise PromotionError(
+                f"{name} v{version} in '{ws.name}' has no MLmodel file at its source {uri}"
+            )
+        total, done = sum(s for _, s in files), 0
+        for path, size in files:
+            repo.download_artifacts(path, str(dst))
+            done += size
+            if progress is not None:
+                progress("download", done, total)
+
+
+def _download_run_artifacts(
+    ws: Workspace, run: Any, model_source: str, dst: Path, progress: Progress | None
+) -> dict[str, Path]:
+    """Download the source run's artifacts other than the model; returns top-level entries."""
+    if run is None:
+        return {}
+    client = ws.client()
+    run_id = run.info.run_id
+    base = str(run.info.artifact_uri).rstrip("/") + "/"
+    model_top = None
+    if model_source.startswith(base):
+        model_top = model_source[len(base) :].split("/", 1)[0]
+    elif model_source.startswith(f"runs:/{run_id}/"):
+        model_top = model_source[len(f"runs:/{run_id}/") :].split("/", 1)[0]
+    entries = [a for a in client.list_artifacts(run_id) if a.path != model_top]
+    out: dict[str, Path] = {}
+    if not entries:
+        return out
+    dst.mkdir(parents=True, exist_ok=True)
+    total = sum(int(a.file_size or 0) for a in entries)
+    done = 0
+    for entry in entries:
+        with _no_mlflow_bars():
+            local = client.download_artifacts(run_id, entry.path, str(dst))
+        target = entry.path if entry.path != "model" else "source_model"
+        out[target] = Path(local)
+        done += int(entry.file_size or 0)
+        if progress is not None and total:
+            progress("download", done, total)
+    return out
+
+
+def _run_data(ws: Workspace, run: Any) -> tuple[dict[str, str], list[Any], dict[str, str]]:
+    """Params, full metric history and copyable tags of the source run."""
+    if run is None:
+        return {}, [], {}
+    client = ws.client()
+    run_id = run.info.run_id
+    history: list[Any] = []
+    for key in run.data.metrics:
+        history.extend(client.get_metric_history(run_id, key))
+    tags = {k: v for k, v in run.data.tags.items() if k not in _SKIP_RUN_TAGS}
+    return dict(run.data.params), history, tags
+
+
+def _upload_progress(progress: Progress | None) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
+    report = progress
+
+    def upload(done: int, total: int) -> None:
+        report("upload", done, total)
+
+    return upload
+
+
+def _verify_copy(ws: Workspace, name: str, version: str, digest: str) -> None:
+    """The target must serve exactly the bytes that passed the gates."""
+    with tempfile.TemporaryDirectory(prefix="lifecycle-verify-") as tmp:
+        _download_model(ws, name, version, Path(tmp) / "m", None)
+        got = model_digest(Path(tmp) / "m")
+    if got != digest:
+        raise PromotionError(
+            f"{name} v{version} in '{ws.name}' has digest {got}, expected {digest}"
+        )
+
+
+def _restore(
+    ws: Workspace,
+    name: str,
+    new_version: str | None,
+    new_prev_stage: str | None,
+    holders: list[str],
+    stage: str,
+) -> None:
+    """Undo a stage move: previous holders back into ``stage``, the new version out."""
+    if stage == "None" or new_version is None:
+        return
+    try:
+        if new_version not in _holders(ws, name, stage):
+            return  # the move never happened
+        for old in reversed(holders):
+            _move(ws, name, old, stage, alias=None, archive=False)
+        if new_version not in holders:
+            _move(ws, name, new_version, new_prev_stage or "None", alias=None, archive=False)
+    except Exception:
+        logger.exception(
+            "could not restore %s's %s holders %s in %s", name, stage, holders, ws.name
+        )
+
+
+def _discard(ws: Workspace, name: str, version: str, run_id: str, model_existed: bool) -> None:
+    """Delete a version (and its run) created by a failed promotion; tag it failed if refused."""
+    from lifecycle.stages import _delete_alias
+
+    client = ws.client()
+    deleted = False
+    if ws.supports_delete is not False:
+        try:
+            client.delete_model_version(name, version)
+            deleted = True
+        except Exception as exc:
+            logger.warning("could not delete %s v%s (%s); tagging it failed", name, version, exc)
+    if not deleted:
+        try:
+            client.set_model_version_tag(name, version, FAILED_TAG, "true")
+            for al, v in aliases_of(ws, name).items():
+                if v == version:
+                    _delete_alias(ws, name, al)
+            _move(ws, name, version, "Archived", alias=None, archive=False)
+        except Exception:
+            logger.exception("could not tag %s v%s as failed", name, version)
+    if deleted and not model_existed:
+        try:
+            if not search_versions(ws, name):
+                client.delete_registered_model(name)
+        except Exception:
+            logger.warning("could not delete the empty registered model %s", name)
+    try:
+        client.set_terminated(run_id, "FAILED")
+        if ws.supports_delete is not False:
+            client.delete_run(run_id)
+    except Exception:
+        logger.warning("could not delete run %s after a failed promotion", run_id)
+
+
+__all__ = ["LINEAGE_TAGS", "PromotionResult", "promote"]
