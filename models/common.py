@@ -1,0 +1,299 @@
+"""What every importer shares: the built-model record, pinned requirements, provenance,
+signatures and input examples, skops trusted types, safe zip extraction and sample CSVs.
+
+Nothing here touches a registry: importers build an MLflow model directory and describe it
+with a :class:`BuiltModel`; ``lifecycle.imports`` registers it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import os
+import shutil
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from lifecycle.errors import ModelImportError
+
+logger = logging.getLogger(__name__)
+
+#: Packages every imported model needs at scoring time (pinned to the installed versions).
+BASE_PACKAGES = ("mlflow", "scikit-learn", "numpy", "pandas", "scipy", "skops")
+
+#: Top-level packages whose classes the importers accept inside a model (skops or pickle).
+TRUSTED_PACKAGES = ("sklearn", "numpy", "scipy", "pandas")
+
+#: Provenance tag keys (set on the run and on the registered version).
+TAG_KIND = "lifecycle.origin.kind"
+TAG_FORMAT = "lifecycle.origin.format"
+TAG_SOURCE_NAME = "lifecycle.source_name"
+TAG_SOURCE_SHA = "lifecycle.source_sha256"
+TAG_IMPORTED_BY = "lifecycle.imported_by"
+
+#: Where an importer's extra provenance files go among the run's artifacts.
+PROVENANCE_ARTIFACT_PATH = "provenance"
+
+
+@dataclass
+class BuiltModel:
+    """An MLflow model directory made by an importer, and what is known about its origin.
+
+    Attributes:
+        model_dir: the MLflow model directory (has ``MLmodel``).
+        kind: origin kind: ``notebook``, ``designer`` or ``automl``.
+        fmt: the origin's format (``joblib``, ``pickle``, ``skops``, ``mlflow``,
+            ``model_directory``, ``mlflow_model``, ``automl_outputs``).
+        source_name: file or folder name of the origin artifact.
+        source_sha256: SHA-256 of the origin artifact (a folder: over its files).
+        tags: provenance tags for the run and the version.
+        params: run params; metrics: run metrics.
+        provenance_files: files kept beside the model as provenance (name -> path).
+        sample: sample input rows (feature columns only), when known.
+        labels: the sample's target values, when known.
+        summary: one line saying what was built.
+    """
+
+    model_dir: Path
+    kind: str
+    fmt: str
+    source_name: str
+    source_sha256: str
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    provenance_files: dict[str, Path] = field(default_factory=dict)
+    sample: Any = None
+    labels: Any = None
+    summary: str = ""
+
+
+def installed_version(dist: str) -> str | None:
+    """The installed version of distribution ``dist`` (None when not installed)."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def pinned_requirements(extra: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """``name==version`` for :data:`BASE_PACKAGES` plus ``extra``, from this environment.
+
+    Packages that are not installed are left out (and logged).
+    """
+    out: list[str] = []
+    for dist in (*BASE_PACKAGES, *extra):
+        version = installed_version(dist)
+        if version is None:
+            logger.warning("requirement %s is not installed here; left out", dist)
+            continue
+        line = f"{dist}=={version}"
+        if line not in out:
+            out.append(line)
+    return out
+
+
+def sha256_path(path: Path) -> str:
+    """Hex SHA-256 of a file, or of a folder's files (relative names and contents, sorted)."""
+    h = hashlib.sha256()
+    if path.is_file():
+        with open(path, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+        return h.hexdigest()
+    for item in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(item.relative_to(path).as_posix().encode() + b"\0")
+        with open(item, "rb") as fh:
+            while block := fh.read(1 << 20):
+                h.update(block)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def provenance_tags(
+    kind: str, fmt: str, source: Path, sha: str, extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The provenance tags of an import (origin kind and format, source name and sha256)."""
+    tags = {
+        TAG_KIND: kind,
+        TAG_FORMAT: fmt,
+        TAG_SOURCE_NAME: source.name,
+        TAG_SOURCE_SHA: sha,
+        TAG_IMPORTED_BY: f"mlflow-lifecycle {installed_version('mlflow-lifecycle') or 'dev'}",
+    }
+    for key, value in (extra or {}).items():
+        tags[key] = str(value)[:5000]
+    return tags
+
+
+def require_file(folder: Path, name: str, what: str) -> Path:
+    """``folder/name``, which must exist.
+
+    Raises:
+        ModelImportError: the file is missing.
+    """
+    path = folder / name
+    if not path.is_file():
+        raise ModelImportError(f"{what} '{folder}' has no '{name}' file (expected {path})")
+    return path
+
+
+def safe_extract_zip(zip_path: Path, dest: Path) -> Path:
+    """Extract ``zip_path`` into ``dest``, refusing entries that would land outside it.
+
+    Returns:
+        The folder holding the contents: ``dest``, or its only sub-folder when the zip wraps
+        everything in one top folder.
+
+    Raises:
+        ModelImportError: the file is not a zip, or an entry escapes ``dest`` (zip slip).
+    """
+    if not zipfile.is_zipfile(zip_path):
+        raise ModelImportError(f"'{zip_path}' is not a zip file")
+    dest.mkdir(parents=True, exist_ok=True)
+    root = dest.resolve()
+    with zipfile.ZipFile(zip_path) as zf:
+        infos = zf.infolist()
+        # Check every entry before writing anything: a bad zip leaves nothing behind.
+        for info in infos:
+            name = info.filename
+            pure = PurePosixPath(name.replace("\\", "/"))
+            target = (root / pure).resolve()
+            if pure.is_absolute() or ".." in pure.parts or not target.is_relative_to(root):
+                raise ModelImportError(
+                    f"Zip '{zip_path.name}' has an entry that escapes the extraction folder "
+                    f"(zip slip): '{name}'"
+                )
+            mode = (info.external_attr >> 16) & 0o170000
+            if mode == 0o120000:
+                raise ModelImportError(
+                    f"Zip '{zip_path.name}' has a symbolic link entry '{name}'; refused"
+                )
+        zf.extractall(root)
+    entries = [p for p in root.iterdir() if p.name != "__MACOSX"]
+    if len(entries) == 1 and entries[0].is_dir():
+        return entries[0]
+    return root
+
+
+def materialize_source(source: Path, workdir: Path) -> Path:
+    """``source`` as a folder: a zip is extracted safely into ``workdir``; a folder is kept.
+
+    Raises:
+        ModelImportError: the source does not exist, or is a bad zip.
+    """
+    if not source.exists():
+        raise ModelImportError(f"Source '{source}' does not exist")
+    if source.is_file() and zipfile.is_zipfile(source):
+        return safe_extract_zip(source, workdir / "extracted")
+    return source
+
+
+def find_untrusted_skops_types(data: bytes | None = None, file: Path | None = None) -> list[str]:
+    """The types skops would refuse to load by default in ``data`` or ``file``."""
+    import skops.io
+
+    if file is not None:
+        return list(skops.io.get_untrusted_types(file=str(file)))
+    return list(skops.io.get_untrusted_types(data=data))
+
+
+def skops_trusted_types_for(model: Any) -> list[str]:
+    """The types to declare trusted when saving ``model`` with skops: exactly those found in it.
+
+    Raises:
+        ModelImportError: the model holds a type from outside scikit-learn/NumPy/SciPy/pandas.
+    """
+    import skops.io
+
+    types = find_untrusted_skops_types(data=skops.io.dumps(model))
+    check_trusted_types(types, "model")
+    return sorted(types)
+
+
+def check_trusted_types(types: list[str], what: str) -> None:
+    """Refuse ``types`` that do not come from the trusted packages.
+
+    Raises:
+        ModelImportError: naming the first offending types.
+    """
+    bad = [t for t in types if t.split(".", 1)[0] not in TRUSTED_PACKAGES]
+    if bad:
+        raise ModelImportError(
+            f"The {what} holds types outside {', '.join(TRUSTED_PACKAGES)}: "
+            f"{', '.join(sorted(bad)[:5])}; refused"
+        )
+
+
+def read_sample_csv(path: Path, target: str | None = None) -> tuple[Any, Any]:
+    """Read a sample CSV; split off ``target``.
+
+    Returns:
+        (features DataFrame, target Series or None).
+
+    Raises:
+        ModelImportError: the file is missing, empty, or lacks the target column.
+    """
+    import pandas as pd
+
+    if not path.is_file():
+        raise ModelImportError(f"Sample file '{path}' does not exist")
+    try:
+        df = pd.read_csv(path)
+    except (ValueError, OSError) as exc:
+        raise ModelImportError(f"Sample file '{path}' is not a readable CSV: {exc}") from exc
+    if df.empty:
+        raise ModelImportError(f"Sample file '{path}' has no rows")
+    labels = None
+    if target is not None:
+        if target not in df.columns:
+            raise ModelImportError(
+                f"Target column '{target}' is not in sample '{path.name}'. "
+                f"Columns: {', '.join(map(str, df.columns))}"
+            )
+        labels = df[target]
+        df = df.drop(columns=[target])
+    return df, labels
+
+
+def select_features(df: Any, features: list[str], what: str) -> Any:
+    """``df[features]`` in that order.
+
+    Raises:
+        ModelImportError: naming the features ``df`` lacks.
+    """
+    missing = [c for c in features if c not in df.columns]
+    if missing:
+        raise ModelImportError(
+            f"The {what} lacks the model's feature column(s): {', '.join(map(str, missing))}"
+        )
+    return df[features]
+
+
+def fresh_dir(path: Path) -> Path:
+    """An empty folder at ``path`` (created; it must not hold anything yet).
+
+    Raises:
+        ModelImportError: ``path`` exists and is not empty.
+    """
+    if path.exists() and any(path.iterdir()):
+        raise ModelImportError(f"Output folder '{path}' is not empty")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def copy_tree(src: Path, dest: Path) -> Path:
+    """Copy folder ``src`` to ``dest`` (which must not exist), without following symlinks."""
+    for item in src.rglob("*"):
+        if item.is_symlink():
+            raise ModelImportError(f"'{item}' is a symbolic link; refused")
+    shutil.copytree(src, dest, symlinks=False)
+    return dest
+
+
+def env_flag(name: str) -> bool:
+    """True when environment variable ``name`` is set to a true value."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
