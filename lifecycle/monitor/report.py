@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lifecycle.monitor.drift import Thresholds
+from lifecycle.monitor.profile import OTHER
 
 if TYPE_CHECKING:
     from lifecycle.monitor.monitor import MonitorResult
@@ -71,7 +72,13 @@ def _distribution_figure(path: Path, stat: dict[str, Any]) -> None:
     import numpy as np
 
     plt = _plt()
-    bins = stat["bins"]
+    bins = dict(stat["bins"])
+    if (
+        bins["labels"]
+        and bins["labels"][-1] == OTHER
+        and not (bins["baseline"][-1] or bins["current"][-1])
+    ):
+        bins = {k: list(v)[:-1] for k, v in bins.items()}  # an empty "other" bucket: no bar
     labels = [str(b) for b in bins["labels"]]
     x = np.arange(len(labels))
     fig, ax = plt.subplots(figsize=(8, 3.6))

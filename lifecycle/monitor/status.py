@@ -18,7 +18,13 @@ from lifecycle.monitor.monitor import LAST_TAG
 from lifecycle.monitor.policy import NEEDS_RETRAINING_REASON_TAG, NEEDS_RETRAINING_TAG
 from lifecycle.monitor.profile import BASELINE_TAG
 from lifecycle.uris import search_versions
-from lifecycle.workspaces import Config, Workspace, _sqlite_path, quiet_mlflow_warnings
+from lifecycle.workspaces import (
+    Config,
+    Workspace,
+    _sqlite_path,
+    check_reachable,
+    quiet_mlflow_warnings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +56,14 @@ def workspace_status(ws: Workspace) -> dict[str, Any]:
         "error": None,
         "models": [],
     }
-    if urlparse(ws.tracking_uri).scheme == "sqlite":
+    scheme = urlparse(ws.tracking_uri).scheme
+    if scheme in ("http", "https"):
+        # One quick /health probe instead of MLflow's long retry loop against a dead server.
+        ok, reason = check_reachable(ws, timeout=5.0)
+        if not ok:
+            out.update(reachable=False, error=reason)
+            return out
+    if scheme == "sqlite":
         db = _sqlite_path(ws.tracking_uri)
         if db is not None and not db.exists():
             out["note"] = "empty: the store has not been created yet"
