@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,6 +105,8 @@ def cli(
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    # MLflow configures its own loggers when first imported; this is the level it reads.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if debug else "WARNING")
     for noisy in ("alembic", "mlflow", "urllib3", "azure", "py4j"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
     ctx.obj = State(config_path=config_path, workspace=workspace, debug=debug)
