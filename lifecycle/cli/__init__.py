@@ -6,10 +6,16 @@ Only this package prints; everything it calls logs.
 from __future__ import annotations
 
 # Importing a command module registers its commands on the group.
-from lifecycle.cli import batch_cmds, deploy_cmds, registry_cmds, workspace_cmds, serve_cmds  # noqa: F401
-from lifecycle.cli import monitor_cmds  # noqa: F401
-from lifecycle.cli import import_cmds  # noqa: F401
-from lifecycle.cli import demo_cmds  # noqa: F401
+from lifecycle.cli import (  # noqa: F401
+    batch_cmds,
+    demo_cmds,
+    deploy_cmds,
+    import_cmds,
+    monitor_cmds,
+    registry_cmds,
+    serve_cmds,
+    workspace_cmds,
+)
 from lifecycle.cli._base import cli
 
 __all__ = ["cli", "main"]
