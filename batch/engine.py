@@ -13,6 +13,7 @@ Counts always reconcile: rows read = rows scored + rows rejected.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import csv
 import hashlib
 import io
@@ -856,6 +857,21 @@ def _prediction_columns(pred: Any, n: int) -> dict[str, Any]:
 # model, manifest, run record
 
 
+@contextlib.contextmanager
+def _no_mlflow_progress_bar() -> Iterator[None]:
+    """MLflow draws a download progress bar on stderr; library code stays quiet."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    prev = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if prev is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = prev
+
+
 class _local_model:
     """A local copy of the model's files for the duration of a run (workers load from it)."""
 
@@ -872,7 +888,7 @@ class _local_model:
         from lifecycle.workspaces import use_workspace
 
         self.tmp = tempfile.mkdtemp(prefix="lifecycle-score-")
-        with use_workspace(self.ws):
+        with use_workspace(self.ws), _no_mlflow_progress_bar():
             return str(
                 mlflow.artifacts.download_artifacts(artifact_uri=self.uri, dst_path=self.tmp)
             )
