@@ -272,6 +272,15 @@ def _after_register(ws: Workspace, result: ImportResult, sample_df: Any, labels:
         "new" if result.created else "existing",
         rows,
     )
+    if rows and (result.created or "lifecycle.baseline" not in (result.tags or {})):
+        # Monitoring's baseline: a profile of the sample stored with the version.
+        from lifecycle.errors import LifecycleError
+        from lifecycle.monitor.profile import attach_baseline
+
+        try:
+            attach_baseline(ws, result.name, result.version, sample_df, labels=labels)
+        except LifecycleError as exc:  # the version stands; a baseline can be attached later
+            logger.warning("no baseline stored for %s v%s: %s", result.name, result.version, exc)
 
 
 def import_notebook(

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from lifecycle.deployments import list_deployments
 from lifecycle.monitor.monitor import LAST_TAG
 from lifecycle.monitor.policy import NEEDS_RETRAINING_REASON_TAG, NEEDS_RETRAINING_TAG
-from lifecycle.monitor.profile import BASELINE_TAG
+from lifecycle.monitor.profile import BASELINE_ARTIFACT, BASELINE_TAG
 from lifecycle.uris import search_versions
 from lifecycle.workspaces import (
     Config,
@@ -129,8 +130,19 @@ def _version_status(ws: Workspace, name: str, mv: Any, aliases: list[str]) -> di
         "aliases": aliases,
         "run_id": mv.run_id,
         "deployments": list_deployments(ws, name, str(mv.version)),
-        "baseline": bool(tags.get(BASELINE_TAG)),
+        "baseline": bool(tags.get(BASELINE_TAG)) or _has_baseline_artifact(ws, mv.run_id),
         "monitor": last,
         "flags": flags,
         "needs_retraining_reason": tags.get(NEEDS_RETRAINING_REASON_TAG),
     }
+
+
+def _has_baseline_artifact(ws: Workspace, run_id: str | None) -> bool:
+    # A promotion copies the run's artifacts but not the version tags.
+    if not run_id:
+        return False
+    try:
+        folder = str(Path(BASELINE_ARTIFACT).parent)
+        return any(a.path == BASELINE_ARTIFACT for a in ws.client().list_artifacts(run_id, folder))
+    except Exception:  # an unreadable run only means "unknown": report no baseline
+        return False
