@@ -187,9 +187,19 @@ def materialize_source(source: Path, workdir: Path) -> Path:
     """
     if not source.exists():
         raise ModelImportError(f"Source '{source}' does not exist")
-    if source.is_file() and zipfile.is_zipfile(source):
+    if source.is_file() and zipfile.is_zipfile(source) and not is_skops_file(source):
         return safe_extract_zip(source, workdir / "extracted")
     return source
+
+
+def is_skops_file(path: Path) -> bool:
+    """True for a skops file (a zip with a top-level ``schema.json``, or a ``.skops`` name)."""
+    if path.suffix.lower() == ".skops":
+        return True
+    if path.suffix.lower() == ".zip" or not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return "schema.json" in zf.namelist()
 
 
 def find_untrusted_skops_types(data: bytes | None = None, file: Path | None = None) -> list[str]:
