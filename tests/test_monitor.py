@@ -265,3 +265,27 @@ def test_cli_bad_input_and_bad_policy_are_one_line(env: dict[str, Any]) -> None:
         f"Error: Policy {bad}: unknown action 'page_someone'. Actions: tag, exit, rollback, retrain"
     ]
     assert _cli(env, "monitor", uri).exit_code == 2  # --input is required
+
+
+def test_reads_the_scoring_servers_input_logs(env: dict[str, Any]) -> None:
+    from types import SimpleNamespace
+
+    from serving.input_log import InputLog
+
+    folder = env["root"] / "server-logs"
+    log = InputLog(folder, rotate_rows=1500, flush_seconds=60)
+    df = make_data(6000, seed=14, x1_shift=1.0, cat_p=SHIFTED_CAT_P).drop(columns=["y"])
+    for start in range(0, len(df), 100):  # one logged request per 100 rows
+        chunk = df.iloc[start : start + 100]
+        log(chunk, np.zeros(len(chunk), dtype=int), SimpleNamespace(version=env["version"]))
+        if start == 3000:
+            log.flush()  # a rotation: the folder holds several part files
+    log.close()
+    parts = sorted(folder.glob("*.parquet"))
+    assert len(parts) >= 2
+    assert {"prediction", "_ts", "_model_version"} <= set(pd.read_parquet(parts[0]).columns)
+    result = monitor(
+        env["ws"], f"models:/{NAME}/{env['version']}", [folder], policy=_no_actions(env)
+    )
+    assert result.rows == 6000
+    assert {f["name"] for f in result.features if f["drift"]} == {"x1", "cat"}
