@@ -321,11 +321,21 @@ def use_workspace(ws: Workspace) -> Iterator[Workspace]:
         ws.ensure_local_dirs()
         prev_tracking = mlflow.get_tracking_uri()
         prev_registry = mlflow.get_registry_uri()
+        # Under `mlflow run`, MLFLOW_RUN_ID names a run of the launcher's store; fluent calls
+        # in another workspace would try to resume it there and fail. (Read the launcher's
+        # URI before set_tracking_uri, which also rewrites the environment variable.)
+        foreign_run = os.environ.get("MLFLOW_RUN_ID")
+        if foreign_run and os.environ.get("MLFLOW_TRACKING_URI") != ws.tracking_uri:
+            del os.environ["MLFLOW_RUN_ID"]
+        else:
+            foreign_run = None
         mlflow.set_tracking_uri(ws.tracking_uri)
         mlflow.set_registry_uri(ws.registry_uri)
         try:
             yield ws
         finally:
+            if foreign_run:
+                os.environ["MLFLOW_RUN_ID"] = foreign_run
             mlflow.set_tracking_uri(prev_tracking)
             mlflow.set_registry_uri(prev_registry)
 

@@ -99,3 +99,19 @@ def test_remote_server_is_reachable(mlflow_server: MlflowServer) -> None:
 
     ws = Workspace("remote", mlflow_server.url, mlflow_server.url)
     assert check_reachable(ws) == (True, "ok")
+
+
+def test_foreign_mlflow_run_id_is_hidden_inside_a_workspace(
+    project_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under `mlflow run`, MLFLOW_RUN_ID belongs to the launcher's store, not the workspace's."""
+    import os
+
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///launcher.db")
+    monkeypatch.setenv("MLFLOW_RUN_ID", "0123456789abcdef0123456789abcdef")
+    dev = load_config().get("dev")
+    with use_workspace(dev), mlflow.start_run() as run:  # would fail resuming the foreign id
+        assert run.info.run_id != "0123456789abcdef0123456789abcdef"
+    assert os.environ["MLFLOW_RUN_ID"] == "0123456789abcdef0123456789abcdef"
