@@ -1,0 +1,359 @@
+"""The Spark engine of batch scoring: the same inputs, outputs, rejects and counts as the
+local engine, with predictions computed by ``mlflow.pyfunc.spark_udf`` on the executors.
+
+Owns: the Spark session (``--master``, default ``local[*]``; ``PYSPARK_PYTHON`` pinned to
+this interpreter so executors have pandas and MLflow), reading CSV (all columns as text,
+multi-line quoted values, ``NA``/empty as null, malformed records captured) and Parquet,
+numbering rows in input order, coercing signature columns with ``try_cast`` so bad values
+become rejects instead of failing the job, and streaming the ordered result through the
+same writer as the local engine (temp file + rename, ``<output>.rejects.csv``).
+
+Difference from the local engine: a row on which the model itself raises fails the Spark
+job (``spark_udf`` scores whole Arrow batches), so it cannot be isolated into the rejects.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from batch.readers import InputFile, read_columns
+from batch.schema import ColumnSpec
+from lifecycle.errors import ScoringError
+
+logger = logging.getLogger(__name__)
+
+_CORRUPT = "_lifecycle_corrupt_record"
+_ROW = "_lifecycle_row"
+_REASON = "_lifecycle_reason"
+_PRED = "_lifecycle_prediction"
+_SPARK_TYPES = {
+    "double": "double",
+    "float": "float",
+    "long": "bigint",
+    "integer": "int",
+    "boolean": "boolean",
+    "string": "string",
+    "datetime": "timestamp",
+}
+
+
+def check_java() -> str:
+    """The path of ``java``.
+
+    Raises:
+        ScoringError: Java is not installed (Spark needs Java 17).
+    """
+    java = shutil.which("java")
+    if java is None:
+        raise ScoringError(
+            "The Spark engine needs Java 17: no 'java' on PATH (install openjdk-17-jre-headless "
+            "or set JAVA_HOME and PATH)"
+        )
+    return java
+
+
+def get_spark(master: str | None = None) -> Any:
+    """A SparkSession whose Python workers run this interpreter (``PYSPARK_PYTHON``).
+
+    Raises:
+        ScoringError: pyspark or Java is missing.
+    """
+    check_java()
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise ScoringError(
+            "The Spark engine needs pyspark: pip install 'mlflow-lifecycle[spark]'"
+        ) from exc
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.appName("lifecycle-score")
+        .master(master or "local[*]")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+    )
+    return builder.getOrCreate()
+
+
+def _result_type(model_dir: str) -> tuple[Any, list[str] | None]:
+    """(spark_udf result_type, output column names for a struct result or None)."""
+    from mlflow.models import Model
+    from pyspark.sql import types as T
+
+    sig = Model.load(model_dir).signature
+    outputs = getattr(sig, "outputs", None) if sig is not None else None
+    if outputs is None or not outputs.inputs:
+        return "double", None
+    specs = outputs.inputs
+    if len(specs) == 1 and not outputs.has_input_names():
+        return _SPARK_TYPES.get(specs[0].type.name, "double"), None
+    if len(specs) == 1:  # one output column is "prediction", as in the local engine
+        return _SPARK_TYPES.get(specs[0].type.name, "double"), None
+    fields = [
+        T.StructField(
+            str(s.name), T._parse_datatype_string(_SPARK_TYPES.get(s.type.name, "double"))
+        )
+        for s in specs
+    ]
+    return T.StructType(fields), [str(s.name) for s in specs]
+
+
+def _read(spark: Any, f: InputFile, delimiter: str) -> tuple[Any, list[str]]:
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    names = read_columns(f, delimiter)
+    if f.fmt == "parquet":
+        df = spark.read.parquet(str(f.path))
+        df = df.select(*[F.col(f"`{n}`").cast("string").alias(n) for n in names])
+        return df.withColumn(_CORRUPT, F.lit(None).cast("string")), names
+    schema = T.StructType(
+        [T.StructField(n, T.StringType()) for n in names]
+        + [T.StructField(_CORRUPT, T.StringType())]
+    )
+    df = spark.read.csv(
+        str(f.path),
+        schema=schema,
+        header=True,
+        sep=delimiter,
+        multiLine=True,
+        quote='"',
+        escape='"',
+        nullValue="NA",
+        mode="PERMISSIVE",
+        columnNameOfCorruptRecord=_CORRUPT,
+        encoding="UTF-8",
+    )
+    return df, names
+
+
+def _coercions(specs: tuple[ColumnSpec, ...]) -> tuple[list[Any], Any]:
+    """(cast column expressions, reason expression: null when the row is fine)."""
+    from pyspark.sql import functions as F
+
+    casts, reasons = [], []
+    for spec in specs:
+        raw = F.col(f"`{spec.name}`")
+        target = _SPARK_TYPES.get(spec.type, "string")
+        if spec.type == "boolean":
+            low = F.lower(F.trim(raw))
+            cast = (
+                F.when(low.isin("true", "t", "yes", "y", "1"), F.lit(True))
+                .when(low.isin("false", "f", "no", "n", "0"), F.lit(False))
+                .otherwise(F.lit(None).cast("boolean"))
+            )
+        elif target == "string":
+            cast = raw
+        else:
+            cast = F.expr(f"try_cast(trim(`{spec.name}`) as {target})")
+        casts.append(cast.alias(spec.name))
+        if spec.type in ("double", "float", "string", "datetime"):
+            bad = raw.isNotNull() & cast.isNull()
+        else:  # integers and booleans cannot hold missing values
+            bad = cast.isNull()
+        reasons.append(
+            F.when(
+                bad & raw.isNull(),
+                F.lit(f"missing value for required column '{spec.name}' ({spec.type})"),
+            ).when(
+                bad,
+                F.concat(
+                    F.lit(f"column '{spec.name}': cannot convert '"),
+                    raw,
+                    F.lit(f"' to {spec.type}"),
+                ),
+            )
+        )
+    return casts, F.coalesce(*reasons) if reasons else F.lit(None).cast("string")
+
+
+def score_files_spark(
+    model_dir: str, files: list[InputFile], out: Path, opts: Any, master: str | None = None
+) -> Any:
+    """Score ``files`` into ``out`` on Spark; same layout and guarantees as the local engine.
+
+    Returns:
+        The run's counts (``rows_read``, ``rows_scored``, ``rows_rejected``, ``chunks``).
+
+    Raises:
+        ScoringError: Spark or Java is missing, the model fails on Spark, or rejected rows
+            exceed the allowed rate (no output is left behind).
+    """
+    from batch.engine import _Counts, _finish, _Partials
+
+    spark = get_spark(master)
+    partials = _Partials.for_output(out)
+    partials.remove()
+    counts = _Counts()
+    try:
+        _score_on_spark(spark, model_dir, files, partials, opts, counts)
+    except BaseException as exc:
+        partials.remove()
+        if type(exc).__module__.startswith(("pyspark", "py4j")):
+            line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ScoringError(f"Spark scoring of '{out}' failed: {line}") from exc
+        raise
+    _finish(out, partials, opts, counts)
+    return counts
+
+
+def _score_on_spark(
+    spark: Any, model_dir: str, files: list[InputFile], partials: Any, opts: Any, counts: Any
+) -> None:
+    import mlflow.pyfunc
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    from batch.engine import REJECTS_HEADER, SOURCE_COLUMNS, _header_bytes
+
+    result_type, struct_names = _result_type(model_dir)
+    predict = mlflow.pyfunc.spark_udf(
+        spark, model_dir, result_type=result_type, env_manager="local"
+    )
+    specs = opts.schema.columns or ()
+    writer: Any = None
+    header: list[str] | None = None
+    with open(partials.out, "wb") as out_fh, open(partials.rejects, "wb") as rej_fh:
+        rejects_started = False
+
+        def write_rejects(rows: list[list[str]]) -> None:
+            nonlocal rejects_started
+            if not rows:
+                return
+            if not rejects_started:
+                rej_fh.write(_header_bytes(REJECTS_HEADER, ","))
+                rejects_started = True
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerows(rows)
+            rej_fh.write(buf.getvalue().encode("utf-8"))
+
+        for f in files:
+            df, names = _read(spark, f, opts.delimiter)
+            df = df.cache()
+            malformed = [
+                r[0] for r in df.filter(F.col(_CORRUPT).isNotNull()).select(_CORRUPT).collect()
+            ]
+            good = df.filter(F.col(_CORRUPT).isNull()).select(*[F.col(f"`{n}`") for n in names])
+            numbered = spark.createDataFrame(
+                good.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1] + 1)),
+                T.StructType(
+                    [T.StructField(n, T.StringType()) for n in names]
+                    + [T.StructField(_ROW, T.LongType())]
+                ),
+            )
+            casts, reason = _coercions(specs)
+            checked = numbered.withColumn(_REASON, reason).cache()
+            rejected = (
+                checked.filter(F.col(_REASON).isNotNull())
+                .orderBy(_ROW)
+                .select(*[F.col(f"`{n}`") for n in names], _ROW, _REASON)
+                .collect()
+            )
+            reject_rows = []
+            for r in rejected:
+                values = ["" if r[n] is None else str(r[n]) for n in names]
+                buf = io.StringIO()
+                csv.writer(buf, delimiter=opts.delimiter, lineterminator="").writerow(values)
+                reject_rows.append([f.name, str(r[_ROW]), buf.getvalue(), r[_REASON]])
+            for text in malformed:
+                got = len(next(csv.reader([text], delimiter=opts.delimiter), []))
+                reject_rows.append(
+                    [f.name, "", text.rstrip("\r\n"),
+                     f"malformed record: expected {len(names)} fields, got {got}"]
+                )  # fmt: skip
+            keep = opts.keep if opts.keep is not None else names
+            ok = checked.filter(F.col(_REASON).isNull())
+            scored = ok.select(
+                *[F.col(f"`{n}`").alias(f"k_{i}") for i, n in enumerate(keep)],
+                F.col(_ROW),
+                predict(F.struct(*casts)).alias(_PRED),
+            ).orderBy(_ROW)
+            n_ok = 0
+            batch: list[Any] = []
+            for row in scored.toLocalIterator(prefetchPartitions=True):
+                batch.append(row)
+                if len(batch) >= opts.chunk_rows:
+                    header, writer = _write_rows(
+                        batch, f, keep, struct_names, opts, out_fh, header, writer
+                    )
+                    n_ok += len(batch)
+                    counts.chunks += 1
+                    batch = []
+            if batch or n_ok == 0:
+                header, writer = _write_rows(
+                    batch, f, keep, struct_names, opts, out_fh, header, writer
+                )
+                n_ok += len(batch)
+                counts.chunks += 1
+            write_rejects(reject_rows)
+            counts.rows_read += n_ok + len(reject_rows)
+            counts.rows_scored += n_ok
+            counts.rows_rejected += len(reject_rows)
+            checked.unpersist()
+            df.unpersist()
+        if opts.fmt == "csv" and header is None:
+            cols = (
+                (SOURCE_COLUMNS if opts.source_columns else [])
+                + list(opts.keep or [])
+                + ["prediction"]
+            )
+            out_fh.write(_header_bytes(cols, opts.delimiter))
+        if writer is not None:
+            writer.close()
+        elif opts.fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.table({"prediction": pa.array([], pa.float64())}), out_fh)
+
+
+def _write_rows(
+    rows: list[Any],
+    f: InputFile,
+    keep: list[str],
+    struct_names: list[str] | None,
+    opts: Any,
+    out_fh: Any,
+    header: list[str] | None,
+    writer: Any,
+) -> tuple[list[str] | None, Any]:
+    from batch.engine import _header_bytes, _render_csv, _unique_names
+
+    if not rows:
+        return header, writer
+    cols: dict[str, Any] = {}
+    if opts.source_columns:
+        cols["source_file"] = pa.array([f.name] * len(rows), pa.string())
+        cols["source_row"] = pa.array([r[_ROW] for r in rows], pa.int64())
+    for i, name in enumerate(keep):
+        cols[name] = pa.array([r[f"k_{i}"] for r in rows], pa.string())
+    preds = [r[_PRED] for r in rows]
+    if struct_names and len(struct_names) > 1:
+        for j, name in enumerate(struct_names):
+            cols[name] = pa.array([p[j] if p is not None else None for p in preds])
+    else:
+        cols[struct_names[0] if struct_names else "prediction"] = pa.array(preds)
+    names = _unique_names(list(cols))
+    table = pa.table(list(cols.values()), names=names)
+    if opts.fmt == "csv":
+        if header is None:
+            out_fh.write(_header_bytes(names, opts.delimiter))
+            header = names
+        out_fh.write(_render_csv(table, opts.delimiter))
+        return header, writer
+    import pyarrow.parquet as pq
+
+    if writer is None:
+        writer = pq.ParquetWriter(out_fh, table.schema)
+    writer.write_table(table.cast(writer.schema))
+    return names, writer

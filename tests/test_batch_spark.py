@@ -1,0 +1,131 @@
+"""The Spark engine on Spark local mode: same outputs, rejects and counts as the local engine.
+
+Needs Java 17 (`java` on PATH) and pyspark (the `spark` extra). When either is missing
+these tests FAIL with a message saying which (set LIFECYCLE_SKIP_SPARK=1 to skip them
+instead on a machine that cannot run Spark).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from batch.engine import score
+from lifecycle.errors import ScoringError
+from lifecycle.workspaces import Workspace, local_workspace
+
+try:
+    from tests.batch_fixtures import save_code_model, save_logreg, scoring_frame
+except ModuleNotFoundError:  # tests/ is not a package: pytest puts it on sys.path
+    from batch_fixtures import (  # type: ignore[no-redef]
+        save_code_model,
+        save_logreg,
+        scoring_frame,
+    )
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[object]:
+    """One local SparkSession for the module (starting Spark costs ~20-40 s here)."""
+    if os.environ.get("LIFECYCLE_SKIP_SPARK"):
+        pytest.skip("LIFECYCLE_SKIP_SPARK is set")
+    if shutil.which("java") is None:
+        pytest.fail(
+            "Spark tests need Java 17: no 'java' on PATH (apt-get install openjdk-17-jre-headless)"
+        )
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        pytest.fail("Spark tests need pyspark: pip install -e '.[spark]'")
+    from batch.spark import get_spark
+
+    session = get_spark("local[2]")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    return local_workspace("dev", tmp_path_factory.mktemp("ws"))
+
+
+def test_spark_matches_local_engine_with_rejects(
+    spark: object, ws: Workspace, tmp_path: Path
+) -> None:
+    model = save_logreg(tmp_path / "logreg")
+    a = scoring_frame(60, seed=4)
+    a["n"] = a["n"].astype(str)
+    a.loc[7, "n"] = "x"  # coercion reject
+    a.loc[11, "comment"] = 'quoted, "with"\nnewline'
+    a.to_csv(tmp_path / "a.csv", index=False)
+    with (tmp_path / "a.csv").open("a", encoding="utf-8") as fh:
+        fh.write("z,1,2\n")  # malformed record
+    scoring_frame(30, seed=5).to_parquet(tmp_path / "b.parquet", index=False)
+    inputs = [tmp_path / "a.csv", tmp_path / "b.parquet"]
+
+    kwargs = {"keep_columns": ["id", "comment"], "max_error_rate": 0.1, "record": False}
+    local = score(ws, str(model), inputs, tmp_path / "local.csv", workers=1, **kwargs)
+    sparked = score(
+        ws, str(model), inputs, tmp_path / "spark.csv", engine="spark", master="local[2]", **kwargs
+    )
+    assert (sparked.rows_read, sparked.rows_scored, sparked.rows_rejected) == (91, 89, 2)
+    assert (local.rows_read, local.rows_scored, local.rows_rejected) == (91, 89, 2)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "spark.csv"), pd.read_csv(tmp_path / "local.csv")
+    )
+    rejects = pd.read_csv(tmp_path / "spark.csv.rejects.csv", keep_default_na=False)
+    assert rejects["reason"].tolist() == [
+        "column 'n': cannot convert 'x' to long",
+        "malformed record: expected 6 fields, got 3",
+    ]
+    assert rejects["row_number"].tolist() == ["8", ""]
+
+
+def test_spark_designer_outputs_parquet_and_error_rate(
+    spark: object, ws: Workspace, tmp_path: Path
+) -> None:
+    from mlflow.models import Model, ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    model = save_code_model(tmp_path / "designer", designer_style=True)
+    meta = Model.load(str(model))
+    assert meta.signature is not None
+    # Declare the DataFrame outputs so spark_udf returns a struct with Designer's names.
+    meta.signature = ModelSignature(
+        inputs=meta.signature.inputs,
+        outputs=Schema(
+            [ColSpec("long", "Scored Labels"), ColSpec("double", "Scored Probabilities")]
+        ),
+    )
+    meta.save(str(model / "MLmodel"))
+    df = scoring_frame(40, seed=6)
+    df.to_csv(tmp_path / "in.csv", index=False)
+    out = tmp_path / "o.parquet"
+    m = score(
+        ws, str(model), tmp_path / "in.csv", out, engine="spark", keep_columns=["id"], record=False
+    )
+    assert m.rows_scored == 40
+    result = pd.read_parquet(out)
+    assert list(result.columns) == ["id", "Scored Labels", "Scored Probabilities"]
+    assert result["id"].tolist() == df["id"].tolist()
+
+    df["f0"] = df["f0"].astype(str)
+    df.loc[3, "f0"] = "oops"
+    df.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ScoringError, match="1 of 40 rows rejected"):
+        score(
+            ws,
+            str(model),
+            tmp_path / "bad.csv",
+            tmp_path / "bad.out.csv",
+            engine="spark",
+            record=False,
+        )
+    assert not (tmp_path / "bad.out.csv").exists()
