@@ -239,7 +239,9 @@ def same_predictions(a: Any, b: Any) -> bool:
         )  # pragma: no cover - sklearn returns arrays
     if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
         return False
-    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
 
 
 @dataclass

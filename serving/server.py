@@ -783,6 +783,7 @@ async def _serve_loop(
         follower = _Follower(ws, model_uri, app, options, sink)
         follower.start()
     logger.info("serving %s on http://%s:%s", prepared.info.uri, options.host, options.port)
+    _record(ws, prepared.info, options)
     if ready_fd is not None:
         os.write(ready_fd, b"READY\n")
         os.close(ready_fd)
