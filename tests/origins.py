@@ -187,7 +187,7 @@ def _designer_classes() -> dict[str, type]:
             self.std = float(np.nanstd(series))
 
         def transform(self, series: pd.Series) -> np.ndarray:
-            return np.asarray(series.values, dtype=float)
+            return np.clip(np.asarray(series.values, dtype=float), -1e6, 1e6)
 
     class NamedOneHotEncoder:
         def __init__(self, column_name: str) -> None:
@@ -474,7 +474,10 @@ def build_designer(
     with fake_modules(classes):
         lrn = by_name[learner_name](estimator, by_name["BaseLearnerSetting"](), task_type(1))
         lrn.train(train, "label", make_encoder)
-        expected = lrn.predict(holdout_x)
+        # Designer scores learners without predict_proba through decision_function, which the
+        # importer refuses: no expected output for those.
+        scorable = task == "regression" or hasattr(estimator, "predict_proba")
+        expected = lrn.predict(holdout_x) if scorable else pd.DataFrame()
         with open(folder / "_data.pkl", "wb") as fh:
             pickle.dump(lrn, fh, protocol=4)
     (folder / "_meta.yaml").write_text(
