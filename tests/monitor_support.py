@@ -9,7 +9,10 @@ rule (concept drift: same inputs, different truth).
 
 from __future__ import annotations
 
+import atexit
 import io
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +21,7 @@ import pandas as pd
 import yaml
 
 from lifecycle.registry import log_and_register
-from lifecycle.workspaces import Workspace
+from lifecycle.workspaces import Workspace, local_workspace
 
 BASE_CAT_P = (0.45, 0.3, 0.15, 0.1)
 SHIFTED_CAT_P = (0.15, 0.3, 0.15, 0.4)
@@ -85,8 +88,31 @@ def register(ws: Workspace, name: str, model: Any, sample: pd.DataFrame, path: P
     return log_and_register(ws, path, name, experiment="imports").version
 
 
+_TEMPLATE: list[Path] = []
+
+
+def _template_db() -> Path:
+    """An empty, migrated SQLite store, made once per test process.
+
+    Creating a store runs MLflow's database migrations (20 s on a loaded 2-core machine);
+    copying a migrated empty file gives each test module its own fresh store at no cost.
+    """
+    if not _TEMPLATE:
+        root = Path(tempfile.mkdtemp(prefix="lifecycle-template-"))
+        atexit.register(shutil.rmtree, root, True)
+        local_workspace("template", root).client().search_experiments()
+        _TEMPLATE.append(root / "template" / "mlflow.db")
+    return _TEMPLATE[0]
+
+
 def write_config(home: Path) -> Path:
-    """A lifecycle.yaml whose embedded dev/prod workspaces live under ``home``."""
+    """A lifecycle.yaml whose embedded dev/prod workspaces live under ``home``.
+
+    ``dev`` starts as a fresh copy of a migrated empty store; ``prod`` is not created.
+    """
+    dev_db = home / ".lifecycle" / "dev" / "mlflow.db"
+    dev_db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_template_db(), dev_db)
     path = home / "lifecycle.yaml"
     path.write_text(yaml.safe_dump({"home": str(home / ".lifecycle")}), encoding="utf-8")
     return path
