@@ -191,13 +191,6 @@ def test_stage_following_swaps_under_load_without_failures(slow: tuple[Backgroun
     assert any(r["kind"] == "serving" for r in list_deployments(ws, "slow", "2"))
 
 
-@pytest.fixture
-def lr_workspace(tmp_path: Path) -> tuple[Workspace, Path]:
-    ws = local_workspace("dev", tmp_path / ".lifecycle")
-    log_and_register(ws, save_logreg(tmp_path / "lr"), "lr", experiment="serving-tests")
-    return ws, tmp_path
-
-
 def test_sigterm_under_load_finishes_in_flight_requests(tmp_path: Path) -> None:
     ws = local_workspace("dev", tmp_path / ".lifecycle")
     log_and_register(ws, save_slow_model(tmp_path / "m", 1.0), "slow", experiment="serving-tests")
@@ -242,19 +235,36 @@ def test_sigterm_under_load_finishes_in_flight_requests(tmp_path: Path) -> None:
     assert outcomes.count("refused") == len(threads) or all(not t.is_alive() for t in threads)
 
 
-def test_model_that_fails_to_load_fails_the_start(tmp_path: Path) -> None:
+def _serve_cli(root: Path, monkeypatch: pytest.MonkeyPatch, uri: str) -> Any:
+    from click.testing import CliRunner
+
+    from lifecycle.cli import cli
+    from lifecycle.mlflow_server import free_port
+
+    monkeypatch.chdir(root)
+    return CliRunner().invoke(cli, ["serve", uri, "-w", "dev", "--port", str(free_port())])
+
+
+def test_model_that_fails_to_load_fails_the_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ws = local_workspace("dev", tmp_path / ".lifecycle")
     broken = save_logreg(tmp_path / "broken")
     (broken / "model.skops").unlink()
     log_and_register(ws, broken, "broken", experiment="serving-tests")
-    with pytest.raises(ServingError) as err:
-        start_background("models:/broken/1", workspace="dev", cwd=tmp_path, timeout=120)
-    assert "exit code 1" in str(err.value)
-    assert "failed to load" in str(err.value)
+    result = _serve_cli(tmp_path, monkeypatch, "models:/broken/1")
+    assert result.exit_code == 1
+    error = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
+    assert len(error) == 1 and "models:/broken/1 failed to load" in error[0]
+    assert "Traceback" not in result.output
 
 
-def test_unknown_model_fails_the_start_with_a_clear_error(tmp_path: Path) -> None:
+def test_unknown_model_fails_the_start_with_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     local_workspace("dev", tmp_path / ".lifecycle").ensure_local_dirs()
+    result = _serve_cli(tmp_path, monkeypatch, "models:/nope/1")
+    assert result.exit_code == 1
+    assert "nope" in result.output and "Traceback" not in result.output
+
+
+def test_start_background_reports_why_a_start_failed(tmp_path: Path) -> None:
     with pytest.raises(ServingError) as err:
-        start_background("models:/nope/1", workspace="dev", cwd=tmp_path, timeout=120)
-    assert "exit code 1" in str(err.value) and "nope" in str(err.value)
+        start_background(str(tmp_path / "not-a-model"), cwd=tmp_path, timeout=120)
+    assert "exit code" in str(err.value) and "not-a-model" in str(err.value)
