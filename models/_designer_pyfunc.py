@@ -159,6 +159,10 @@ except ImportError:  # pragma: no cover - MLflow is always present where models 
 class DesignerScoringModel(PythonModel):  # type: ignore[misc,valid-type]
     """MLflow pyfunc: Designer's scoring over the ``spec`` and ``state`` artifacts."""
 
+    # The signature comes from Designer's schema, not from type hints: tell MLflow not to
+    # look for (and warn about) type hints on predict.
+    _skip_type_hint_validation = True
+
     # No type hints on these two: MLflow would try to derive a signature from them.
     def load_context(self, context):  # type: ignore[no-untyped-def]
         self.spec, self.state = load_state(context.artifacts["spec"], context.artifacts["state"])

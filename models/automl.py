@@ -34,6 +34,8 @@ from models.common import (
     materialize_source,
     pinned_requirements,
     provenance_tags,
+    quiet_infer_signature,
+    quiet_mlflow_save,
     read_sample_csv,
     require_file,
     select_features,
@@ -330,7 +332,6 @@ def build_automl_model(
             (listed), a schema disagreeing with the model's features.
     """
     import mlflow.sklearn
-    from mlflow.models import infer_signature
 
     source = Path(source)
     out = Path(out_dir)
@@ -373,7 +374,7 @@ def build_automl_model(
                     f"missing {missing or 'none'}, extra {extra or 'none'}"
                     + ("" if missing or extra else " (order differs)")
                 )
-        signature = infer_signature(input_df, output if output is not None else None)
+        signature = quiet_infer_signature(input_df, output if output is not None else None)
         x = y = None
         if sample_path is not None:
             x, y = read_sample_csv(sample_path, target)
@@ -392,16 +393,17 @@ def build_automl_model(
                 "lifecycle.automl.dropped_requirements": ",".join(dropped),
             },
         )
-        mlflow.sklearn.save_model(
-            model,
-            str(out),
-            serialization_format="skops",
-            skops_trusted_types=skops_trusted_types_for(model),
-            signature=signature,
-            input_example=input_df,
-            pip_requirements=pinned_requirements(kept),
-            metadata={"lifecycle_provenance": tags},
-        )
+        with quiet_mlflow_save():
+            mlflow.sklearn.save_model(
+                model,
+                str(out),
+                serialization_format="skops",
+                skops_trusted_types=skops_trusted_types_for(model),
+                signature=signature,
+                input_example=input_df,
+                pip_requirements=pinned_requirements(kept),
+                metadata={"lifecycle_provenance": tags},
+            )
         prov_dir = out.parent / f".{out.name}-provenance"
         if prov_dir.exists():
             shutil.rmtree(prov_dir)

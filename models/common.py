@@ -7,12 +7,15 @@ with a :class:`BuiltModel`; ``lifecycle.imports`` registers it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import logging
 import os
 import shutil
+import warnings
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -304,6 +307,28 @@ def copy_tree(src: Path, dest: Path) -> Path:
     return dest
 
 
-def env_flag(name: str) -> bool:
-    """True when environment variable ``name`` is set to a true value."""
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+@contextlib.contextmanager
+def quiet_mlflow_save() -> Iterator[None]:
+    """Silence MLflow's advice while saving a model (integer-column hints, type-hint notes,
+    artifact progress bars): the importer already decided those points."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    previous = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=UserWarning)
+            yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous
+
+
+def quiet_infer_signature(model_input: Any, model_output: Any = None) -> Any:
+    """``mlflow.models.infer_signature`` without its integer-column advice."""
+    from mlflow.models import infer_signature
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        return infer_signature(model_input, model_output)

@@ -30,6 +30,8 @@ from models.common import (
     materialize_source,
     pinned_requirements,
     provenance_tags,
+    quiet_infer_signature,
+    quiet_mlflow_save,
     require_file,
     sha256_path,
 )
@@ -161,7 +163,9 @@ def mlflow_type(attr: dict[str, Any]) -> str:
     element = attr.get("elementType") or {}
     type_name = str(element.get("typeName", "")).lower()
     if type_name in MLFLOW_TYPES:
-        return MLFLOW_TYPES[type_name]
+        mtype = MLFLOW_TYPES[type_name]
+        # A nullable integer column arrives as floats with NaN: declare it double.
+        return "double" if mtype == "long" and element.get("isNullable") else mtype
     col_type = str(attr.get("type", ""))
     if not type_name and col_type in _TYPES_BY_COLUMN_TYPE:
         return _TYPES_BY_COLUMN_TYPE[col_type]
@@ -389,7 +393,7 @@ def build_designer_model(
     """
     import mlflow.pyfunc
     import skops.io
-    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.models import ModelSignature
 
     source = Path(source)
     out = Path(out_dir)
@@ -448,7 +452,7 @@ def build_designer_model(
                 f"The Designer model cannot score its own _samples.json rows: {exc}".splitlines()[0]
             ) from exc
         signature = ModelSignature(
-            inputs=input_schema, outputs=infer_signature(example, predictions).outputs
+            inputs=input_schema, outputs=quiet_infer_signature(example, predictions).outputs
         )
         sha = sha256_path(source)
         tags = provenance_tags(
@@ -464,15 +468,16 @@ def build_designer_model(
         )
         fresh_dir(out)
         out.rmdir()
-        mlflow.pyfunc.save_model(
-            path=str(out),
-            python_model=str(Path(scoring.__file__)),
-            artifacts={"spec": str(spec_path), "state": str(state_path)},
-            signature=signature,
-            input_example=example.head(5),
-            pip_requirements=pinned_requirements(),
-            metadata={"lifecycle_provenance": tags},
-        )
+        with quiet_mlflow_save():
+            mlflow.pyfunc.save_model(
+                path=str(out),
+                python_model=str(Path(scoring.__file__)),
+                artifacts={"spec": str(spec_path), "state": str(state_path)},
+                signature=signature,
+                input_example=example.head(5),
+                pip_requirements=pinned_requirements(),
+                metadata={"lifecycle_provenance": tags},
+            )
         prov_dir = out.parent / f".{out.name}-provenance"
         if prov_dir.exists():
             shutil.rmtree(prov_dir)

@@ -23,6 +23,8 @@ from models.common import (
     materialize_source,
     pinned_requirements,
     provenance_tags,
+    quiet_infer_signature,
+    quiet_mlflow_save,
     read_sample_csv,
     select_features,
     sha256_path,
@@ -148,7 +150,7 @@ def build_notebook_model(
             also a sample lacking the target or the model's features.
     """
     import mlflow.sklearn
-    from mlflow.models import Model, infer_signature
+    from mlflow.models import Model
 
     source = Path(source)
     out = Path(out_dir)
@@ -197,7 +199,7 @@ def build_notebook_model(
                         f"The model cannot score sample '{Path(sample).name}': "
                         f"{type(exc).__name__}: {exc}".splitlines()[0]
                     ) from exc
-                signature = infer_signature(x, predictions)
+                signature = quiet_infer_signature(x, predictions)
                 example = x.head(5)
                 if y is not None:
                     metrics.update(_sample_metrics(model, x, y))
@@ -207,16 +209,17 @@ def build_notebook_model(
             tags = provenance_tags(
                 "notebook", fmt, source, sha, {"lifecycle.estimator": estimator_name}
             )
-            mlflow.sklearn.save_model(
-                model,
-                str(out),
-                serialization_format="skops",
-                skops_trusted_types=trusted,
-                signature=signature,
-                input_example=example,
-                pip_requirements=pinned_requirements(),
-                metadata={"lifecycle_provenance": tags},
-            )
+            with quiet_mlflow_save():
+                mlflow.sklearn.save_model(
+                    model,
+                    str(out),
+                    serialization_format="skops",
+                    skops_trusted_types=trusted,
+                    signature=signature,
+                    input_example=example,
+                    pip_requirements=pinned_requirements(),
+                    metadata={"lifecycle_provenance": tags},
+                )
             summary = f"notebook {fmt} file holding {type(model).__name__}"
     logger.info("built notebook model %s from %s", out, source)
     return BuiltModel(

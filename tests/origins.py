@@ -711,33 +711,8 @@ def build_automl_outputs(
     out = root / "outputs"
     out.mkdir(parents=True)
     if runtime_classes:
-        from sklearn.base import BaseEstimator, TransformerMixin
-        from sklearn.pipeline import Pipeline
-
-        class DataTransformer(TransformerMixin, BaseEstimator):
-            def fit(self, x: Any, y: Any = None) -> Any:
-                return self
-
-            def transform(self, x: Any) -> Any:
-                return x
-
-        class PreFittedSoftVotingClassifier(BaseEstimator):
-            def __init__(self, estimators: Any = None) -> None:
-                self.estimators = estimators
-
-        fake = {
-            "azureml.automl.runtime.featurization.data_transformer.DataTransformer": DataTransformer,
-            "azureml.automl.runtime.shared.model_wrappers.PreFittedSoftVotingClassifier": (
-                PreFittedSoftVotingClassifier
-            ),
-        }
+        wrapped, fake = _runtime_wrapped(model)
         with fake_modules(fake):
-            wrapped = Pipeline(
-                [
-                    ("datatransformer", DataTransformer()),
-                    ("prefittedsoftvotingclassifier", PreFittedSoftVotingClassifier([model])),
-                ]
-            )
             joblib.dump(wrapped, out / "model.pkl")
     else:
         joblib.dump(model, out / "model.pkl")
@@ -751,8 +726,48 @@ def build_automl_outputs(
     return AutomlOrigin(path, holdout, model.predict(holdout))
 
 
-def build_automl_mlflow_model(root: Path, seed: int = 0) -> AutomlOrigin:
-    """``outputs/mlflow-model/`` as newer AutoML runs write it (sklearn flavor, pickle)."""
+def _runtime_wrapped(model: Any) -> tuple[Any, dict[str, type]]:
+    """``model`` inside a Pipeline of ``azureml.automl.runtime`` classes (made up here)."""
+    from sklearn.base import BaseEstimator, TransformerMixin
+    from sklearn.pipeline import Pipeline
+
+    class DataTransformer(TransformerMixin, BaseEstimator):
+        def fit(self, x: Any, y: Any = None) -> Any:
+            return self
+
+        def transform(self, x: Any) -> Any:
+            return x
+
+    class PreFittedSoftVotingClassifier(BaseEstimator):
+        def __init__(self, estimators: Any = None) -> None:
+            self.estimators = estimators
+
+        def predict(self, x: Any) -> Any:
+            return self.estimators[0].predict(x)
+
+    fake = {
+        "azureml.automl.runtime.featurization.data_transformer.DataTransformer": DataTransformer,
+        "azureml.automl.runtime.shared.model_wrappers.PreFittedSoftVotingClassifier": (
+            PreFittedSoftVotingClassifier
+        ),
+    }
+    wrapped = Pipeline(
+        [
+            ("datatransformer", DataTransformer()),
+            ("prefittedsoftvotingclassifier", PreFittedSoftVotingClassifier([model])),
+        ]
+    )
+    return wrapped, fake
+
+
+def build_automl_mlflow_model(
+    root: Path, seed: int = 0, *, runtime_classes: bool = False
+) -> AutomlOrigin:
+    """``outputs/mlflow-model/`` as newer AutoML runs write it (sklearn flavor, pickle).
+
+    Args:
+        runtime_classes: pickle a pipeline of ``azureml.automl.runtime`` classes (refused).
+    """
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
@@ -761,12 +776,15 @@ def build_automl_mlflow_model(root: Path, seed: int = 0) -> AutomlOrigin:
     model = notebook_pipeline(train, y.iloc[:180])
     path = root / "outputs" / "mlflow-model"
     path.parent.mkdir(parents=True)
-    mlflow.sklearn.save_model(
-        model,
-        str(path),
-        signature=infer_signature(train, model.predict(train)),
-        input_example=train.head(3),
-        pip_requirements=["scikit-learn", "pandas"],
-        serialization_format="pickle",
-    )
+    signature = infer_signature(train, model.predict(train))
+    to_save, fake = _runtime_wrapped(model) if runtime_classes else (model, {})
+    with fake_modules(fake):
+        mlflow.sklearn.save_model(
+            to_save,
+            str(path),
+            signature=signature,
+            input_example=train.head(3),
+            pip_requirements=["scikit-learn", "pandas"],
+            serialization_format="pickle",
+        )
     return AutomlOrigin(path, holdout, model.predict(holdout))

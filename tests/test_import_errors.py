@@ -11,7 +11,12 @@ from pathlib import Path
 
 import joblib
 import pytest
-from origins import build_automl_outputs, build_designer, build_notebook
+from origins import (
+    build_automl_mlflow_model,
+    build_automl_outputs,
+    build_designer,
+    build_notebook,
+)
 
 from lifecycle.errors import InvalidArgumentError, ModelImportError, UntrustedPickleError
 from lifecycle.imports import IMPORT_EXPERIMENT, import_model
@@ -248,6 +253,13 @@ def test_automl_runtime_classes_listed_as_missing(ws: Workspace, tmp_path: Path)
     msg = _fails(ws, ModelImportError, "not installed", src, kind="automl")
     assert "azureml.automl.runtime.featurization.data_transformer" in msg
     assert "azureml.automl.runtime.shared.model_wrappers" in msg
+
+
+def test_automl_mlflow_model_needing_runtime_is_refused(ws: Workspace, tmp_path: Path) -> None:
+    # The mlflow-model folder is checked by reading its pickle's opcodes: no consent needed.
+    src = build_automl_mlflow_model(tmp_path, runtime_classes=True).path
+    msg = _fails(ws, ModelImportError, "not installed", src, kind="automl", trust_pickle=False)
+    assert "azureml.automl.runtime.featurization.data_transformer" in msg
 
 
 def test_automl_without_consent(ws: Workspace, automl_src: Path) -> None:
