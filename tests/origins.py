@@ -428,6 +428,7 @@ def build_designer(
     learner: str | None = None,
     estimator: Any = None,
     seed: int = 0,
+    edge_cases: bool = False,
 ) -> DesignerOrigin:
     """Train a Designer learner and write ``trained_model_outputs/`` under ``root``.
 
@@ -437,6 +438,8 @@ def build_designer(
         samples_wrapper: write ``_samples.json`` as ``{"WebServiceInput0": [...]}``.
         as_zip: also zip the folder; ``path`` is then the zip.
         learner: class name override (e.g. the SVM learner, to test refusals).
+        edge_cases: add a training column that is entirely missing (an unfitted encoder)
+            and held-out rows with +-inf, NaN and a category never seen in training.
     """
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.linear_model import LinearRegression, LogisticRegression
@@ -447,7 +450,14 @@ def build_designer(
         # Raw values reach the estimator: keep them finite so the fit is meaningful.
         df["score"] = df["score"].replace([np.inf], 5.0)
     df["label"] = labels_for(df, task, seed)
+    if edge_cases:
+        df.insert(4, "blank", np.nan)
     train, holdout = df.iloc[:180].reset_index(drop=True), df.iloc[180:].reset_index(drop=True)
+    if edge_cases:
+        holdout.loc[0:3, "income"] = [np.inf, -np.inf, np.nan, 1e12]
+        holdout.loc[0:3, "score"] = [-np.inf, np.nan, np.inf, -50.0]
+        holdout.loc[0:3, "blank"] = [1.0, np.inf, 7.0, np.nan]
+        holdout.loc[0:3, "color"] = ["purple", None, "red", "purple"]
     holdout_x = holdout.drop(columns=["label"])
     learner_name = learner or LEARNERS[task]
     if estimator is None:

@@ -86,6 +86,10 @@ ORIGINS: dict[str, tuple[Callable[[Path], dict[str, Any]], bool]] = {
     "notebook-skops": (_notebook("skops"), False),
     "notebook-mlflow": (_notebook("mlflow"), True),
     "designer-binary-minmax": (_designer("binary", numeric_encoder="minmax"), False),
+    "designer-binary-minmax-edge-rows": (
+        _designer("binary", numeric_encoder="minmax", edge_cases=True),
+        False,
+    ),
     "designer-multiclass-zscore-zip": (
         _designer(
             "multiclass",
