@@ -97,35 +97,33 @@ def _ks_statistic(sketch: dict[str, Any], values: np.ndarray) -> float:
     last = np.append(first[1:] - 1, len(q) - 1)
     left, right = p[first], p[last]
     left[0] = 0.0
+    top = len(knots) - 1
 
-    def base_cdf(t: np.ndarray) -> np.ndarray:
+    def base_cdf(t: np.ndarray, at_left: bool) -> np.ndarray:
+        """The sketch's CDF at ``t`` (its left limit when ``at_left``), linear between knots."""
         k = np.searchsorted(knots, t, side="right") - 1  # last knot <= t
-        out = np.zeros_like(t)
-        above = k >= len(knots) - 1
-        out[above] = 1.0
-        inside = (k >= 0) & ~above
+        out = np.where(k >= top, 1.0, 0.0)
+        inside = (k >= 0) & (k < top)
         ki = k[inside]
-        span = knots[ki + 1] - knots[ki]
-        frac = (t[inside] - knots[ki]) / span
+        frac = (t[inside] - knots[ki]) / (knots[ki + 1] - knots[ki])
         out[inside] = right[ki] + (left[ki + 1] - right[ki]) * frac
-        exact = np.isin(t, knots)
-        out[exact] = right[np.searchsorted(knots, t[exact])]
+        kc = k.clip(0)
+        exact = (k >= 0) & (knots[kc] == t)
+        out[exact] = (left if at_left else right)[kc[exact]]
         return out
 
-    def base_cdf_left(t: np.ndarray) -> np.ndarray:
-        out = base_cdf(t)
-        exact = np.isin(t, knots)
-        out[exact] = left[np.searchsorted(knots, t[exact])]
-        return out
-
-    points = np.union1d(knots, np.unique(x))
-    f_new = np.searchsorted(x, points, side="right") / n
-    f_new_left = np.searchsorted(x, points, side="left") / n
-    d = np.maximum(
-        np.abs(f_new - base_cdf(points)),
-        np.abs(f_new_left - base_cdf_left(points)),
-    )
-    return float(np.max(d))
+    d = 0.0
+    # Between consecutive points of x and the knots both CDFs are monotone and F_new is
+    # constant, so the supremum is reached at (the left or right side of) one of them.
+    for points in (x, knots):
+        f_new = np.searchsorted(x, points, side="right") / n
+        f_new_left = np.searchsorted(x, points, side="left") / n
+        d = max(
+            d,
+            float(np.max(np.abs(f_new - base_cdf(points, False)))),
+            float(np.max(np.abs(f_new_left - base_cdf(points, True)))),
+        )
+    return d
 
 
 def ks_pvalue(statistic: float, n_base: int, n_new: int) -> float:
@@ -133,6 +131,9 @@ def ks_pvalue(statistic: float, n_base: int, n_new: int) -> float:
     if n_base <= 0 or n_new <= 0:
         return 1.0
     en = n_base * n_new / (n_base + n_new)
+    if en > 10_000:
+        # The limiting distribution: same answer at this size, without kstwo's O(n) cost.
+        return float(stats.kstwobign.sf(statistic * math.sqrt(en)))
     return float(stats.kstwo.sf(statistic, max(1, round(en))))
 
 
@@ -165,8 +166,9 @@ def compare_column(sketch: dict[str, Any], series: pd.Series) -> dict[str, Any]:
             keys = [float(v) for v in sketch["values"]]
             base = [*sketch["frequencies"], 0.0]
             labels = [f"{v:g}" for v in keys] + [OTHER]
-            pos = {v: i for i, v in enumerate(keys)}
-            idx = np.array([pos.get(float(v), len(keys)) for v in values])
+            known = np.asarray(keys, dtype="float64")  # sorted (np.unique in the profile)
+            idx = np.searchsorted(known, values).clip(0, len(keys) - 1)
+            idx = np.where(known[idx] == values, idx, len(keys))  # unseen values: other
             cur = list(np.bincount(idx, minlength=len(keys) + 1) / len(values))
         else:
             labels, cur = _bins_numeric(sketch, values)
