@@ -82,8 +82,11 @@ def get_spark(master: str | None = None) -> Any:
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.showConsoleProgress", "false")
     )
-    return builder.getOrCreate()
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
 
 
 def _result_type(model_dir: str) -> tuple[Any, list[str] | None]:
@@ -218,9 +221,12 @@ def _score_on_spark(
     from batch.engine import REJECTS_HEADER, SOURCE_COLUMNS, _header_bytes
 
     result_type, struct_names = _result_type(model_dir)
-    predict = mlflow.pyfunc.spark_udf(
-        spark, model_dir, result_type=result_type, env_manager="local"
-    )
+    from batch.engine import _no_mlflow_progress_bar
+
+    with _no_mlflow_progress_bar():
+        predict = mlflow.pyfunc.spark_udf(
+            spark, model_dir, result_type=result_type, env_manager="local"
+        )
     specs = opts.schema.columns or ()
     writer: Any = None
     header: list[str] | None = None

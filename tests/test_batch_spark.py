@@ -46,7 +46,7 @@ def spark() -> Iterator[object]:
         pytest.fail("Spark tests need pyspark: pip install -e '.[spark]'")
     from batch.spark import get_spark
 
-    session = get_spark("local[2]")
+    session = get_spark("local[1]")
     yield session
     session.stop()
 
@@ -73,7 +73,7 @@ def test_spark_matches_local_engine_with_rejects(
     kwargs = {"keep_columns": ["id", "comment"], "max_error_rate": 0.1, "record": False}
     local = score(ws, str(model), inputs, tmp_path / "local.csv", workers=1, **kwargs)
     sparked = score(
-        ws, str(model), inputs, tmp_path / "spark.csv", engine="spark", master="local[2]", **kwargs
+        ws, str(model), inputs, tmp_path / "spark.csv", engine="spark", master="local[1]", **kwargs
     )
     assert (sparked.rows_read, sparked.rows_scored, sparked.rows_rejected) == (91, 89, 2)
     assert (local.rows_read, local.rows_scored, local.rows_rejected) == (91, 89, 2)
