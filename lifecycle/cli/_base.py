@@ -107,6 +107,9 @@ def cli(
     )
     # MLflow configures its own loggers when first imported; this is the level it reads.
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if debug else "WARNING")
+    # MLflow writes "View run ... at: URL" to stdout when a run ends on a tracking server;
+    # that would corrupt --json output, and only this CLI decides what goes to stdout.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     for noisy in ("alembic", "mlflow", "urllib3", "azure", "py4j"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
     ctx.obj = State(config_path=config_path, workspace=workspace, debug=debug)
