@@ -90,3 +90,34 @@ def begin_create_or_update(client: Any, entity: Any, timeout: float = 3600.0) ->
     if "BatchDeployment" in kind:
         return client.batch_deployments.begin_create_or_update(entity).result(timeout=timeout)
     raise DeploymentError(f"Unsupported Azure ML entity type '{kind}'")
+
+
+def invoke_online(client: Any, endpoint: str, deployment: str, request_file: str) -> str:
+    """Send ``request_file`` to one deployment of an online endpoint; return the answer.
+
+    Raises:
+        DeploymentError: the invocation failed (the deployment is not healthy).
+    """
+    logger.info("Azure ML: invoking %s/%s with %s", endpoint, deployment, request_file)
+    try:
+        return str(
+            client.online_endpoints.invoke(
+                endpoint_name=endpoint, deployment_name=deployment, request_file=request_file
+            )
+        )
+    except Exception as exc:  # the SDK's HTTP errors vary; one line for the user
+        raise DeploymentError(
+            f"Smoke test of {endpoint}/{deployment} failed; traffic was not moved: {exc}".splitlines()[
+                0
+            ]
+        ) from exc
+
+
+def set_online_traffic(
+    client: Any, endpoint: str, traffic: dict[str, int], timeout: float = 3600.0
+) -> Any:
+    """Set an online endpoint's traffic split (deployment name -> percent) and wait."""
+    logger.info("Azure ML: traffic of %s -> %s", endpoint, traffic)
+    ep = client.online_endpoints.get(name=endpoint)
+    ep.traffic = dict(traffic)
+    return client.online_endpoints.begin_create_or_update(ep).result(timeout=timeout)

@@ -11,13 +11,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import mlflow.pyfunc
+import mlflow.sklearn
 import numpy as np
 import pandas as pd
 import pytest
-
-import mlflow.pyfunc
-import mlflow.sklearn
 from mlflow.models import infer_signature
+
 from serving.fastpath import compile_fast_path, same_predictions
 from serving.protocol import fast_rows, render_predictions
 
@@ -106,7 +106,7 @@ def test_fast_path_equals_pyfunc_on_random_inputs(models: dict[str, Any], name: 
         n = int(rng.integers(1, 40))
         frame = _frame(n, 1000 + trial)
         if trial % 3 == 0:  # integers and extreme magnitudes too
-            frame = (frame * 10**int(rng.integers(0, 6))).round()
+            frame = (frame * 10 ** int(rng.integers(0, 6))).round()
         expected = model.predict(frame)
         got = fast(frame.to_numpy(dtype=np.float64))
         assert same_predictions(expected, got), (name, trial)

@@ -41,7 +41,9 @@ def _body(f0: float, f1: float, sleep: float = 0.0) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def slow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BackgroundServer, Workspace, Path]]:
+def slow(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[BackgroundServer, Workspace, Path]]:
     root = tmp_path_factory.mktemp("ops")
     ws = local_workspace("dev", root / ".lifecycle")
     log_and_register(ws, save_slow_model(root / "v1", 1.0), "slow", experiment="serving-tests")
@@ -68,14 +70,18 @@ def slow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BackgroundS
         assert server.stop() == 0
 
 
-def test_api_key_from_environment_is_required(slow: tuple[BackgroundServer, Workspace, Path]) -> None:
+def test_api_key_from_environment_is_required(
+    slow: tuple[BackgroundServer, Workspace, Path],
+) -> None:
     server, _, _ = slow
     url = server.url + "/invocations"
     missing = requests.post(url, json=_body(1, 2), timeout=10)
     assert missing.status_code == 401
     assert "Bearer" in missing.json()["message"]
     assert missing.headers["www-authenticate"] == "Bearer"
-    wrong = requests.post(url, json=_body(1, 2), headers={"Authorization": "Bearer nope"}, timeout=10)
+    wrong = requests.post(
+        url, json=_body(1, 2), headers={"Authorization": "Bearer nope"}, timeout=10
+    )
     assert wrong.status_code == 401
     ok = requests.post(url, json=_body(1, 2), headers=AUTH, timeout=10)
     assert ok.status_code == 200
@@ -84,7 +90,9 @@ def test_api_key_from_environment_is_required(slow: tuple[BackgroundServer, Work
     assert requests.get(server.url + "/version", timeout=10).status_code == 401
 
 
-def test_body_size_limit_is_413_with_a_clear_message(slow: tuple[BackgroundServer, Workspace, Path]) -> None:
+def test_body_size_limit_is_413_with_a_clear_message(
+    slow: tuple[BackgroundServer, Workspace, Path],
+) -> None:
     server, _, _ = slow
     rows = [[float(i), 1.0, 0.0] for i in range(400)]
     big = {"dataframe_split": {"columns": ["f0", "f1", "sleep"], "data": rows}}
@@ -95,10 +103,14 @@ def test_body_size_limit_is_413_with_a_clear_message(slow: tuple[BackgroundServe
     assert after.status_code == 200
 
 
-def test_slow_request_is_504_and_the_server_keeps_answering(slow: tuple[BackgroundServer, Workspace, Path]) -> None:
+def test_slow_request_is_504_and_the_server_keeps_answering(
+    slow: tuple[BackgroundServer, Workspace, Path],
+) -> None:
     server, _, _ = slow
     t0 = time.monotonic()
-    resp = requests.post(server.url + "/invocations", json=_body(1, 1, sleep=3), headers=AUTH, timeout=10)
+    resp = requests.post(
+        server.url + "/invocations", json=_body(1, 1, sleep=3), headers=AUTH, timeout=10
+    )
     assert resp.status_code == 504
     assert time.monotonic() - t0 < 2.5
     assert "1 s" in resp.json()["message"] and "--timeout" in resp.json()["message"]
@@ -126,10 +138,14 @@ def test_version_metrics_openapi(slow: tuple[BackgroundServer, Workspace, Path])
     assert spec["openapi"].startswith("3.") and "/invocations" in spec["paths"]
 
 
-def test_inputs_and_predictions_are_logged_to_parquet(slow: tuple[BackgroundServer, Workspace, Path]) -> None:
+def test_inputs_and_predictions_are_logged_to_parquet(
+    slow: tuple[BackgroundServer, Workspace, Path],
+) -> None:
     server, _, root = slow
     for i in range(3):
-        resp = requests.post(server.url + "/invocations", json=_body(i, 10.0), headers=AUTH, timeout=10)
+        resp = requests.post(
+            server.url + "/invocations", json=_body(i, 10.0), headers=AUTH, timeout=10
+        )
         assert resp.status_code == 200
     deadline = time.monotonic() + 20
     frame = pd.DataFrame()
@@ -154,7 +170,9 @@ def test_start_is_recorded_on_the_version(slow: tuple[BackgroundServer, Workspac
     assert records[-1]["uri"] == "models:/slow/Production"
 
 
-def test_stage_following_swaps_under_load_without_failures(slow: tuple[BackgroundServer, Workspace, Path]) -> None:
+def test_stage_following_swaps_under_load_without_failures(
+    slow: tuple[BackgroundServer, Workspace, Path],
+) -> None:
     server, ws, root = slow
     log_and_register(ws, save_slow_model(root / "v2", 10.0), "slow", experiment="serving-tests")
     results: list[tuple[int, str, Any]] = []
@@ -165,7 +183,9 @@ def test_stage_following_swaps_under_load_without_failures(slow: tuple[Backgroun
         for _ in range(5000):  # bounded; normally stopped much sooner
             if stop.is_set():
                 return
-            resp = session.post(server.url + "/invocations", json=_body(1, 2), headers=AUTH, timeout=10)
+            resp = session.post(
+                server.url + "/invocations", json=_body(1, 2), headers=AUTH, timeout=10
+            )
             results.append((resp.status_code, resp.headers.get("x-model-version", ""), resp.json()))
 
     threads = [threading.Thread(target=hammer) for _ in range(3)]
@@ -194,7 +214,9 @@ def test_stage_following_swaps_under_load_without_failures(slow: tuple[Backgroun
 def test_sigterm_under_load_finishes_in_flight_requests(tmp_path: Path) -> None:
     ws = local_workspace("dev", tmp_path / ".lifecycle")
     log_and_register(ws, save_slow_model(tmp_path / "m", 1.0), "slow", experiment="serving-tests")
-    server = start_background("models:/slow/1", workspace="dev", cwd=tmp_path, extra_args=["--workers", "2"])
+    server = start_background(
+        "models:/slow/1", workspace="dev", cwd=tmp_path, extra_args=["--workers", "2"]
+    )
     port = int(server.url.rsplit(":", 1)[1])
     outcomes: list[str] = []
     signalled = threading.Event()
@@ -209,7 +231,12 @@ def test_sigterm_under_load_finishes_in_flight_requests(tmp_path: Path) -> None:
                 outcomes.append("refused")  # only acceptable once the server was told to stop
                 return
             try:
-                conn.request("POST", "/invocations", body, {"Content-Type": "application/json", "Connection": "close"})
+                conn.request(
+                    "POST",
+                    "/invocations",
+                    body,
+                    {"Content-Type": "application/json", "Connection": "close"},
+                )
                 resp = conn.getresponse()
                 payload = resp.read()
                 ok = resp.status == 200 and json.loads(payload) == {"predictions": [3.0]}
@@ -231,7 +258,9 @@ def test_sigterm_under_load_finishes_in_flight_requests(tmp_path: Path) -> None:
         t.join(timeout=60)
     assert code == 0
     assert outcomes.count("ok") > 6
-    assert all(o in ("ok", "refused") for o in outcomes), [o for o in outcomes if o not in ("ok", "refused")]
+    assert all(o in ("ok", "refused") for o in outcomes), [
+        o for o in outcomes if o not in ("ok", "refused")
+    ]
     assert outcomes.count("refused") == len(threads) or all(not t.is_alive() for t in threads)
 
 
@@ -245,7 +274,9 @@ def _serve_cli(root: Path, monkeypatch: pytest.MonkeyPatch, uri: str) -> Any:
     return CliRunner().invoke(cli, ["serve", uri, "-w", "dev", "--port", str(free_port())])
 
 
-def test_model_that_fails_to_load_fails_the_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_model_that_fails_to_load_fails_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ws = local_workspace("dev", tmp_path / ".lifecycle")
     broken = save_logreg(tmp_path / "broken")
     (broken / "model.skops").unlink()
@@ -257,7 +288,9 @@ def test_model_that_fails_to_load_fails_the_start(tmp_path: Path, monkeypatch: p
     assert "Traceback" not in result.output
 
 
-def test_unknown_model_fails_the_start_with_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_model_fails_the_start_with_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     local_workspace("dev", tmp_path / ".lifecycle").ensure_local_dirs()
     result = _serve_cli(tmp_path, monkeypatch, "models:/nope/1")
     assert result.exit_code == 1

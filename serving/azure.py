@@ -1,0 +1,423 @@
+"""Azure ML no-code MLflow online deployments, with a blue/green rollout plan.
+
+Owns the spec builder: a model registration (``AssetTypes.MLFLOW_MODEL``), a
+``ManagedOnlineEndpoint(auth_mode="key")`` and a ``ManagedOnlineDeployment`` with no
+environment and no scoring script (Azure serves MLflow models itself), built with
+azure-ai-ml's own entities and dumped as YAML that its loaders (``load_model``,
+``load_online_endpoint``, ``load_online_deployment``) read back. Beside them:
+``sample-request.json`` (the model's input example wrapped as Azure's ``input_data``, which
+``lifecycle serve`` answers too) and ``plan.json`` (the rollout).
+
+Blue/green: the version goes to its own deployment, which starts at 0% traffic, is
+smoke-invoked with the sample request, then traffic moves through the ``--traffic`` steps
+(default: all of it to the new deployment). ``apply`` is a thin layer over
+:mod:`lifecycle.azureml`, the only module that reaches Azure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lifecycle.errors import DeploymentError
+from lifecycle.workspaces import Workspace
+
+logger = logging.getLogger(__name__)
+
+_NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{2,31}$")
+
+
+@dataclass
+class OnlineDeploymentSpec:
+    """The azure-ai-ml entities of a no-code online deployment and its rollout plan."""
+
+    model: Any
+    endpoint: Any
+    deployment: Any
+    sample_request: dict[str, Any] | None = None
+    traffic_steps: list[dict[str, int]] = field(default_factory=list)
+
+
+def _check_name(kind: str, value: str) -> None:
+    if not _NAME_RE.match(value):
+        raise DeploymentError(
+            f"Invalid Azure ML {kind} name '{value}': expected 3-32 letters, digits or '-', "
+            "starting with a letter"
+        )
+
+
+def parse_traffic(traffic: str | None, deployment: str) -> list[dict[str, int]]:
+    """The traffic steps of ``--traffic`` (``'blue=90,green=10;green=100'``).
+
+    Each step maps deployment names to percentages that add up to 100. Without
+    ``traffic``: one step sending everything to ``deployment``.
+
+    Raises:
+        DeploymentError: a malformed step, a percentage outside 0..100, a step that does not
+            add up to 100, or a plan that never routes traffic to ``deployment``.
+    """
+    if not traffic or not traffic.strip():
+        return [{deployment: 100}]
+    steps: list[dict[str, int]] = []
+    for raw_step in traffic.split(";"):
+        step: dict[str, int] = {}
+        for part in raw_step.split(","):
+            name, sep, value = part.partition("=")
+            name = name.strip()
+            if not sep or not name or not value.strip().isdigit():
+                raise DeploymentError(
+                    f"Invalid traffic '{part.strip()}' in '{traffic}': expected NAME=PERCENT, "
+                    "e.g. blue=90,green=10"
+                )
+            _check_name("deployment", name)
+            pct = int(value)
+            if pct > 100:
+                raise DeploymentError(f"Invalid traffic '{part.strip()}': percent must be 0..100")
+            step[name] = pct
+        if sum(step.values()) != 100:
+            raise DeploymentError(
+                f"Traffic step '{raw_step.strip()}' adds up to {sum(step.values())}%, not 100%"
+            )
+        steps.append(step)
+    if not any(step.get(deployment, 0) > 0 for step in steps):
+        raise DeploymentError(
+            f"Traffic '{traffic}' never sends requests to deployment '{deployment}' "
+            "(the one this version goes to)"
+        )
+    return steps
+
+
+def sample_request(model_dir: str | Path) -> dict[str, Any] | None:
+    """The model's input example as Azure's ``{"input_data": {columns, index, data}}``."""
+    from mlflow.models import Model
+
+    try:
+        example = Model.load(str(model_dir)).load_input_example(str(model_dir))
+    except Exception as exc:  # no or unreadable example: the smoke test is skipped
+        logger.info("no usable input example in %s: %s", model_dir, exc)
+        return None
+    import pandas as pd
+
+    if isinstance(example, pd.DataFrame):
+        split = json.loads(example.to_json(orient="split", index=True))
+        return {"input_data": {k: split[k] for k in ("columns", "index", "data")}}
+    if isinstance(example, dict):
+        return {"input_data": {k: list(v) for k, v in example.items()}}
+    try:
+        import numpy as np
+
+        return {"input_data": np.asarray(example).tolist()}
+    except Exception:
+        return None
+
+
+def build_online_deployment(
+    model_name: str,
+    version: str | int,
+    *,
+    endpoint: str,
+    model_path: str | Path,
+    deployment_name: str = "blue",
+    instance_type: str = "Standard_DS3_v2",
+    instance_count: int = 1,
+    traffic: str | None = None,
+    tags: dict[str, str] | None = None,
+) -> OnlineDeploymentSpec:
+    """Build the model registration, online endpoint and no-code deployment entities.
+
+    Args:
+        model_name, version: the registered model (also the Azure ML model name/version).
+        endpoint: managed online endpoint name (key auth).
+        model_path: local MLflow model directory to register.
+        deployment_name: the deployment this version goes to (blue/green: the idle one).
+        traffic: rollout steps, see :func:`parse_traffic`.
+
+    Raises:
+        DeploymentError: a name or setting Azure would refuse.
+    """
+    from azure.ai.ml.constants import AssetTypes
+    from azure.ai.ml.entities import ManagedOnlineDeployment, ManagedOnlineEndpoint, Model
+
+    _check_name("endpoint", endpoint)
+    _check_name("deployment", deployment_name)
+    if instance_count < 1:
+        raise DeploymentError(f"Invalid instance count {instance_count}: expected 1 or more")
+    if not instance_type:
+        raise DeploymentError("Azure ML instance type is empty: pass --instance-type")
+    if not (Path(model_path) / "MLmodel").is_file():
+        raise DeploymentError(f"'{model_path}' is not an MLflow model directory (no MLmodel file)")
+    steps = parse_traffic(traffic, deployment_name)
+    all_tags = {"lifecycle.model_name": model_name, "lifecycle.model_version": str(version)}
+    all_tags.update(tags or {})
+    model = Model(
+        name=model_name,
+        version=str(version),
+        path=str(model_path),
+        type=AssetTypes.MLFLOW_MODEL,
+        description=f"{model_name} version {version}, registered by lifecycle",
+        tags=all_tags,
+    )
+    ep = ManagedOnlineEndpoint(
+        name=endpoint,
+        auth_mode="key",
+        description=f"Real-time scoring for {model_name}",
+        tags=dict(all_tags),
+    )
+    deployment = ManagedOnlineDeployment(
+        name=deployment_name,
+        endpoint_name=endpoint,
+        model=f"azureml:{model_name}:{version}",
+        instance_type=instance_type,
+        instance_count=instance_count,
+        description=f"No-code MLflow online deployment of {model_name} v{version}",
+        tags=dict(all_tags),
+    )
+    return OnlineDeploymentSpec(
+        model=model,
+        endpoint=ep,
+        deployment=deployment,
+        sample_request=sample_request(model_path),
+        traffic_steps=steps,
+    )
+
+
+def write_online_specs(spec: OnlineDeploymentSpec, out_dir: str | Path) -> dict[str, str]:
+    """Dump ``spec`` as ``model.yml``, ``endpoint.yml``, ``deployment.yml``, ``plan.json`` and
+    ``sample-request.json`` in ``out_dir`` (each written to a temp name, then renamed).
+
+    The model files are copied to ``out_dir/model`` so ``model.yml`` is self-contained.
+
+    Returns:
+        kind -> written path.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_dir = out / "model"
+    src = Path(spec.model.path)
+    if src.resolve() != model_dir.resolve():
+        tmp = out / ".model.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(src, tmp)
+        shutil.rmtree(model_dir, ignore_errors=True)
+        tmp.rename(model_dir)
+        spec.model.path = str(model_dir.resolve())
+    files: dict[str, str] = {}
+    for kind, entity in (
+        ("model", spec.model),
+        ("endpoint", spec.endpoint),
+        ("deployment", spec.deployment),
+    ):
+        data = _plain(entity._to_dict())
+        if kind == "model":
+            data["path"] = "model"  # relative to the YAML file: the folder stays movable
+        files[kind] = _atomic_write(out / f"{kind}.yml", yaml.safe_dump(data, sort_keys=False))
+    plan = rollout_plan(spec)
+    files["plan"] = _atomic_write(out / "plan.json", json.dumps(plan, indent=2))
+    if spec.sample_request is not None:
+        files["sample_request"] = _atomic_write(
+            out / "sample-request.json", json.dumps(spec.sample_request)
+        )
+    return files
+
+
+def rollout_plan(spec: OnlineDeploymentSpec) -> list[dict[str, Any]]:
+    """The ordered actions ``--apply`` performs (also written as ``plan.json``)."""
+    name = spec.deployment.name
+    endpoint = spec.endpoint.name
+    plan: list[dict[str, Any]] = [
+        {"action": "register_model", "model": f"{spec.model.name}:{spec.model.version}"},
+        {"action": "create_or_update_endpoint", "endpoint": endpoint, "auth_mode": "key"},
+        {
+            "action": "create_or_update_deployment",
+            "endpoint": endpoint,
+            "deployment": name,
+            "traffic": {name: 0},
+        },
+    ]
+    if spec.sample_request is not None:
+        plan.append(
+            {
+                "action": "smoke_invoke",
+                "endpoint": endpoint,
+                "deployment": name,
+                "request": "sample-request.json",
+            }
+        )
+    plan += [
+        {"action": "set_traffic", "endpoint": endpoint, "traffic": step}
+        for step in spec.traffic_steps
+    ]
+    return plan
+
+
+def _atomic_write(path: Path, text: str) -> str:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return str(path)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def load_online_specs(out_dir: str | Path) -> OnlineDeploymentSpec:
+    """Read the specs back with azure-ai-ml's own loaders (checks what Azure would accept).
+
+    Raises:
+        DeploymentError: the SDK rejects a file.
+    """
+    from azure.ai.ml import load_model, load_online_deployment, load_online_endpoint
+
+    out = Path(out_dir)
+    try:
+        model = load_model(source=str(out / "model.yml"))
+        endpoint = load_online_endpoint(source=str(out / "endpoint.yml"))
+        deployment = load_online_deployment(source=str(out / "deployment.yml"))
+    except Exception as exc:  # the SDK raises its own validation error types
+        raise DeploymentError(
+            f"azure-ai-ml rejects the specs in '{out}': {exc}".splitlines()[0]
+        ) from exc
+    request_path = out / "sample-request.json"
+    plan = json.loads((out / "plan.json").read_text(encoding="utf-8"))
+    return OnlineDeploymentSpec(
+        model=model,
+        endpoint=endpoint,
+        deployment=deployment,
+        sample_request=json.loads(request_path.read_text()) if request_path.is_file() else None,
+        traffic_steps=[p["traffic"] for p in plan if p["action"] == "set_traffic"],
+    )
+
+
+def apply_online(spec: OnlineDeploymentSpec, out_dir: str | Path, client: Any) -> list[str]:
+    """Carry out the rollout plan with an ``MLClient`` (through :mod:`lifecycle.azureml`).
+
+    Returns:
+        What was done, one line per step.
+
+    Raises:
+        DeploymentError: the smoke invocation failed (traffic was not moved).
+    """
+    from lifecycle import azureml
+
+    done = []
+    azureml.begin_create_or_update(client, spec.model)
+    done.append(f"registered model {spec.model.name}:{spec.model.version}")
+    azureml.begin_create_or_update(client, spec.endpoint)
+    done.append(f"endpoint {spec.endpoint.name} ready")
+    azureml.begin_create_or_update(client, spec.deployment)
+    done.append(f"deployment {spec.deployment.name} created at 0% traffic")
+    request = Path(out_dir) / "sample-request.json"
+    if request.is_file():
+        answer = azureml.invoke_online(
+            client, spec.endpoint.name, spec.deployment.name, str(request)
+        )
+        done.append(f"smoke test answered: {answer[:200]}")
+    for step in spec.traffic_steps:
+        azureml.set_online_traffic(client, spec.endpoint.name, step)
+        done.append(f"traffic {step}")
+    return done
+
+
+def deploy_online(
+    ws: Workspace,
+    model_name: str,
+    version: str | int,
+    *,
+    endpoint: str,
+    deployment: str = "blue",
+    instance_type: str = "Standard_DS3_v2",
+    instance_count: int = 1,
+    traffic: str | None = None,
+    out_dir: str | Path = "azure-online",
+    apply: bool = False,
+) -> dict[str, Any]:
+    """Write (and with ``apply``, create) the online deployment of ``model_name`` v``version``.
+
+    The model files come from ``ws``'s registry; the YAML is checked with the SDK's loaders
+    before anything is applied; an applied rollout is recorded on the model version.
+
+    Returns:
+        ``{"files", "model", "endpoint", "deployment", "plan", "applied", "steps"}``.
+
+    Raises:
+        ModelNotFoundError: the version does not exist in ``ws``.
+        DeploymentError: a setting Azure would refuse, the SDK rejects the specs, or Azure
+            coordinates are missing for ``apply``.
+    """
+    import mlflow.artifacts
+
+    from lifecycle.uris import get_model_version
+    from lifecycle.workspaces import use_workspace
+
+    get_model_version(ws, model_name, version)
+    if apply:
+        from lifecycle import azureml
+
+        target = azureml.azure_target(ws.extra.get("azure"))  # fail before writing anything
+    with tempfile.TemporaryDirectory(prefix="lifecycle-azure-online-") as tmp:
+        prev = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+        try:
+            with use_workspace(ws):
+                local = mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{model_name}/{version}", dst_path=tmp
+                )
+        finally:
+            if prev is None:
+                os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+            else:
+                os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = prev
+        spec = build_online_deployment(
+            model_name,
+            version,
+            endpoint=endpoint,
+            model_path=local,
+            deployment_name=deployment,
+            instance_type=instance_type,
+            instance_count=instance_count,
+            traffic=traffic,
+            tags={"lifecycle.source_workspace": ws.name},
+        )
+        files = write_online_specs(spec, out_dir)
+    checked = load_online_specs(out_dir)
+    result: dict[str, Any] = {
+        "files": files,
+        "model": f"{model_name}:{version}",
+        "endpoint": endpoint,
+        "deployment": checked.deployment.name,
+        "plan": rollout_plan(spec),
+        "applied": False,
+    }
+    if apply:
+        from lifecycle.deployments import record_deployment
+
+        client = azureml.ml_client(target)
+        result["steps"] = apply_online(checked, out_dir, client)
+        result["applied"] = True
+        record_deployment(
+            ws,
+            model_name,
+            version,
+            kind="azure-online",
+            target=f"{endpoint}/{deployment}",
+            details={"instance_type": instance_type, "traffic": spec.traffic_steps[-1]},
+        )
+    return result
+
+
+#: The name the demo and batch's ``deploy_azure_batch`` pair with.
+deploy_azure_online = deploy_online
