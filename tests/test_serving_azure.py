@@ -120,16 +120,41 @@ def test_cli_writes_the_specs(registered: Workspace, tmp_path: Path) -> None:
     out = tmp_path / "cli-specs"
     result = CliRunner().invoke(
         cli,
-        ["deploy", "azure-online", "churn", "--version", "1", "--endpoint", "churn-rt"]
-        + ["--out", str(out), "--json", "-w", "dev"],
+        [
+            "deploy",
+            "azure-online",
+            "churn",
+            "--version",
+            "1",
+            "--endpoint",
+            "churn-rt",
+            "--out",
+            str(out),
+            "--json",
+            "-w",
+            "dev",
+        ],
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["deployment"] == "blue" and Path(data["files"]["deployment"]).is_file()
     bad = CliRunner().invoke(
         cli,
-        ["deploy", "azure-online", "churn", "--version", "1", "--endpoint", "churn-rt"]
-        + ["--traffic", "blue=50", "--out", str(out), "-w", "dev"],
+        [
+            "deploy",
+            "azure-online",
+            "churn",
+            "--version",
+            "1",
+            "--endpoint",
+            "churn-rt",
+            "--traffic",
+            "blue=50",
+            "--out",
+            str(out),
+            "-w",
+            "dev",
+        ],
     )
     assert bad.exit_code == 1
     assert "adds up to 50%" in bad.output
