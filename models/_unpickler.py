@@ -311,6 +311,8 @@ def load_trusted_pickle(path: Path) -> Any:
     Raises:
         ModelImportError: modules are missing (listed), or the file is not a pickle.
     """
+    import inspect
+
     from joblib.numpy_pickle import NumpyUnpickler
     from joblib.numpy_pickle_utils import _validate_fileobject_and_memmap
 
@@ -325,6 +327,10 @@ def load_trusted_pickle(path: Path) -> Any:
                 return standin_class(f"{module}.{name}")
             return super().find_class(module, name)
 
+    # joblib >= 1.5 added ensure_native_byte_order to the unpickler's constructor.
+    extra: dict[str, Any] = {}
+    if "ensure_native_byte_order" in inspect.signature(NumpyUnpickler.__init__).parameters:
+        extra["ensure_native_byte_order"] = True
     try:
         with (
             open(path, "rb") as fh,
@@ -332,7 +338,7 @@ def load_trusted_pickle(path: Path) -> Any:
         ):
             if isinstance(fobj, str):
                 raise ModelImportError(f"'{path.name}' uses a joblib format older than 0.10")
-            obj = _RecordingUnpickler(str(path), fobj, True).load()
+            obj = _RecordingUnpickler(str(path), fobj, **extra).load()
     except ModelImportError:
         raise
     except Exception as exc:

@@ -133,3 +133,24 @@ def test_help_has_examples() -> None:
         result = runner.invoke(cli, [*args, "--help"])
         assert result.exit_code == 0
         assert "Example" in result.output and "lifecycle import" in result.output
+
+
+def test_designer_import_into_remote_server(remote: Workspace, tmp_path: Path) -> None:
+    """Over HTTP into a real ``mlflow server``: registered, loadable, same predictions."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from lifecycle.imports import import_designer
+    from lifecycle.workspaces import use_workspace
+
+    origin = build_designer(tmp_path, "binary", numeric_encoder="zscore", seed=3)
+    name = f"designer_remote_{tmp_path.name}"
+    result = import_designer(remote, origin.path, name, trust_pickle=True)
+    assert result.created and result.workspace == "remote"
+    with use_workspace(remote):
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{result.version}")
+    pd.testing.assert_frame_equal(
+        model.predict(origin.holdout).reset_index(drop=True), origin.expected, check_dtype=False
+    )
+    again = import_designer(remote, origin.path, name, trust_pickle=True)
+    assert (again.created, again.version) == (False, result.version)
