@@ -211,3 +211,34 @@ def test_import_contract(origin: str, ws: Workspace, tmp_path: Path) -> None:
     )
     assert (again.created, again.version) == (False, "1")
     assert len(client.search_model_versions(f"name='{name}'")) == 1
+
+
+def test_designer_model_runs_without_project_code(tmp_path: Path) -> None:
+    """The Designer model is self-contained: it loads and scores in a fresh interpreter
+    where neither this project's packages nor any azureml module can be imported."""
+    import subprocess
+    import sys
+
+    from models.designer import build_designer_model
+
+    origin = build_designer(tmp_path / "origin", "multiclass", numeric_encoder="minmax")
+    built = build_designer_model(origin.path, tmp_path / "model", trust_pickle=True)
+    origin.holdout.to_pickle(tmp_path / "holdout.pkl")
+    script = (
+        "import sys, pandas as pd\n"
+        "for blocked in ('models', 'lifecycle', 'azureml'):\n"
+        "    sys.modules[blocked] = None\n"
+        "import mlflow.pyfunc\n"
+        f"m = mlflow.pyfunc.load_model({str(built.model_dir)!r})\n"
+        f"m.predict(pd.read_pickle({str(tmp_path / 'holdout.pkl')!r})).to_pickle("
+        f"{str(tmp_path / 'out.pkl')!r})\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pd.testing.assert_frame_equal(
+        pd.read_pickle(tmp_path / "out.pkl").reset_index(drop=True),
+        origin.expected,
+        check_dtype=False,
+    )
