@@ -187,7 +187,9 @@ def _designer_classes() -> dict[str, type]:
             self.std = float(np.nanstd(series))
 
         def transform(self, series: pd.Series) -> np.ndarray:
-            return np.clip(np.asarray(series.values, dtype=float), -1e6, 1e6)
+            return np.log1p(
+                np.abs(np.nan_to_num(np.asarray(series.values, dtype=float), posinf=0, neginf=0))
+            )
 
     class NamedOneHotEncoder:
         def __init__(self, column_name: str) -> None:
