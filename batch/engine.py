@@ -194,15 +194,23 @@ def score(
 
     resolved = resolve_model(ws, model_uri)
     keep = _check_inputs(files, delimiter, keep_columns, keep_all)
-    digests = cf.ThreadPoolExecutor(max_workers=1)
-    digest_futures = {f.path: digests.submit(_sha256, f.path) for f in files}
     counts_total = _Counts()
     outputs: list[dict[str, Any]] = []
     resumed = False
-    with _local_model(ws, resolved.pinned_uri) as model_dir:
+    pool: _WorkerPool | None = None
+    background = cf.ThreadPoolExecutor(max_workers=2)
+    with contextlib.ExitStack() as stack:
+        model_dir = stack.enter_context(_local_model(ws, resolved.pinned_uri))
         schema = input_schema_of(model_dir)
         for f in files:
             check_columns(schema, read_columns(f, delimiter), str(f.path))
+        if engine == "local":
+            # Workers are forked before any other thread starts (fork + threads = deadlocks).
+            pool = stack.enter_context(_WorkerPool(model_dir, n_workers))
+        digest_futures = {f.path: background.submit(_sha256, f.path) for f in files}
+        run_future = (
+            background.submit(_start_run, ws, resolved, str(model_uri), engine) if record else None
+        )
         fingerprint_base = {
             "model": resolved.pinned_uri,
             "workspace": ws.name,
@@ -231,8 +239,9 @@ def score(
                     False,
                 )
             else:
+                assert pool is not None
                 counts, was_resumed = _score_job(
-                    job_files, out_path, opts, n_workers, resume, fingerprint_base, progress
+                    job_files, out_path, opts, pool, resume, fingerprint_base, progress
                 )
             resumed = resumed or was_resumed
             for k in ("rows_read", "rows_scored", "rows_rejected", "chunks"):
@@ -270,11 +279,11 @@ def score(
         finished_at=utcnow(),
         packages=_package_versions(),
     )
-    digests.shutdown()
     manifest_path = _manifest_path(Path(output), jobs)
     manifest.manifest_path = str(manifest_path)
-    if record:
-        manifest.run_id = _record_run(ws, resolved, manifest, manifest_path)
+    if run_future is not None:
+        manifest.run_id = _finish_run(ws, resolved, run_future.result(), manifest, manifest_path)
+    background.shutdown()
     _atomic_write_text(manifest_path, json.dumps(manifest.to_dict(), indent=2, default=str))
     logger.info(
         "scored %d of %d rows (%d rejected) in %.1f s",
@@ -403,7 +412,7 @@ def _score_job(
     files: list[InputFile],
     out: Path,
     opts: _JobOptions,
-    n_workers: int,
+    pool: _WorkerPool,
     resume: bool,
     fingerprint_base: dict[str, Any],
     progress: ProgressCallback | None,
@@ -431,7 +440,7 @@ def _score_job(
         )
     counts = _Counts(**state["counts"])
     try:
-        _run_chunks(files, out, partials, opts, n_workers, state, counts, progress)
+        _run_chunks(files, out, partials, opts, pool, state, counts, progress)
     except KeyboardInterrupt:
         logger.warning("interrupted: rerun with the same arguments to resume %s", out)
         raise
@@ -465,7 +474,7 @@ def _run_chunks(
     out: Path,
     partials: _Partials,
     opts: _JobOptions,
-    n_workers: int,
+    pool: _WorkerPool,
     state: dict[str, Any],
     counts: _Counts,
     progress: ProgressCallback | None,
@@ -487,22 +496,19 @@ def _run_chunks(
         for index in range(state["file_index"], len(files)):
             skip = state["row_in_file"] if index == state["file_index"] else 0
             columns = _read_columns_for(files[index], opts)
+            typed = _typed_columns(opts)
             for chunk in _with_last(
-                iter_chunks(files[index], index, opts.chunk_rows, opts.delimiter, columns, skip)
+                iter_chunks(
+                    files[index], index, opts.chunk_rows, opts.delimiter, columns, skip, typed
+                )
             ):
                 c, last = chunk
                 c.seq = seq
                 seq += 1
                 yield seq, c, last
 
-    executor: cf.Executor | None = None
-    if n_workers > 1:
-        ctx = multiprocessing.get_context("forkserver")
-        executor = cf.ProcessPoolExecutor(
-            max_workers=n_workers, mp_context=ctx, initializer=_init_worker, initargs=(opts,)
-        )
-    else:
-        _init_worker(opts)
+    executor = pool.executor
+    n_workers = pool.workers
     try:
         window: deque[cf.Future[_ChunkResult]] = deque()
         source = chunks()
@@ -514,9 +520,9 @@ def _run_chunks(
             _seq, chunk, last = item
             if executor is None:
                 fut: cf.Future[_ChunkResult] = cf.Future()
-                fut.set_result(_score_chunk(chunk, last))
+                fut.set_result(_score_chunk(chunk, last, opts))
             else:
-                fut = executor.submit(_score_chunk, chunk, last)
+                fut = executor.submit(_score_chunk, chunk, last, opts)
             window.append(fut)
             return True
 
@@ -555,8 +561,8 @@ def _run_chunks(
             names = _default_columns(files, opts)
             pq.write_table(pa.table({n: pa.array([], pa.string()) for n in names}), out_fh)
     finally:
-        if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+        for fut in window:
+            fut.cancel()
         if parquet_writer is not None:
             parquet_writer.close()
         out_fh.close()
@@ -583,6 +589,23 @@ def _read_columns_for(f: InputFile, opts: _JobOptions) -> list[str] | None:
         return [n for n in names if n in wanted]
     # CSV keeps every column: a rejected row's raw text is the whole record.
     return None
+
+
+def _typed_columns(opts: _JobOptions) -> dict[str, pa.DataType]:
+    """Signature columns Arrow may parse straight to their type (numbers not passed through:
+    passthrough columns keep their text exactly as read)."""
+    arrow = {
+        "double": pa.float64(),
+        "float": pa.float32(),
+        "long": pa.int64(),
+        "integer": pa.int32(),
+    }
+    kept = set(opts.keep) if opts.keep is not None else None
+    out = {}
+    for spec in opts.schema.columns or ():
+        if spec.type in arrow and (kept is not None and spec.name not in kept):
+            out[spec.name] = arrow[spec.type]
+    return out
 
 
 def _default_columns(files: list[InputFile], opts: _JobOptions) -> list[str]:
@@ -680,21 +703,65 @@ def _finish(out: Path, partials: _Partials, opts: _JobOptions, counts: _Counts) 
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(opts: _JobOptions) -> None:
-    """Load the model once per process."""
+def _load_model(model_dir: str) -> None:
+    """Load the model once per process (before forking, the workers inherit it)."""
     import warnings
 
     import mlflow.pyfunc
 
     warnings.filterwarnings("ignore")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
-    _WORKER["model"] = mlflow.pyfunc.load_model(opts.model_dir)
-    _WORKER["opts"] = opts
+    if _WORKER.get("model_dir") != model_dir:
+        _WORKER["model"] = mlflow.pyfunc.load_model(model_dir)
+        _WORKER["model_dir"] = model_dir
 
 
-def _score_chunk(chunk: Chunk, last_of_file: bool) -> _ChunkResult:
+def _ready(_: int = 0) -> int:
+    return os.getpid()
+
+
+class _WorkerPool:
+    """``workers`` processes that each hold the loaded model; none when workers is 1.
+
+    On Linux the model is loaded here first and the workers are forked from this process,
+    so they start instantly and share the model's memory pages; elsewhere each worker
+    (forkserver/spawn) loads it once.
+    """
+
+    def __init__(self, model_dir: str, workers: int) -> None:
+        self.model_dir = model_dir
+        self.workers = workers
+        self.executor: cf.ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> _WorkerPool:
+        if self.workers == 1:
+            _load_model(self.model_dir)
+            return self
+        if "fork" in multiprocessing.get_all_start_methods():
+            _load_model(self.model_dir)
+            self.executor = cf.ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=multiprocessing.get_context("fork")
+            )
+        else:
+            self.executor = cf.ProcessPoolExecutor(
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_load_model,
+                initargs=(self.model_dir,),
+            )
+        # Start every worker now (fork happens here, before other threads exist).
+        list(self.executor.map(_ready, range(self.workers)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _score_chunk(chunk: Chunk, last_of_file: bool, opts: _JobOptions) -> _ChunkResult:
     """Coerce, predict and format one chunk (runs in a worker)."""
-    opts: _JobOptions = _WORKER["opts"]
+    if _WORKER.get("model_dir") != opts.model_dir:
+        _load_model(opts.model_dir)
     model = _WORKER["model"]
     table = chunk.table
     n = table.num_rows
@@ -930,29 +997,39 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _record_run(
-    ws: Workspace, resolved: Any, manifest: Manifest, manifest_path: Path
-) -> str | None:
-    """Record the run (manifest artifact, counts and throughput) and a batch deployment."""
-    from mlflow.entities import Metric
-
+def _start_run(ws: Workspace, resolved: Any, model_uri: str, engine: str) -> str | None:
+    """Create the run that records this scoring (in the background, while scoring)."""
     from lifecycle.workspaces import get_or_create_experiment
 
     try:
         client = ws.client()
         exp_id = get_or_create_experiment(ws, EXPERIMENT)
         tags = {
-            "mlflow.runName": f"score {resolved.name or Path(manifest.model_uri).name}"
+            "mlflow.runName": f"score {resolved.name or Path(model_uri).name}"
             + (f" v{resolved.version}" if resolved.version else ""),
             "lifecycle.kind": "batch-scoring",
-            "lifecycle.model_uri": manifest.model_uri,
-            "lifecycle.engine": manifest.engine,
+            "lifecycle.model_uri": model_uri,
+            "lifecycle.engine": engine,
         }
         if resolved.name:
             tags["lifecycle.model_name"] = resolved.name
             tags["lifecycle.model_version"] = str(resolved.version)
-        run = client.create_run(exp_id, tags=tags)
-        run_id = run.info.run_id
+        return str(client.create_run(exp_id, tags=tags).info.run_id)
+    except Exception as exc:  # recording is secondary to scoring; reported, not raised
+        logger.warning("could not record the scoring run in workspace '%s': %s", ws.name, exc)
+        return None
+
+
+def _finish_run(
+    ws: Workspace, resolved: Any, run_id: str | None, manifest: Manifest, manifest_path: Path
+) -> str | None:
+    """Log the manifest, counts and throughput on the run; record a batch deployment."""
+    from mlflow.entities import Metric
+
+    if run_id is None:
+        return None
+    try:
+        client = ws.client()
         now = int(time.time() * 1000)
         metrics = {
             "rows_read": manifest.rows_read,
@@ -969,21 +1046,24 @@ def _record_run(
         if resolved.name and resolved.version:
             from lifecycle.deployments import record_deployment
 
+            target = (
+                manifest.outputs[0]["path"]
+                if len(manifest.outputs) == 1
+                else str(Path(manifest_path).parent)
+            )
             record_deployment(
                 ws,
                 resolved.name,
                 resolved.version,
                 kind="batch",
-                target=str(Path(manifest_path).parent / Path(manifest.outputs[0]["path"]).name)
-                if len(manifest.outputs) == 1
-                else str(Path(manifest_path).parent),
+                target=target,
                 details={
                     "run_id": run_id,
                     "rows_scored": manifest.rows_scored,
                     "engine": manifest.engine,
                 },
             )
-        return str(run_id)
+        return run_id
     except Exception as exc:  # the output is written; failing to record it is a warning
         logger.warning("could not record the scoring run in workspace '%s': %s", ws.name, exc)
-        return None
+        return run_id
