@@ -181,6 +181,8 @@ def build_notebook_model(
             copy_tree(path, out)
             if not (out / "requirements.txt").is_file():
                 (out / "requirements.txt").write_text("\n".join(pinned_requirements()) + "\n")
+            if mlmodel.signature is None and x is not None:
+                _add_signature(out, x)
             summary = f"MLflow model directory with flavors {', '.join(sorted(mlmodel.flavors))}"
             params["flavors"] = ",".join(sorted(mlmodel.flavors))
             tags = provenance_tags("notebook", fmt, source, sha)
@@ -235,6 +237,23 @@ def build_notebook_model(
         labels=y,
         summary=summary,
     )
+
+
+def _add_signature(model_dir: Path, x: Any) -> None:
+    """Give a signature-less MLflow model the signature of the sample and its predictions."""
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    try:
+        predictions = mlflow.pyfunc.load_model(str(model_dir)).predict(x)
+    except Exception as exc:
+        raise ModelImportError(
+            f"The MLflow model cannot score the sample: {type(exc).__name__}: {exc}".splitlines()[0]
+        ) from exc
+    mlmodel = Model.load(str(model_dir / "MLmodel"))
+    mlmodel.signature = quiet_infer_signature(x, predictions)
+    mlmodel.save(str(model_dir / "MLmodel"))
+    logger.info("added a signature inferred from the sample to %s", model_dir)
 
 
 def _sample_metrics(model: Any, x: Any, y: Any) -> dict[str, float]:

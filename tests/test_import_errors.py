@@ -12,6 +12,7 @@ from pathlib import Path
 import joblib
 import pytest
 from origins import (
+    _skops_untrusted,
     build_automl_mlflow_model,
     build_automl_outputs,
     build_designer,
@@ -315,3 +316,33 @@ def test_notebook_folder_without_mlmodel(ws: Workspace, tmp_path: Path) -> None:
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "model.pkl").write_bytes(b"\x80\x04N.")
     _fails(ws, ModelImportError, "not an MLflow model directory", tmp_path / "m", kind="notebook")
+
+
+def test_notebook_mlflow_dir_without_signature_gets_one_from_the_sample(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    # Not an error: the one bad-looking input the importer repairs (and says so in the model).
+    import mlflow.sklearn
+    from mlflow.models import Model
+
+    origin = build_notebook(tmp_path / "o", "joblib")
+    bare = tmp_path / "bare_mlflow_model"
+    mlflow.sklearn.save_model(
+        origin.model,
+        str(bare),
+        pip_requirements=["scikit-learn"],
+        skops_trusted_types=_skops_untrusted(origin.model),
+    )
+    assert Model.load(str(bare / "MLmodel")).signature is None
+    result = import_model(ws, bare, "bare", sample=origin.sample_csv, target="target")
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            f"{ws.client().get_model_version('bare', result.version).source}",
+            dst_path=str(tmp_path / "dl"),
+        )
+    )
+    signature = Model.load(str(local / "MLmodel")).signature
+    assert signature is not None
+    assert "target" not in signature.inputs.input_names()
+    assert "plan" in signature.inputs.input_names()
+    ws.client().delete_registered_model("bare")
