@@ -194,6 +194,23 @@ def load_holdout(path: str | Path, target: str) -> tuple[Any, Any]:
     return data.drop(columns=[target]), data[target]
 
 
+def check_holdout(path: str | Path, target: str, metric: str | None = None) -> str:
+    """Validate holdout options before any work; returns the metric that will be compared.
+
+    Raises:
+        InvalidArgumentError: bad CSV, missing target column, or a metric of the wrong task.
+    """
+    _, labels = load_holdout(path, target)
+    task = detect_task(labels)
+    allowed = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+    chosen = metric or DEFAULT_METRIC[task]
+    if chosen not in allowed:
+        raise InvalidArgumentError(
+            f"Metric '{chosen}' is not a {task} metric. Choose one of {', '.join(allowed)}"
+        )
+    return chosen
+
+
 def _predict(ws: Workspace, model_uri: str, features: Any) -> Any:
     import mlflow.pyfunc
     import numpy as np

@@ -78,7 +78,14 @@ def test_promote_deep_copies_and_stages(
     dev: Workspace, prod: Workspace, logreg_dir: Path, breast_cancer: Any, fitted_logreg: Any
 ) -> None:
     v = _register(dev, logreg_dir, "churn", accuracy=0.97)
-    res = promote(dev, prod, "churn", version=v, gates=["accuracy>=0.9"])
+    calls: list[tuple[str, int, int]] = []
+    res = promote(
+        dev, prod, "churn", version=v, gates=["accuracy>=0.9"], progress=lambda *a: calls.append(a)
+    )
+    # Byte progress for the download and the upload (the CLI draws bars from these).
+    for phase in ("download", "upload"):
+        seen = [c for c in calls if c[0] == phase]
+        assert seen and seen[-1][1] == seen[-1][2] > 0
     assert res.created and res.version == "1" and res.stage == "Production"
     assert [g.passed for g in res.gates] == [True, True]  # threshold + smoke test
     client = prod.client()
