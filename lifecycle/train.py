@@ -135,7 +135,9 @@ def train(
     X_test.assign(target=y_test.values).to_csv(holdout_csv, index=False)
     run_id = None
     if ws is not None:
-        run_id = _log_training_run(ws, experiment, model, X_train, metrics, dataset, algorithm, c, n_estimators, seed)
+        run_id = _log_training_run(
+            ws, experiment, model, X_train, metrics, dataset, algorithm, c, n_estimators, seed
+        )
     logger.info("trained %s on %s: %s", algorithm, dataset, metrics)
     return TrainResult(
         dataset=dataset,
@@ -173,7 +175,13 @@ def _log_training_run(
         exp_id = get_or_create_experiment(ws, experiment)
         with mlflow.start_run(experiment_id=exp_id, run_name=f"{algorithm}-{dataset}") as run:
             mlflow.log_params(
-                {"dataset": dataset, "algorithm": algorithm, "C": c, "n_estimators": n_estimators, "seed": seed}
+                {
+                    "dataset": dataset,
+                    "algorithm": algorithm,
+                    "C": c,
+                    "n_estimators": n_estimators,
+                    "seed": seed,
+                }
             )
             mlflow.log_metrics(metrics)
             sample = X_train.head(5)
