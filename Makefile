@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,15 @@ pytest: $(VENV)/.all
 	@command -v java >/dev/null 2>&1 || echo "NOTE: no 'java' on PATH: the Spark tests need Java 17 (apt-get install openjdk-17-jre-headless)"
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+# The monitoring report's render test uses headless Chromium (Debian package); without it
+# that test checks the report's structure only.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq >/dev/null 2>&1 \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; } \
+	  || echo "NOTE: chromium is not installed: the report render test checks structure only"
+
+test: lint typecheck browser pytest
 
 bench: $(VENV)/.all
 	$(BIN)/python -m bench.run_all
