@@ -64,6 +64,7 @@ DEFAULT_MAX_BODY = 16 * 1024 * 1024
 MAX_HEAD_BYTES = 64 * 1024
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _OPEN_ROUTES = ("/ping", "/health")
+_FIRST_REQUEST_GRACE = 3.0
 
 
 @dataclass
@@ -196,6 +197,8 @@ class _Connection(asyncio.Protocol):
         self.route = ""
         self.discard = 0
         self.discard_reply: Reply | None = None
+        self.served = 0
+        self.opened = time.monotonic()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -301,6 +304,7 @@ class _Connection(asyncio.Protocol):
         )
         transport = self.transport
         self.busy = False
+        self.served += 1
         app.request_done()
         if transport is None:
             return
@@ -514,8 +518,12 @@ class ScoringApp:
         # Let connections accepted at the last moment read the request they already sent.
         await asyncio.sleep(0.05)
         while self.connections and self.loop.time() < deadline:
+            now = time.monotonic()
             for conn in list(self.connections):
-                if not conn.busy and not conn.buf and conn.transport is not None:
+                # A connection that has not sent its first request yet gets a grace period:
+                # its client connected before the listener closed and is about to send.
+                fresh = conn.served == 0 and now - conn.opened < _FIRST_REQUEST_GRACE
+                if not conn.busy and not conn.buf and not fresh and conn.transport is not None:
                     conn.transport.close()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.idle.wait(), max(0.01, deadline - self.loop.time()))
@@ -668,6 +676,7 @@ class _Follower(threading.Thread):
             sink,
         )
         self.stopped = threading.Event()
+        self.download_root: str | None = None
 
     def run(self) -> None:
         from lifecycle.uris import resolve_model
@@ -680,7 +689,8 @@ class _Follower(threading.Thread):
                 logger.info(
                     "%s now points at version %s: loading", self.model_uri, resolved.version
                 )
-                prepared = prepare_model(self.ws, self.model_uri)
+                dst = tempfile.mkdtemp(prefix="lifecycle-serve-", dir=self.download_root)
+                prepared = prepare_model(self.ws, self.model_uri, dst)
                 scorer = load_scorer(prepared.path, prepared.info, self.sink)
                 self.app.loop.call_soon_threadsafe(self.app.swap, scorer)
                 _record(self.ws, prepared.info, self.options)
@@ -778,22 +788,26 @@ async def _serve_loop(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    follower = None
-    if ws is not None and prepared.follows and options.poll_interval > 0:
-        follower = _Follower(ws, model_uri, app, options, sink)
-        follower.start()
-    logger.info("serving %s on http://%s:%s", prepared.info.uri, options.host, options.port)
-    _record(ws, prepared.info, options)
-    if ready_fd is not None:
-        os.write(ready_fd, b"READY\n")
-        os.close(ready_fd)
-    await stop.wait()
-    logger.info("SIGTERM: finishing %d in-flight request(s)", app.in_flight)
-    _accept_backlog(sock, server, app, loop)
-    server.close()
-    if follower is not None:
-        follower.stopped.set()
-    await app.drain()
+    with contextlib.ExitStack() as stack:
+        follower = None
+        if ws is not None and prepared.follows and options.poll_interval > 0:
+            follower = _Follower(ws, model_uri, app, options, sink)
+            follower.download_root = stack.enter_context(_model_dir())
+            follower.start()
+        logger.info("serving %s on http://%s:%s", prepared.info.uri, options.host, options.port)
+        _record(ws, prepared.info, options)
+        if ready_fd is not None:
+            os.write(ready_fd, b"READY\n")
+            os.close(ready_fd)
+        await stop.wait()
+        logger.info("SIGTERM: finishing %d in-flight request(s)", app.in_flight)
+        _accept_backlog(sock, server, app, loop)
+        server.close()
+        if follower is not None:
+            follower.stopped.set()
+        await app.drain()
+        if follower is not None:
+            follower.join(timeout=10)
 
 
 def _accept_backlog(
@@ -858,6 +872,8 @@ def serve(
     with contextlib.suppress(ImportError):
         import skops.io  # noqa: F401
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Fail fast when the port is taken, before spending seconds on loading the model.
+    _listen_socket(options.host, options.port, reuse_port=options.workers > 1).close()
     with _model_dir() as tmp:
         prepared = (
             prepare_model(ws, model_uri, tmp)
