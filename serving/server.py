@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import json
 import logging
@@ -763,6 +764,10 @@ def run_worker(
     _limit_threads()
     sink = InputLog(options.log_inputs) if options.log_inputs else None
     scorer = load_scorer(prepared.path, prepared.info, sink)
+    # Millions of objects from MLflow's imports never die: freezing them keeps full garbage
+    # collections (a few ms each, the p99 tail) off the request path.
+    gc.collect()
+    gc.freeze()
     sock = _listen_socket(options.host, options.port, reuse_port)
     try:
         asyncio.run(_serve_loop(ws, model_uri, scorer, prepared, options, sock, ready_fd, sink))
