@@ -369,9 +369,13 @@ def _write(
         assert result.version is not None
         if before_stage is not None:
             before_stage(result.version)
+        from_stage = (
+            "None" if existing is None else canonical_stage(existing.current_stage or "None")
+        )
         if stage_to != "None":
             moved = _move(dst_ws, name, result.version, stage_to, alias=None, archive=True)
             result.archived = moved["archived"]
+            from_stage = moved["from_stage"]
         record_event(
             dst_ws,
             name,
@@ -380,6 +384,7 @@ def _write(
             details={
                 "from_workspace": src_ws.name,
                 "from_version": str(src.version),
+                "from_stage": from_stage,
                 "to_stage": stage_to,
                 "created": result.created,
                 "digest": result.digest,

@@ -339,3 +339,27 @@ def test_remote_to_remote(
     assert len(pred) == 3
     frame = pd.DataFrame(read_history(remote2, name))
     assert frame["action"].tolist() == ["promote"]
+
+
+def test_backend_without_deletes_tags_failed_and_archives(
+    dev: Workspace, prod: Workspace, logreg_dir: Path, dummy_dir: Path
+) -> None:
+    import dataclasses
+
+    no_delete = dataclasses.replace(prod, supports_delete=False)  # like Azure ML
+    first = _register(dev, logreg_dir, "nodel")
+    second = _register(dev, dummy_dir, "nodel")
+    promote(dev, no_delete, "nodel", version=first, smoke=False)
+
+    def crash(version: str) -> None:
+        raise RuntimeError("injected")
+
+    with pytest.raises(PromotionError, match="rolled back"):
+        promote(dev, no_delete, "nodel", version=second, before_stage=crash, smoke=False)
+    failed = prod.client().get_model_version("nodel", "2")
+    assert failed.tags["lifecycle.failed"] == "true" and failed.current_stage == "Archived"
+    assert resolve_model(prod, "models:/nodel/Production").version == "1"
+    # The failed copy is never reused: a rerun registers a fresh version.
+    again = promote(dev, no_delete, "nodel", version=second, smoke=False)
+    assert again.created and again.version == "3"
+    assert resolve_model(prod, "models:/nodel@production").version == "3"
