@@ -130,6 +130,26 @@ def test_failing_gate_leaves_target_untouched_and_shows_table(
     assert "skipped" in result.stdout  # the smoke test is not run after a failure
     assert "refused: gate(s) failed: accuracy>=0.9, auc>0.5" in result.stderr
     assert prod.client().search_registered_models() == []
+    as_json = CliRunner().invoke(
+        cli,
+        [
+            "promote",
+            "fraud",
+            "--version",
+            v,
+            "--from",
+            "dev",
+            "--to",
+            "prod",
+            "--json",
+            "--gate",
+            "accuracy>=0.9",
+        ],
+    )
+    assert as_json.exit_code == 1
+    data = json.loads(as_json.stdout)
+    assert data["passed"] is False and data["gates"][0]["value"] == 0.8
+    assert data["target"]["version"] is None
     gate_event = read_history(dev, "fraud")[-1]
     assert gate_event["action"] == "gate" and gate_event["passed"] is False
 
