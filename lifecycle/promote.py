@@ -357,7 +357,7 @@ def _write(
                 params=params,
                 metrics=metrics,
                 run_tags={**tags, **lineage},
-                version_tags=lineage,
+                version_tags={**_user_version_tags(src.model_version), **lineage},
                 description=getattr(src.model_version, "description", None) or None,
                 force=True,
                 extra_artifacts={k: str(v) for k, v in run_artifacts.items()},
@@ -599,6 +599,13 @@ def _run_data(ws: Workspace, run: Any) -> tuple[dict[str, str], list[Any], dict[
         history.extend(client.get_metric_history(run_id, key))
     tags = {k: v for k, v in run.data.tags.items() if k not in _SKIP_RUN_TAGS}
     return dict(run.data.params), history, tags
+
+
+def _user_version_tags(mv: Any) -> dict[str, str]:
+    """The source version's own tags, minus ours and MLflow's (they describe the source:
+    stage, digest, audit marks, references into the source server)."""
+    tags = dict(getattr(mv, "tags", None) or {})
+    return {k: v for k, v in tags.items() if not k.startswith(("lifecycle.", "mlflow."))}
 
 
 def _upload_progress(progress: Progress | None) -> Callable[[int, int], None] | None:

@@ -78,6 +78,7 @@ def test_promote_deep_copies_and_stages(
     dev: Workspace, prod: Workspace, logreg_dir: Path, breast_cancer: Any, fitted_logreg: Any
 ) -> None:
     v = _register(dev, logreg_dir, "churn", accuracy=0.97)
+    dev.client().set_model_version_tag("churn", v, "validated_by", "risk-team")
     calls: list[tuple[str, int, int]] = []
     res = promote(
         dev, prod, "churn", version=v, gates=["accuracy>=0.9"], progress=lambda *a: calls.append(a)
@@ -93,6 +94,7 @@ def test_promote_deep_copies_and_stages(
     # The version's source is the target run's artifacts, never the dev store.
     assert mv.source.startswith(prod.artifact_location) and "/dev/" not in mv.source
     assert mv.tags[SOURCE_WORKSPACE_TAG] == "dev" and mv.tags[SOURCE_VERSION_TAG] == v
+    assert mv.tags["validated_by"] == "risk-team"  # user tags travel, ours are rewritten
     run = client.get_run(mv.run_id)
     assert run.data.params == {"C": "1.0"}
     assert run.data.tags["team"] == "fraud"
