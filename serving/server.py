@@ -200,6 +200,7 @@ class _Connection(asyncio.Protocol):
         self.discard_reply: Reply | None = None
         self.served = 0
         self.opened = time.monotonic()
+        self.continued = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -256,13 +257,14 @@ class _Connection(asyncio.Protocol):
             self._fail(400, f"Invalid Content-Length {headers.get('content-length')!r}")
             return
         limit = self.app.options.max_body_bytes
+        expect = headers.get("expect", "").lower() == "100-continue"
         if length > limit:
             message = (
                 f"Request body of {length} bytes exceeds the limit of {limit} bytes "
                 "(--max-body-bytes); send fewer rows per request"
             )
             already = len(buf) - (end + 4)
-            if already >= length or length > 64 * limit:
+            if expect or already >= length or length > 64 * limit:
                 self._fail(413, message)
                 return
             del buf[:]
@@ -277,7 +279,12 @@ class _Connection(asyncio.Protocol):
             return
         total = end + 4 + length
         if len(buf) < total:
+            if expect and not self.continued and self.transport is not None:
+                # curl and others wait (1 s) for this before sending a large body.
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                self.continued = True
             return
+        self.continued = False
         body = bytes(buf[end + 4 : total])
         del buf[:total]
         conn = headers.get("connection", "").lower()

@@ -103,6 +103,28 @@ def test_body_size_limit_is_413_with_a_clear_message(
     assert after.status_code == 200
 
 
+def test_expect_100_continue_is_answered(slow: tuple[BackgroundServer, Workspace, Path]) -> None:
+    import socket
+
+    server, _, _ = slow
+    port = int(server.url.rsplit(":", 1)[1])
+    body = json.dumps(_body(1, 2)).encode()
+    head = (
+        f"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {KEY}\r\nExpect: 100-continue\r\nConnection: close\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n".encode())
+        assert sock.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        sock.sendall(body)
+        answer = b"".join(iter(lambda: sock.recv(4096), b""))
+    assert answer.startswith(b"HTTP/1.1 200 OK") and answer.endswith(b'{"predictions": [3.0]}')
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"{head}Content-Length: 999999\r\n\r\n".encode())
+        answer = b"".join(iter(lambda: sock.recv(4096), b""))
+    assert answer.startswith(b"HTTP/1.1 413 ")  # refused before the client sends the body
+
+
 def test_slow_request_is_504_and_the_server_keeps_answering(
     slow: tuple[BackgroundServer, Workspace, Path],
 ) -> None:
