@@ -762,6 +762,7 @@ def run_worker(
     *,
     reuse_port: bool = False,
     ready_fd: int | None = None,
+    scorer: Scorer | None = None,
 ) -> None:
     """Load the prepared model and serve until SIGTERM/SIGINT (blocking).
 
@@ -770,7 +771,10 @@ def run_worker(
     """
     _limit_threads()
     sink = InputLog(options.log_inputs) if options.log_inputs else None
-    scorer = load_scorer(prepared.path, prepared.info, sink)
+    if scorer is None:
+        scorer = load_scorer(prepared.path, prepared.info, sink)
+    else:
+        scorer.sink = sink
     # Millions of objects from MLflow's imports never die: freezing them keeps full garbage
     # collections (a few ms each, the p99 tail) off the request path.
     gc.collect()
@@ -912,9 +916,27 @@ def _ready_fd_from_env() -> int | None:
 def _run_workers(
     ws: Workspace | None, model_uri: str, prepared: PreparedModel, options: ServeOptions
 ) -> None:
-    """Start ``options.workers`` processes on one port and supervise them."""
+    """Start ``options.workers`` processes on one port and supervise them.
+
+    A pinned version is loaded once here and the workers are forked from this process
+    (copy-on-write: they start in milliseconds). A followed stage/alias needs registry
+    access in every worker, which must not share this process's database connections, so
+    those workers are fresh interpreters instead.
+    """
     # Fail fast if the port is taken, before any worker loads the model.
     _listen_socket(options.host, options.port, reuse_port=True).close()
+    if not prepared.follows or options.poll_interval <= 0:
+        _limit_threads()
+        scorer = load_scorer(prepared.path, prepared.info)
+        gc.collect()
+        gc.freeze()
+        children: list[tuple[Any, int]] = []
+        for _ in range(options.workers):
+            rfd, wfd = os.pipe()
+            children.append((_fork_worker(model_uri, prepared, options, scorer, wfd, rfd), rfd))
+            os.close(wfd)
+        _supervise(ws, prepared, options, children)
+        return
     spec = json.dumps(
         {
             "workspace": _ws_to_dict(ws),
@@ -942,6 +964,16 @@ def _run_workers(
         proc.stdin.write(spec.encode())
         proc.stdin.close()
         procs.append((proc, rfd))
+    _supervise(ws, prepared, options, procs)
+
+
+def _supervise(
+    ws: Workspace | None,
+    prepared: PreparedModel,
+    options: ServeOptions,
+    procs: list[tuple[Any, int]],
+) -> None:
+    """Wait for every worker's READY, then until SIGTERM (forwarded) or a worker's exit."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -969,6 +1001,70 @@ def _run_workers(
                 proc.wait(timeout=options.drain_seconds + 5)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+class _ForkedWorker:
+    """A forked worker process, with the part of ``Popen``'s interface the supervisor uses."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout or 0)
+            time.sleep(0.05)
+        return int(self.returncode or 0)
+
+    def send_signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def _fork_worker(
+    model_uri: str,
+    prepared: PreparedModel,
+    options: ServeOptions,
+    scorer: Scorer,
+    ready_fd: int,
+    parent_fd: int,
+) -> _ForkedWorker:
+    pid = os.fork()
+    if pid:
+        return _ForkedWorker(pid)
+    code = 0
+    try:  # the child: serve, then leave without running the parent's cleanup
+        os.close(parent_fd)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        worker_options = ServeOptions(**{**asdict(options), "record": False})
+        run_worker(
+            None,
+            model_uri,
+            prepared,
+            worker_options,
+            reuse_port=True,
+            ready_fd=ready_fd,
+            scorer=scorer,
+        )
+    except BaseException as exc:
+        print(f"Error: worker {os.getpid()}: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _ws_to_dict(ws: Workspace | None) -> dict[str, Any] | None:
