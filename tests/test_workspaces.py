@@ -111,7 +111,10 @@ def test_foreign_mlflow_run_id_is_hidden_inside_a_workspace(
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///launcher.db")
     monkeypatch.setenv("MLFLOW_RUN_ID", "0123456789abcdef0123456789abcdef")
+    from lifecycle.workspaces import get_or_create_experiment
+
     dev = load_config().get("dev")
-    with use_workspace(dev), mlflow.start_run() as run:  # would fail resuming the foreign id
+    exp_id = get_or_create_experiment(dev, "t")
+    with use_workspace(dev), mlflow.start_run(experiment_id=exp_id) as run:  # no foreign resume
         assert run.info.run_id != "0123456789abcdef0123456789abcdef"
     assert os.environ["MLFLOW_RUN_ID"] == "0123456789abcdef0123456789abcdef"
