@@ -146,7 +146,11 @@ def measure(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> dic
 
 
 def run(
-    rows_list: list[int], models: list[str], only: list[str], workdir: Path
+    rows_list: list[int],
+    models: list[str],
+    only: list[str],
+    workdir: Path,
+    workers: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run every (size, model, tool) once; return the result rows."""
     py = sys.executable
@@ -167,7 +171,7 @@ def run(
         for model in models:
             mdir = str(model_dirs[model])
             tools = {
-                "engine": [py, "-m", "lifecycle", "score", mdir, str(data), "-o", str(workdir / "out-engine.csv"), "--keep-columns", "id"],
+                "engine": [py, "-m", "lifecycle", "score", mdir, str(data), "-o", str(workdir / "out-engine.csv"), "--keep-columns", "id", *(["--workers", str(workers)] if workers else [])],
                 "mlflow models predict": [mlflow_bin, "models", "predict", "-m", mdir, "-i", str(data), "-t", "csv", "-o", str(workdir / "out-mlflow.json"), "--env-manager", "local"],
                 "in-process pandas": [py, "-c", IN_PROCESS, mdir, str(data), str(workdir / "out-pandas.csv")],
             }  # fmt: skip
@@ -175,8 +179,9 @@ def run(
                 if only and not any(tool.startswith(o) for o in only):
                     continue
                 res = measure(cmd, workdir, env)
+                label = f"{tool} (workers={workers})" if tool == "engine" and workers else tool
                 res.update(
-                    rows=rows, model=model, tool=tool, rows_per_s=round(rows / res["wall_s"])
+                    rows=rows, model=model, tool=label, rows_per_s=round(rows / res["wall_s"])
                 )
                 print(json.dumps(res), flush=True)
                 results.append(res)
@@ -217,10 +222,13 @@ def main() -> None:
     parser.add_argument(
         "--workdir", default=None, help="where data and models go (default: a temp dir)"
     )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="engine --workers (default: all cores)"
+    )
     args = parser.parse_args()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-batch-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    results = run(args.rows, args.models, args.only, workdir)
+    results = run(args.rows, args.models, args.only, workdir, args.workers)
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
