@@ -631,7 +631,7 @@ def prepare_model(ws: Workspace, model_uri: str, dst: str | Path | None = None) 
     from lifecycle.uris import resolve_model
     from lifecycle.workspaces import use_workspace
 
-    resolved = resolve_model(ws, model_uri)
+    resolved = resolve_model(_registry_view(ws), model_uri)
     ref = resolved.ref
     digest = None
     if resolved.model_version is not None:
@@ -645,8 +645,11 @@ def prepare_model(ws: Workspace, model_uri: str, dst: str | Path | None = None) 
         digest=digest,
         workspace=ws.name,
     )
+    local_source = _local_model_dir(resolved.source)
     if ref.path is not None:
         path = str(ref.path)
+    elif local_source is not None:
+        path = local_source  # a local artifact store: load in place, nothing to copy
     else:
         import mlflow.artifacts
 
@@ -667,6 +670,47 @@ def prepare_model(ws: Workspace, model_uri: str, dst: str | Path | None = None) 
 
         info = ModelInfo(**{**info.to_dict(), "digest": model_digest(path)})
     return PreparedModel(path=path, info=info, follows=ref.follows_registry)
+
+
+class _RegistryOnlyWorkspace(Workspace):
+    """A local workspace whose ``client()`` reads only the model registry.
+
+    ``MlflowClient`` also builds the SQLAlchemy tracking store (seconds of imports and ORM
+    set-up) that resolving a model URI never uses; serving start-up skips it.
+    """
+
+    def client(self) -> Any:
+        from mlflow.tracking._model_registry.client import ModelRegistryClient
+
+        self.ensure_local_dirs()
+        return ModelRegistryClient(self.registry_uri, self.tracking_uri)
+
+
+def _registry_view(ws: Workspace) -> Workspace:
+    if not ws.is_local or ws.registry_uri != ws.tracking_uri:
+        return ws
+    try:
+        import mlflow.tracking._model_registry.client  # noqa: F401
+    except ImportError:  # an MLflow without that module: the full client works too
+        return ws
+    fields = {k: v for k, v in ws.__dict__.items()}
+    return _RegistryOnlyWorkspace(**fields)
+
+
+def _local_model_dir(source: str | None) -> str | None:
+    """The local directory of a version's ``file:`` (or plain path) source, if it is one."""
+    if not source:
+        return None
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(source)
+    if parsed.scheme == "file":
+        candidate = Path(unquote(parsed.path))
+    elif parsed.scheme == "" and source.startswith("/"):
+        candidate = Path(source)
+    else:
+        return None
+    return str(candidate) if (candidate / "MLmodel").is_file() else None
 
 
 class _Follower(threading.Thread):
@@ -811,10 +855,11 @@ async def _serve_loop(
             follower.download_root = stack.enter_context(_model_dir())
             follower.start()
         logger.info("serving %s on http://%s:%s", prepared.info.uri, options.host, options.port)
-        _record(ws, prepared.info, options)
         if ready_fd is not None:
             os.write(ready_fd, b"READY\n")
             os.close(ready_fd)
+        # Bookkeeping after READY: recording needs MLflow's full client (seconds to build).
+        loop.run_in_executor(None, _record, ws, prepared.info, options)
         await stop.wait()
         logger.info("SIGTERM: finishing %d in-flight request(s)", app.in_flight)
         _accept_backlog(sock, server, app, loop)

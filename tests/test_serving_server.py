@@ -187,7 +187,11 @@ def test_inputs_and_predictions_are_logged_to_parquet(
 
 def test_start_is_recorded_on_the_version(slow: tuple[BackgroundServer, Workspace, Path]) -> None:
     server, ws, _ = slow
-    records = [r for r in list_deployments(ws, "slow", "1") if r["kind"] == "serving"]
+    deadline = time.monotonic() + 30  # recorded just after the server is ready
+    records: list[dict[str, Any]] = []
+    while not records and time.monotonic() < deadline:
+        records = [r for r in list_deployments(ws, "slow", "1") if r["kind"] == "serving"]
+        time.sleep(0.2)
     assert records and records[-1]["target"] == server.url.removeprefix("http://")
     assert records[-1]["uri"] == "models:/slow/Production"
 
