@@ -563,7 +563,9 @@ def _run_chunks(
             if progress is not None:
                 elapsed = max(time.time() - t0, 1e-9)
                 done_bytes = sum(f.size for f in files[: result.file_index]) + (
-                    files[result.file_index].size if result.last_of_file else 0
+                    files[result.file_index].size
+                    if result.last_of_file
+                    else (result.end_offset or 0)
                 )
                 progress(
                     {
