@@ -631,7 +631,7 @@ def prepare_model(ws: Workspace, model_uri: str, dst: str | Path | None = None) 
     from lifecycle.uris import resolve_model
     from lifecycle.workspaces import use_workspace
 
-    resolved = resolve_model(_registry_view(ws), model_uri)
+    resolved = resolve_model(ws, model_uri)
     ref = resolved.ref
     digest = None
     if resolved.model_version is not None:
@@ -670,31 +670,6 @@ def prepare_model(ws: Workspace, model_uri: str, dst: str | Path | None = None) 
 
         info = ModelInfo(**{**info.to_dict(), "digest": model_digest(path)})
     return PreparedModel(path=path, info=info, follows=ref.follows_registry)
-
-
-class _RegistryOnlyWorkspace(Workspace):
-    """A local workspace whose ``client()`` reads only the model registry.
-
-    ``MlflowClient`` also builds the SQLAlchemy tracking store (seconds of imports and ORM
-    set-up) that resolving a model URI never uses; serving start-up skips it.
-    """
-
-    def client(self) -> Any:
-        from mlflow.tracking._model_registry.client import ModelRegistryClient
-
-        self.ensure_local_dirs()
-        return ModelRegistryClient(self.registry_uri, self.tracking_uri)
-
-
-def _registry_view(ws: Workspace) -> Workspace:
-    if not ws.is_local or ws.registry_uri != ws.tracking_uri:
-        return ws
-    try:
-        import mlflow.tracking._model_registry.client  # noqa: F401
-    except ImportError:  # an MLflow without that module: the full client works too
-        return ws
-    fields = {k: v for k, v in ws.__dict__.items()}
-    return _RegistryOnlyWorkspace(**fields)
 
 
 def _local_model_dir(source: str | None) -> str | None:
