@@ -44,8 +44,15 @@ browser:
 
 test: lint typecheck browser pytest
 
+# Benchmarks against MLflow's own tools, side by side (minutes; not part of `make test`).
+EXPORT_IMPORT_VENV ?= /tmp/mlflow-export-import-venv
 bench: $(VENV)/.all
-	$(BIN)/python -m bench.run_all
+	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+	$(BIN)/python -m bench.bench_serve
+	[ -x $(EXPORT_IMPORT_VENV)/bin/copy-model-version ] || { $(PYTHON) -m venv $(EXPORT_IMPORT_VENV) \
+	  && $(EXPORT_IMPORT_VENV)/bin/pip install --quiet mlflow-export-import-v2; }
+	$(BIN)/python -m bench.bench_promote --mb 50 --export-import-bin $(EXPORT_IMPORT_VENV)/bin
+	$(BIN)/python -m bench.bench_batch --rows 1000000 5000000 --models logreg rf
 
 clean:
 	rm -rf $(VENV) .lifecycle .pytest_cache .mypy_cache .ruff_cache
