@@ -21,8 +21,10 @@ import math
 import operator
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -318,14 +320,12 @@ import json, sys, warnings
 warnings.simplefilter("ignore")
 import mlflow.pyfunc
 from mlflow.models import Model
-path = sys.argv[1]
+path, answer = sys.argv[1], sys.argv[2]
 model = mlflow.pyfunc.load_model(path)
 example = Model.load(path).load_input_example(path)
-if example is None:
-    print(json.dumps({"rows": None}))
-else:
-    pred = model.predict(example)
-    print(json.dumps({"rows": len(pred)}))
+rows = None if example is None else len(model.predict(example))
+with open(answer, "w") as fh:
+    json.dump({"rows": rows}, fh)
 """
 
 
@@ -333,9 +333,11 @@ def smoke_test(model_dir: str | Path, timeout: float = 600.0) -> GateResult:
     """Load ``model_dir`` in a fresh Python process and predict its own input example."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
     env["PYTHONWARNINGS"] = "ignore"
+    # The child answers in a file: anything it or a library prints cannot corrupt the answer.
+    answer = Path(tempfile.mkdtemp(prefix="lifecycle-smoke-")) / "answer.json"
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", _SMOKE_SCRIPT, str(model_dir)],
+            [sys.executable, "-c", _SMOKE_SCRIPT, str(model_dir), str(answer)],
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -343,6 +345,7 @@ def smoke_test(model_dir: str | Path, timeout: float = 600.0) -> GateResult:
             check=False,
         )
     except subprocess.TimeoutExpired:
+        shutil.rmtree(answer.parent, ignore_errors=True)
         return GateResult(
             "smoke test",
             "smoke",
@@ -352,15 +355,18 @@ def smoke_test(model_dir: str | Path, timeout: float = 600.0) -> GateResult:
             f"timed out after {timeout:.0f}s",
         )
     if proc.returncode != 0:
+        shutil.rmtree(answer.parent, ignore_errors=True)
         lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
         reason = lines[-1] if lines else f"exit code {proc.returncode}"
         return GateResult("smoke test", "smoke", None, "loads and predicts", False, reason[:300])
     try:
-        rows = json.loads(proc.stdout.strip().splitlines()[-1])["rows"]
-    except (IndexError, ValueError, KeyError):
+        rows = json.loads(answer.read_text())["rows"]
+    except (OSError, ValueError, KeyError):
+        shutil.rmtree(answer.parent, ignore_errors=True)
         return GateResult(
             "smoke test", "smoke", None, "loads and predicts", False, "no answer from the process"
         )
+    shutil.rmtree(answer.parent, ignore_errors=True)
     if rows is None:
         return GateResult(
             "smoke test",

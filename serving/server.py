@@ -1080,7 +1080,7 @@ def _fork_worker(
             scorer=scorer,
         )
     except BaseException as exc:
-        print(f"Error: worker {os.getpid()}: {exc}", file=sys.stderr)
+        logger.error("Error: worker %s: %s", os.getpid(), exc)
         code = 1
     finally:
         sys.stderr.flush()
@@ -1104,7 +1104,7 @@ def _worker_main() -> None:
             ws, spec["model_uri"], prepared, options, reuse_port=True, ready_fd=_ready_fd_from_env()
         )
     except ServingError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+        logger.error("Error: %s", exc)
         sys.exit(1)
 
 
