@@ -18,7 +18,6 @@ import contextlib
 import logging
 import os
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from lifecycle.azureml import entity_yaml_data, stage_model_files, write_text_atomic
 from lifecycle.errors import DeploymentError
 from lifecycle.workspaces import Workspace
 
@@ -169,31 +169,17 @@ def write_batch_specs(spec: BatchDeploymentSpec, out_dir: str | Path) -> dict[st
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model_dir = out / "model"
-    src = Path(spec.model.path)
-    if src.resolve() != model_dir.resolve():
-        tmp = out / ".model.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(src, tmp)
-        shutil.rmtree(model_dir, ignore_errors=True)
-        tmp.rename(model_dir)
-        spec.model.path = str(model_dir.resolve())
+    stage_model_files(spec.model, out)
     files = {}
     for kind, entity in (
         ("model", spec.model),
         ("endpoint", spec.endpoint),
         ("deployment", spec.deployment),
     ):
-        data = _plain(entity._to_dict())
-        if kind == "model":
-            data["path"] = "model"  # relative to the YAML file: the folder stays movable
+        data = entity_yaml_data(entity, kind=kind)
         if kind == "deployment":
             data = _flat_deployment(data)
-        path = out / f"{kind}.yml"
-        tmp_path = out / f".{kind}.tmp.yml"
-        tmp_path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-        tmp_path.replace(path)
-        files[kind] = str(path)
+        files[kind] = write_text_atomic(out / f"{kind}.yml", yaml.safe_dump(data, sort_keys=False))
     return files
 
 
@@ -216,15 +202,6 @@ def _flat_deployment(data: dict[str, Any]) -> dict[str, Any]:
         flat["environment_variables"] = env
     flat.update(settings)
     return flat
-
-
-def _plain(value: Any) -> Any:
-    """OrderedDicts and tuples as plain YAML-safe values."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def load_batch_specs(out_dir: str | Path) -> BatchDeploymentSpec:

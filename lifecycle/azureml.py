@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from lifecycle.errors import DeploymentError
@@ -121,3 +122,44 @@ def set_online_traffic(
     ep = client.online_endpoints.get(name=endpoint)
     ep.traffic = dict(traffic)
     return client.online_endpoints.begin_create_or_update(ep).result(timeout=timeout)
+
+
+def stage_model_files(model: Any, out: Path) -> None:
+    """Copy an Azure ``Model`` entity's files to ``out/model`` (atomically) and point it there,
+    so the spec folder is self-contained and movable."""
+    import shutil
+
+    model_dir = out / "model"
+    src = Path(model.path)
+    if src.resolve() == model_dir.resolve():
+        return
+    tmp = out / ".model.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(model_dir, ignore_errors=True)
+    tmp.rename(model_dir)
+    model.path = str(model_dir.resolve())
+
+
+def entity_yaml_data(entity: Any, *, kind: str) -> dict[str, Any]:
+    """An azure-ai-ml entity as plain YAML-safe data (a model's path relative to its YAML)."""
+    data = _plain(entity._to_dict())
+    if kind == "model":
+        data["path"] = "model"  # relative to the YAML file: the folder stays movable
+    return data
+
+
+def write_text_atomic(path: Path, text: str) -> str:
+    """Write ``text`` to a temp name beside ``path``, then rename; return the path."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return str(path)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from lifecycle.azureml import entity_yaml_data, stage_model_files, write_text_atomic
 from lifecycle.errors import DeploymentError
 from lifecycle.workspaces import Workspace
 
@@ -201,29 +201,19 @@ def write_online_specs(spec: OnlineDeploymentSpec, out_dir: str | Path) -> dict[
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model_dir = out / "model"
-    src = Path(spec.model.path)
-    if src.resolve() != model_dir.resolve():
-        tmp = out / ".model.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(src, tmp)
-        shutil.rmtree(model_dir, ignore_errors=True)
-        tmp.rename(model_dir)
-        spec.model.path = str(model_dir.resolve())
+    stage_model_files(spec.model, out)
     files: dict[str, str] = {}
     for kind, entity in (
         ("model", spec.model),
         ("endpoint", spec.endpoint),
         ("deployment", spec.deployment),
     ):
-        data = _plain(entity._to_dict())
-        if kind == "model":
-            data["path"] = "model"  # relative to the YAML file: the folder stays movable
-        files[kind] = _atomic_write(out / f"{kind}.yml", yaml.safe_dump(data, sort_keys=False))
+        data = entity_yaml_data(entity, kind=kind)
+        files[kind] = write_text_atomic(out / f"{kind}.yml", yaml.safe_dump(data, sort_keys=False))
     plan = rollout_plan(spec)
-    files["plan"] = _atomic_write(out / "plan.json", json.dumps(plan, indent=2))
+    files["plan"] = write_text_atomic(out / "plan.json", json.dumps(plan, indent=2))
     if spec.sample_request is not None:
-        files["sample_request"] = _atomic_write(
+        files["sample_request"] = write_text_atomic(
             out / "sample-request.json", json.dumps(spec.sample_request)
         )
     return files
@@ -257,21 +247,6 @@ def rollout_plan(spec: OnlineDeploymentSpec) -> list[dict[str, Any]]:
         for step in spec.traffic_steps
     ]
     return plan
-
-
-def _atomic_write(path: Path, text: str) -> str:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return str(path)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def load_online_specs(out_dir: str | Path) -> OnlineDeploymentSpec:
