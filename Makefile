@@ -24,8 +24,8 @@ demo: $(VENV)/.core
 	$(BIN)/lifecycle demo
 
 lint: $(VENV)/.all
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff check --no-cache .
+	$(BIN)/ruff format --no-cache --check .
 
 typecheck: $(VENV)/.all
 	$(BIN)/mypy

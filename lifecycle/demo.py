@@ -398,9 +398,8 @@ def _azure_specs(
 ) -> None:
     """Write the Azure ML online and batch specs (checked by azure-ai-ml's own loaders)."""
     try:
-        from serving.azure import deploy_azure_online
-
         from batch.azure import deploy_azure_batch
+        from serving.azure import deploy_azure_online
     except ImportError as exc:  # the azure extra is optional
         report.notes.append(f"{origin}: Azure specs not written ({exc})")
         return
