@@ -12,15 +12,16 @@ $(BIN)/python:
 	$(PIP) install --quiet --upgrade pip
 
 # Stamps re-run the install whenever pyproject.toml changes.
-$(VENV)/.core: pyproject.toml | $(BIN)/python
-	$(PIP) install --quiet -e .
+# The demo writes Azure ML specs too, so it needs the azure extra (not pyspark).
+$(VENV)/.demo: pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e ".[azure]"
 	touch $@
 
 $(VENV)/.all: pyproject.toml | $(BIN)/python
 	$(PIP) install --quiet -e ".[azure,spark,dev]"
-	touch $@ $(VENV)/.core
+	touch $@ $(VENV)/.demo
 
-demo: $(VENV)/.core
+demo: $(VENV)/.demo
 	$(BIN)/lifecycle demo
 
 lint: $(VENV)/.all
