@@ -85,7 +85,11 @@ def serve_cmd(
     """
     from serving.server import serve
 
-    click.echo(f"Serving {model_uri} on http://{host}:{port} (Ctrl-C to stop)", err=True)
+    click.echo(
+        f"Loading {model_uri}; it will answer on http://{host}:{port} once /health is ready "
+        "(Ctrl-C to stop)",
+        err=True,
+    )
     serve(
         state.workspace_obj(workspace),
         model_uri,
