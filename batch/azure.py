@@ -14,11 +14,8 @@ other thresholds are given as a count.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,7 @@ import yaml
 
 from lifecycle.azureml import entity_yaml_data, stage_model_files, write_text_atomic
 from lifecycle.errors import DeploymentError
-from lifecycle.workspaces import Workspace
+from lifecycle.workspaces import Workspace, quiet_mlflow_progress
 
 logger = logging.getLogger(__name__)
 # azure-ai-ml logs a warning for every experimental schema class it touches while loading.
@@ -221,21 +218,6 @@ def load_batch_specs(out_dir: str | Path) -> BatchDeploymentSpec:
         ) from exc
 
 
-@contextlib.contextmanager
-def _quiet_download() -> Iterator[None]:
-    """No MLflow download progress bar, no azure-ai-ml 'experimental class' notices."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    prev = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if prev is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = prev
-
-
 def deploy_azure_batch(
     ws: Workspace,
     model_name: str,
@@ -268,7 +250,7 @@ def deploy_azure_batch(
 
     get_model_version(ws, model_name, version)
     with tempfile.TemporaryDirectory(prefix="lifecycle-azure-batch-") as tmp:
-        with use_workspace(ws), _quiet_download():
+        with use_workspace(ws), quiet_mlflow_progress():
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=f"models:/{model_name}/{version}", dst_path=tmp
             )

@@ -50,7 +50,7 @@ from batch.readers import (
 )
 from batch.schema import InputSchema, check_columns, coerce, input_schema_of, raw_text
 from lifecycle.errors import InvalidArgumentError, ScoringError
-from lifecycle.workspaces import Workspace
+from lifecycle.workspaces import Workspace, quiet_mlflow_progress
 
 logger = logging.getLogger(__name__)
 
@@ -1006,21 +1006,6 @@ def _prediction_columns(pred: Any, n: int) -> dict[str, Any]:
 # model, manifest, run record
 
 
-@contextlib.contextmanager
-def _no_mlflow_progress_bar() -> Iterator[None]:
-    """MLflow draws a download progress bar on stderr; library code stays quiet."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    prev = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if prev is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = prev
-
-
 class _local_model:
     """A local copy of the model's files for the duration of a run (workers load from it)."""
 
@@ -1037,7 +1022,7 @@ class _local_model:
         from lifecycle.workspaces import use_workspace
 
         self.tmp = tempfile.mkdtemp(prefix="lifecycle-score-")
-        with use_workspace(self.ws), _no_mlflow_progress_bar():
+        with use_workspace(self.ws), quiet_mlflow_progress():
             return str(
                 mlflow.artifacts.download_artifacts(artifact_uri=self.uri, dst_path=self.tmp)
             )

@@ -221,9 +221,9 @@ def _score_on_spark(
     from batch.engine import REJECTS_HEADER, SOURCE_COLUMNS, _header_bytes
 
     result_type, struct_names = _result_type(model_dir)
-    from batch.engine import _no_mlflow_progress_bar
+    from lifecycle.workspaces import quiet_mlflow_progress
 
-    with _no_mlflow_progress_bar():
+    with quiet_mlflow_progress():
         predict = mlflow.pyfunc.spark_udf(
             spark, model_dir, result_type=result_type, env_manager="local"
         )

@@ -22,12 +22,10 @@ put back.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,7 +49,7 @@ from lifecycle.gates import (
 from lifecycle.registry import DIGEST_TAG, find_version_by_tag, log_and_register
 from lifecycle.stages import FAILED_TAG, _move, aliases_of, versions_in_stage
 from lifecycle.uris import ModelRef, canonical_stage, resolve_model, search_versions
-from lifecycle.workspaces import Workspace, use_workspace
+from lifecycle.workspaces import Workspace, quiet_mlflow_progress, use_workspace
 
 logger = logging.getLogger(__name__)
 
@@ -507,21 +505,6 @@ def _record_gates(
         logger.warning("could not record gate results in '%s': %s", src_ws.name, exc)
 
 
-@contextlib.contextmanager
-def _no_mlflow_bars() -> Iterator[None]:
-    # We download file by file to report bytes ourselves; MLflow would draw a bar per file.
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    old = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
-
-
 def _walk(repo: Any, path: str = "") -> list[tuple[str, int]]:
     files: list[tuple[str, int]] = []
     for info in repo.list_artifacts(path or None):
@@ -540,7 +523,7 @@ def _download_model(
 
     dst.mkdir(parents=True, exist_ok=True)
     client = ws.client()
-    with use_workspace(ws), _no_mlflow_bars():
+    with use_workspace(ws), quiet_mlflow_progress():
         uri = client.get_model_version_download_uri(name, version)
         repo = get_artifact_repository(uri)
         files = _walk(repo)
@@ -578,7 +561,7 @@ def _download_run_artifacts(
     total = sum(int(a.file_size or 0) for a in entries)
     done = 0
     for entry in entries:
-        with _no_mlflow_bars():
+        with quiet_mlflow_progress():
             local = client.download_artifacts(run_id, entry.path, str(dst))
         target = entry.path if entry.path != "model" else "source_model"
         out[target] = Path(local)

@@ -368,3 +368,18 @@ def quiet_mlflow_warnings() -> Iterator[None]:
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", message=".*[Ss]tage.*deprecated.*")
         yield
+
+
+@contextlib.contextmanager
+def quiet_mlflow_progress() -> Iterator[None]:
+    """Keep MLflow from drawing artifact progress bars on stderr (library code stays quiet)."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    previous = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = previous

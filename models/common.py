@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import importlib.metadata
 import logging
-import os
 import shutil
 import warnings
 import zipfile
@@ -21,6 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from lifecycle.errors import ModelImportError
+from lifecycle.workspaces import quiet_mlflow_progress
 
 logger = logging.getLogger(__name__)
 
@@ -311,18 +311,9 @@ def copy_tree(src: Path, dest: Path) -> Path:
 def quiet_mlflow_save() -> Iterator[None]:
     """Silence MLflow's advice while saving a model (integer-column hints, type-hint notes,
     artifact progress bars): the importer already decided those points."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    previous = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=UserWarning)
-            yield
-    finally:
-        if previous is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = previous
+    with quiet_mlflow_progress(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)
+        yield
 
 
 def quiet_infer_signature(model_input: Any, model_output: Any = None) -> Any:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ import yaml
 
 from lifecycle.azureml import entity_yaml_data, stage_model_files, write_text_atomic
 from lifecycle.errors import DeploymentError
-from lifecycle.workspaces import Workspace
+from lifecycle.workspaces import Workspace, quiet_mlflow_progress
 
 logger = logging.getLogger(__name__)
 
@@ -344,18 +343,10 @@ def deploy_online(
 
         target = azureml.azure_target(ws.extra.get("azure"))  # fail before writing anything
     with tempfile.TemporaryDirectory(prefix="lifecycle-azure-online-") as tmp:
-        prev = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-        try:
-            with use_workspace(ws):
-                local = mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"models:/{model_name}/{version}", dst_path=tmp
-                )
-        finally:
-            if prev is None:
-                os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-            else:
-                os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = prev
+        with use_workspace(ws), quiet_mlflow_progress():
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{model_name}/{version}", dst_path=tmp
+            )
         spec = build_online_deployment(
             model_name,
             version,

@@ -29,10 +29,9 @@ from lifecycle.monitor.policy import ActionContext, Policy, apply_actions, load_
 from lifecycle.monitor.profile import (
     as_prediction_series,
     load_baseline,
-    quiet_downloads,
     split_labels,
 )
-from lifecycle.workspaces import Workspace, get_or_create_experiment
+from lifecycle.workspaces import Workspace, get_or_create_experiment, quiet_mlflow_progress
 
 logger = logging.getLogger(__name__)
 
@@ -299,7 +298,7 @@ def monitor(
             f"v{version}; it has extra column(s): {', '.join(extra) or 'none'}"
         )
     data = data[features]
-    with use_workspace(ws), quiet_downloads():
+    with use_workspace(ws), quiet_mlflow_progress():
         model = mlflow.pyfunc.load_model(resolved.pinned_uri)
     try:
         predictions = as_prediction_series(model.predict(data))

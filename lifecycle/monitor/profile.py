@@ -10,13 +10,11 @@ artifact path, so a promotion that deep-copies the run's artifacts carries it al
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from lifecycle.errors import MonitoringError
-from lifecycle.workspaces import Workspace
+from lifecycle.workspaces import Workspace, quiet_mlflow_progress
 
 logger = logging.getLogger(__name__)
 
@@ -47,21 +45,6 @@ def _round(x: float) -> float:
     if x is None or not math.isfinite(float(x)):
         return float(x) if x is not None else float("nan")
     return float(f"{float(x):.6g}")
-
-
-@contextlib.contextmanager
-def quiet_downloads() -> Iterator[None]:
-    """Keep MLflow from drawing download progress bars on stderr (the CLI prints one line)."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    old = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
 
 
 def is_numeric(series: pd.Series) -> bool:
@@ -312,7 +295,7 @@ def attach_baseline(
     from lifecycle.workspaces import use_workspace
 
     mv = get_model_version(ws, name, version)
-    with use_workspace(ws), quiet_downloads():
+    with use_workspace(ws), quiet_mlflow_progress():
         model = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
     profile = build_profile(model, sample_df, labels)
     profile.update(model=name, version=str(mv.version))
@@ -374,7 +357,7 @@ def load_baseline(ws: Workspace, name: str, version: str | int) -> dict[str, Any
         run_id, rel = mv.run_id, tag
     if not run_id:
         raise MonitoringError(hint)
-    with tempfile.TemporaryDirectory() as tmp, quiet_downloads():
+    with tempfile.TemporaryDirectory() as tmp, quiet_mlflow_progress():
         try:
             local = download_artifacts(
                 run_id=run_id, artifact_path=rel, dst_path=tmp, tracking_uri=ws.tracking_uri
