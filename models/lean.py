@@ -1,0 +1,206 @@
+"""Loading a scikit-learn MLflow model without importing MLflow, and trusting it only once
+it has been checked against MLflow's own ``pyfunc.predict``.
+
+Importing MLflow and building its tracking store costs seconds before a server can answer
+or a batch run can score. For the commonest model (the ``sklearn`` flavor saved with skops)
+everything needed to predict is in two files: ``MLmodel`` (YAML: flavor, predict function,
+signature) and the skops file, which is loaded exactly as ``mlflow.sklearn`` loads it
+(``skops.io.load`` with the trusted types the flavor lists; no pickle). Anything else
+(pickle/cloudpickle serialization, other flavors, tensor signatures) is not eligible and
+goes through MLflow.
+
+"Same answers as pyfunc" is a claim to check, not assume: :func:`fastpath_verdict` and
+:func:`save_fastpath_verdict` keep, per model content digest and package versions, the
+result of comparing the lean predictor with ``pyfunc.predict`` (done by whoever had MLflow
+loaded). Nothing in that cache is executable: it is JSON holding a method name and a flag.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+#: Environment variable naming the cache folder (default ``~/.cache/mlflow-lifecycle``).
+CACHE_ENV = "LIFECYCLE_CACHE_DIR"
+#: Packages whose versions decide whether a recorded verdict still holds.
+VERDICT_PACKAGES = ("scikit-learn", "skops", "numpy", "scipy", "mlflow")
+
+
+@dataclass(frozen=True)
+class InputColumn:
+    """One input column of a model signature: name, MLflow type name, required or not."""
+
+    name: str
+    type: str
+    required: bool = True
+
+
+def read_mlmodel(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed ``MLmodel`` file of a model directory.
+
+    Raises:
+        FileNotFoundError: the directory holds no ``MLmodel`` file.
+    """
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    text = (Path(model_dir) / "MLmodel").read_text(encoding="utf-8")
+    return dict(yaml.load(text, Loader=loader) or {})  # a safe loader (C or Python)
+
+
+def input_columns(mlmodel: dict[str, Any]) -> list[InputColumn] | None:
+    """The signature's named input columns in order; None without a column-based signature."""
+    sig = mlmodel.get("signature") or {}
+    raw = sig.get("inputs")
+    if not raw:
+        return None
+    try:
+        specs = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(specs, list) or not specs:
+        return None
+    out = []
+    for spec in specs:
+        if not isinstance(spec, dict) or "name" not in spec or spec.get("type") == "tensor":
+            return None
+        type_name = spec.get("type")
+        if not isinstance(type_name, str):  # arrays, objects, maps: MLflow's own schema code
+            return None
+        out.append(InputColumn(str(spec["name"]), type_name, bool(spec.get("required", True))))
+    return out
+
+
+@dataclass
+class LeanSklearn:
+    """A scikit-learn model loaded from its skops file, with the pyfunc predict method."""
+
+    estimator: Any
+    method: str
+    columns: tuple[InputColumn, ...]
+
+    def predict(self, data: Any) -> Any:
+        """What ``_SklearnModelWrapper.predict`` calls: the estimator's predict function."""
+        return getattr(self.estimator, self.method)(data)
+
+
+def lean_eligible(mlmodel: dict[str, Any]) -> str | None:
+    """None when the model can be loaded lean, else why not (for logs)."""
+    flavors = mlmodel.get("flavors") or {}
+    pyfunc = flavors.get("python_function") or {}
+    sk = flavors.get("sklearn") or {}
+    if pyfunc.get("loader_module") != "mlflow.sklearn":
+        return f"pyfunc loader is {pyfunc.get('loader_module')!r}, not mlflow.sklearn"
+    if sk.get("serialization_format") != "skops":
+        return f"serialization is {sk.get('serialization_format')!r}, not skops"
+    if sk.get("code"):
+        return "the model ships code paths"
+    if input_columns(mlmodel) is None:
+        return "no column-based signature"
+    return None
+
+
+def load_lean_sklearn(model_dir: str | os.PathLike[str]) -> LeanSklearn | None:
+    """Load the model as ``mlflow.sklearn`` would, without MLflow; None if not eligible.
+
+    Raises:
+        Exception: whatever skops raises for a file it refuses or cannot read.
+    """
+    mlmodel = read_mlmodel(model_dir)
+    why = lean_eligible(mlmodel)
+    if why is not None:
+        logger.debug("lean load of %s not possible: %s", model_dir, why)
+        return None
+    flavors = mlmodel["flavors"]
+    pyfunc, sk = flavors["python_function"], flavors["sklearn"]
+    model_file = Path(model_dir) / str(pyfunc.get("model_path") or sk.get("pickled_model"))
+    method = str(pyfunc.get("predict_fn") or "predict")
+    import skops.io
+
+    estimator = skops.io.load(str(model_file), trusted=sk.get("skops_trusted_types"))
+    if not callable(getattr(estimator, method, None)):
+        return None
+    return LeanSklearn(estimator, method, tuple(input_columns(mlmodel) or ()))
+
+
+def same_predictions(a: Any, b: Any) -> bool:
+    """True when two predictions are equal in type, dtype, shape and every value."""
+    import pandas as pd
+
+    if isinstance(a, (pd.DataFrame, pd.Series)) or isinstance(b, (pd.DataFrame, pd.Series)):
+        return type(a) is type(b) and bool(a.equals(b))
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+        return False
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+
+
+# --------------------------------------------------------------------------- verdict cache
+
+
+def cache_dir() -> Path:
+    """The toolkit's cache folder (``$LIFECYCLE_CACHE_DIR``, else ``~/.cache/mlflow-lifecycle``)."""
+    explicit = os.environ.get(CACHE_ENV)
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mlflow-lifecycle"
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a verdict depends on (absent ones left out)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in VERDICT_PACKAGES:
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _verdict_path(digest: str, kind: str) -> Path:
+    key = json.dumps(
+        {"digest": digest, "kind": kind, "versions": package_versions()}, sort_keys=True
+    )
+    return cache_dir() / "verdicts" / (hashlib.sha256(key.encode()).hexdigest() + ".json")
+
+
+def fastpath_verdict(digest: str, kind: str) -> dict[str, Any] | None:
+    """The recorded verdict for a model digest and path kind, or None if never checked here."""
+    path = _verdict_path(digest, kind)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if data.get("digest") != digest or data.get("kind") != kind:
+        return None
+    return dict(data)
+
+
+def save_fastpath_verdict(digest: str, kind: str, verdict: dict[str, Any]) -> None:
+    """Record that the lean path of ``kind`` agreed with ``pyfunc.predict`` for ``digest``.
+
+    Failures to write are logged, never raised (the cache only saves time).
+    """
+    path = _verdict_path(digest, kind)
+    data = {**verdict, "digest": digest, "kind": kind, "versions": package_versions()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as exc:
+        logger.info("could not write the fast-path verdict cache %s: %s", path, exc)
