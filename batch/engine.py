@@ -1,7 +1,9 @@
 """The local batch scoring engine: streaming, parallel, bounded memory, nothing lost.
 
 Owns :func:`score`: resolve a model URI in a workspace, stream CSV/Parquet inputs in chunks
-through ``--workers`` processes that each load the model once, write predictions in input
+through ``--workers`` processes that each load the model once (or, for skops scikit-learn
+models with an all-numeric signature, ``--workers`` threads in this process on the lean path
+of :mod:`batch.fastpath`, checked against ``pyfunc.predict``), write predictions in input
 order to a temp file renamed into place at the end (a failed run leaves no output), write
 rejected rows with their reason to ``<output>.rejects.csv``, checkpoint after every chunk so
 a killed run resumes to byte-identical output, write a manifest beside the output, and record
@@ -25,10 +27,11 @@ import platform
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +39,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from batch.fastpath import LeanDisagreement, LeanPredictor, plan_lean
 from batch.readers import (
     DEFAULT_CHUNK_ROWS,
     Chunk,
@@ -48,7 +52,14 @@ from batch.readers import (
     parse_block,
     read_columns,
 )
-from batch.schema import InputSchema, check_columns, coerce, input_schema_of, raw_text
+from batch.schema import (
+    InputSchema,
+    check_columns,
+    coerce,
+    coerce_matrix,
+    input_schema_of,
+    raw_text,
+)
 from lifecycle.errors import InvalidArgumentError, ScoringError
 from lifecycle.workspaces import Workspace, quiet_mlflow_progress
 
@@ -89,6 +100,7 @@ class Manifest:
     run_id: str | None = None
     manifest_path: str | None = None
     packages: dict[str, str] = field(default_factory=dict)
+    fast_path: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly copy."""
@@ -156,7 +168,9 @@ def score(
         fmt: ``csv`` or ``parquet`` (default: from the output's extension, else csv).
         keep_columns: input columns copied to the output before the predictions.
         keep_all: copy every input column.
-        workers: scoring processes (default: all cores); 1 scores in this process.
+        workers: scoring processes (default: all cores); 1 scores in this process. On the
+            lean path (skops scikit-learn model, all-numeric signature) these are threads
+            of this process instead.
         chunk_rows: rows per chunk (default 50,000).
         max_error_rate: the fraction of rejected rows above which the run fails.
         delimiter: the CSV field delimiter.
@@ -206,6 +220,8 @@ def score(
     outputs: list[dict[str, Any]] = []
     resumed = False
     pool: _WorkerPool | None = None
+    lean: LeanPredictor | None = None
+    fast_path: dict[str, Any] | None = None
     background = cf.ThreadPoolExecutor(max_workers=2)
     with contextlib.ExitStack() as stack:
         model_dir = stack.enter_context(_local_model(ws, resolved.pinned_uri))
@@ -213,8 +229,14 @@ def score(
         for f in files:
             check_columns(schema, read_columns(f, delimiter), str(f.path))
         if engine == "local":
-            # Workers are forked before any other thread starts (fork + threads = deadlocks).
-            pool = stack.enter_context(_WorkerPool(model_dir, n_workers))
+            plan = plan_lean(model_dir, schema)
+            fast_path = {"kind": "sklearn-matrix", "used": plan.eligible, "reason": plan.reason}
+            if plan.eligible:
+                lean = LeanPredictor(model_dir, schema, plan)
+                stack.callback(lean.close)
+            # Workers are forked before any other thread starts (fork + threads = deadlocks);
+            # the lean path uses threads of this process.
+            pool = stack.enter_context(_WorkerPool(model_dir, n_workers, threads=lean is not None))
         digest_futures = {f.path: background.submit(_sha256, f.path) for f in files}
         run_future = (
             background.submit(_start_run, ws, resolved, str(model_uri), engine) if record else None
@@ -238,6 +260,7 @@ def score(
                 chunk_rows=rows_per_chunk,
                 delimiter=delimiter,
                 max_error_rate=float(max_error_rate),
+                lean=lean,
             )
             if engine == "spark":
                 from batch.spark import score_files_spark
@@ -248,9 +271,25 @@ def score(
                 )
             else:
                 assert pool is not None
-                counts, was_resumed = _score_job(
-                    job_files, out_path, opts, pool, resume, fingerprint_base, progress
-                )
+                try:
+                    counts, was_resumed = _score_job(
+                        job_files, out_path, opts, pool, resume, fingerprint_base, progress
+                    )
+                except LeanDisagreement as exc:
+                    assert lean is not None
+                    logger.warning(
+                        "the lean path disagreed with pyfunc.predict (%s): rescoring %s "
+                        "through pyfunc",
+                        exc,
+                        out_path,
+                    )
+                    lean.record_verdict()
+                    fast_path = {"kind": "sklearn-matrix", "used": False, "reason": str(exc)}
+                    lean = None
+                    opts = replace(opts, lean=None)
+                    counts, was_resumed = _score_job(
+                        job_files, out_path, opts, pool, False, fingerprint_base, progress
+                    )
             resumed = resumed or was_resumed
             for k in ("rows_read", "rows_scored", "rows_rejected", "chunks"):
                 setattr(counts_total, k, getattr(counts_total, k) + getattr(counts, k))
@@ -262,6 +301,10 @@ def score(
                     **asdict(counts),
                 }
             )
+    if lean is not None and fast_path is not None:
+        lean.record_verdict()
+        fast_path["verified"] = "cached verdict" if not lean.verify else "pyfunc.predict"
+        fast_path["rows_checked"] = lean.rows_checked
     duration = time.time() - started
     manifest = Manifest(
         model_uri=str(model_uri),
@@ -286,6 +329,7 @@ def score(
         started_at=started_at,
         finished_at=utcnow(),
         packages=_package_versions(),
+        fast_path=fast_path,
     )
     manifest_path = _manifest_path(Path(output), jobs)
     manifest.manifest_path = str(manifest_path)
@@ -386,6 +430,7 @@ class _JobOptions:
     chunk_rows: int
     delimiter: str
     max_error_rate: float
+    lean: LeanPredictor | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -522,7 +567,7 @@ def _run_chunks(
                 seq += 1
                 yield seq, c, last
 
-    executor = pool.executor
+    executor: cf.Executor | None = pool.executor
     n_workers = pool.workers
     try:
         window: deque[cf.Future[_ChunkResult]] = deque()
@@ -587,10 +632,15 @@ def _run_chunks(
     finally:
         for fut in window:
             fut.cancel()
+        for fut in window:  # threads may still be running a chunk: let them end first
+            with contextlib.suppress(BaseException):
+                fut.result()
         if parquet_writer is not None:
             parquet_writer.close()
         out_fh.close()
         rej_fh.close()
+    if opts.lean is not None:
+        opts.lean.confirm()  # before anything is renamed into place
     _finish(out, partials, opts, counts)
 
 
@@ -754,6 +804,7 @@ def _finish(out: Path, partials: _Partials, opts: _JobOptions, counts: _Counts) 
 # worker side
 
 _WORKER: dict[str, Any] = {}
+_WORKER_LOCK = threading.Lock()
 
 
 def _load_model(model_dir: str) -> None:
@@ -764,9 +815,10 @@ def _load_model(model_dir: str) -> None:
 
     warnings.filterwarnings("ignore")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
-    if _WORKER.get("model_dir") != model_dir:
-        _WORKER["model"] = mlflow.pyfunc.load_model(model_dir)
-        _WORKER["model_dir"] = model_dir
+    with _WORKER_LOCK:  # scoring threads may ask at the same time
+        if _WORKER.get("model_dir") != model_dir:
+            _WORKER["model"] = mlflow.pyfunc.load_model(model_dir)
+            _WORKER["model_dir"] = model_dir
 
 
 def _ready(_: int = 0) -> int:
@@ -778,15 +830,23 @@ class _WorkerPool:
 
     On Linux the model is loaded here first and the workers are forked from this process,
     so they start instantly and share the model's memory pages; elsewhere each worker
-    (forkserver/spawn) loads it once.
+    (forkserver/spawn) loads it once. With ``threads`` (the lean path) they are threads of
+    this process instead: Arrow parsing, NumPy and scikit-learn's predict release the GIL,
+    and nothing is pickled between processes.
     """
 
-    def __init__(self, model_dir: str, workers: int) -> None:
+    def __init__(self, model_dir: str, workers: int, threads: bool = False) -> None:
         self.model_dir = model_dir
         self.workers = workers
-        self.executor: cf.ProcessPoolExecutor | None = None
+        self.threads = threads
+        self.executor: cf.Executor | None = None
 
     def __enter__(self) -> _WorkerPool:
+        if self.threads:
+            self.executor = cf.ThreadPoolExecutor(
+                max_workers=self.workers, thread_name_prefix="score"
+            )
+            return self
         if self.workers == 1:
             _load_model(self.model_dir)
             return self
@@ -815,28 +875,38 @@ class _WorkerPool:
     def __exit__(self, *exc: object) -> None:
         if self.executor is not None:
             self.executor.shutdown(wait=True, cancel_futures=True)
-            import gc
+            if not self.threads:
+                import gc
 
-            gc.unfreeze()
+                gc.unfreeze()
 
 
 def _score_chunk(chunk: Chunk | RawBlock, last_of_file: bool, opts: _JobOptions) -> _ChunkResult:
     """Parse (CSV blocks), coerce, predict and format one chunk (runs in a worker)."""
-    if _WORKER.get("model_dir") != opts.model_dir:
-        _load_model(opts.model_dir)
-    model = _WORKER["model"]
+    quote_free = False
     if isinstance(chunk, RawBlock):
         table, malformed, _ = parse_block(chunk, opts.delimiter, _typed_columns(opts))
         first_row, relative, end_offset = 1, True, chunk.end
+        # Without a quote in the raw bytes no value can hold a delimiter or a line break.
+        quote_free = b'"' not in chunk.data
     else:
         table, malformed = chunk.table, chunk.malformed
         first_row, relative, end_offset = chunk.first_row, False, None
     n = table.num_rows
     rejects: list[list[Any]] = []
-    coerced = coerce(table, opts.schema)
-    ok_idx = np.flatnonzero(coerced.ok)
-    preds, model_errors = _predict_isolating_errors(model, coerced.frame)
-    reasons = dict(coerced.reasons)
+    if opts.lean is not None:
+        lean = coerce_matrix(table, opts.schema)
+        opts.lean.sample(table, lean.ok, chunk.file_index, chunk.seq)
+        ok_idx = np.flatnonzero(lean.ok)
+        preds, model_errors = _predict_isolating_errors(opts.lean, lean.matrix)
+        reasons = dict(lean.reasons)
+    else:
+        if _WORKER.get("model_dir") != opts.model_dir:
+            _load_model(opts.model_dir)
+        coerced = coerce(table, opts.schema)
+        ok_idx = np.flatnonzero(coerced.ok)
+        preds, model_errors = _predict_isolating_errors(_WORKER["model"], coerced.frame)
+        reasons = dict(coerced.reasons)
     if model_errors:
         bad_rows = ok_idx[list(model_errors)]
         for pos, row in zip(model_errors, bad_rows, strict=True):
@@ -865,10 +935,13 @@ def _score_chunk(chunk: Chunk | RawBlock, last_of_file: bool, opts: _JobOptions)
     out_table = pa.table(list(cols.values()), names=unique) if cols else pa.table({})
     body = lines = None
     if opts.fmt == "csv":
+        # Kept columns of a quote-free block need no quoting (predictions are checked).
+        kept = set(keep) - set(preds) if quote_free else set()
+        safe = {u for u, name in zip(unique, cols, strict=True) if name in kept}
         if opts.source_columns:
-            lines = _render_lines(out_table, opts.delimiter)
+            lines = _render_lines(out_table, opts.delimiter, safe)
         else:
-            body = _render_csv(out_table, opts.delimiter)
+            body = _render_csv(out_table, opts.delimiter, safe)
     return _ChunkResult(
         seq=chunk.seq,
         file_index=chunk.file_index,
@@ -887,28 +960,38 @@ def _score_chunk(chunk: Chunk | RawBlock, last_of_file: bool, opts: _JobOptions)
     )
 
 
-def _render_csv(table: pa.Table, delimiter: str) -> bytes:
+def _render_csv(table: pa.Table, delimiter: str, safe: set[str] | None = None) -> bytes:
     """``table`` as CSV records without a header, quoting only the values that need it."""
     if table.num_rows == 0 or table.num_columns == 0:
         return b""
-    return _join_lines(_render_lines(table, delimiter))
+    return _join_lines(_render_lines(table, delimiter, safe))
 
 
-def _render_lines(table: pa.Table, delimiter: str) -> pa.Array:
+#: Characters a number rendered as text may hold: a delimiter among them forces the check.
+_NUMBER_CHARS = frozenset("0123456789.+-eEinfaINFA")
+
+
+def _render_lines(table: pa.Table, delimiter: str, safe: set[str] | None = None) -> pa.Array:
     """Each row of ``table`` as one CSV record (no line end).
 
     Arrow's own writer quotes every string; this renders each column to text with Arrow
     compute (vectorised), quotes values holding the delimiter, a quote or a line break,
-    and joins the columns, so kept columns come out as they were read.
+    and joins the columns, so kept columns come out as they were read. Columns in ``safe``
+    and numeric columns (unless the delimiter could occur in a number) skip that check.
     """
     import pyarrow.compute as pc
 
     if table.num_rows == 0 or table.num_columns == 0:
         return pa.array([], pa.string())
     pattern = "[" + re.escape(delimiter) + '"\\r\\n]'
+    numbers_safe = delimiter not in _NUMBER_CHARS
     parts = []
-    for col in table.columns:
+    for name, col in zip(table.column_names, table.columns, strict=True):
         text = col if pa.types.is_string(col.type) else pc.cast(col, pa.string())
+        numeric = pa.types.is_integer(col.type) or pa.types.is_floating(col.type)
+        if name in (safe or ()) or (numeric and numbers_safe):
+            parts.append(pc.fill_null(text, ""))
+            continue
         needs = pc.match_substring_regex(text, pattern)
         if pc.any(needs).as_py():
             quoted = pc.binary_join_element_wise(
@@ -955,9 +1038,11 @@ def _to_arrow(values: Any) -> pa.Array:
 
 
 def _predict_isolating_errors(
-    model: Any, frame: pd.DataFrame
+    model: Any, frame: pd.DataFrame | np.ndarray
 ) -> tuple[dict[str, Any], dict[int, str]]:
     """Predict ``frame``; when the model fails, bisect to reject only the rows that fail alone.
+
+    ``frame`` is a DataFrame (pyfunc) or a NumPy matrix (the lean path).
 
     Returns:
         (output column -> values for the rows that scored, frame position -> error reason).
@@ -972,8 +1057,15 @@ def _predict_isolating_errors(
                 0: "model error: " + (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             }
     mid = len(frame) // 2
-    left, lerr = _predict_isolating_errors(model, frame.iloc[:mid].reset_index(drop=True))
-    right, rerr = _predict_isolating_errors(model, frame.iloc[mid:].reset_index(drop=True))
+    if isinstance(frame, np.ndarray):
+        head, tail = frame[:mid], frame[mid:]
+    else:
+        head, tail = (
+            frame.iloc[:mid].reset_index(drop=True),
+            frame.iloc[mid:].reset_index(drop=True),
+        )
+    left, lerr = _predict_isolating_errors(model, head)
+    right, rerr = _predict_isolating_errors(model, tail)
     errors = {**lerr, **{mid + k: v for k, v in rerr.items()}}
     merged: dict[str, Any] = {}
     for name in list(left) + [k for k in right if k not in left]:

@@ -56,8 +56,34 @@ class InputSchema:
         return [c.name for c in self.columns or ()]
 
 
+#: MLflow column types read straight from the ``MLmodel`` file; anything else (arrays,
+#: objects, maps, tensors) is left to MLflow's own schema code.
+_PLAIN_TYPES = frozenset(
+    ("double", "float", "long", "integer", "boolean", "string", "binary", "datetime")
+)
+#: Column types a model can take as one NumPy matrix (see :func:`coerce_matrix`).
+NUMERIC_TYPES = frozenset(("double", "float", "long", "integer"))
+
+
 def input_schema_of(model_dir: str) -> InputSchema:
-    """Read the input schema of the MLflow model in ``model_dir`` (no model loading)."""
+    """Read the input schema of the MLflow model in ``model_dir`` (no model loading).
+
+    Plain column signatures are read from the ``MLmodel`` YAML without importing MLflow
+    (seconds saved per run); tensor and nested signatures go through MLflow.
+    """
+    from models.lean import input_columns, read_mlmodel
+
+    mlmodel = read_mlmodel(model_dir)
+    sig = mlmodel.get("signature") or {}
+    if not sig.get("inputs"):
+        return InputSchema(None)
+    cols = input_columns(mlmodel)
+    if cols is not None and all(c.type in _PLAIN_TYPES for c in cols):
+        return InputSchema(tuple(ColumnSpec(c.name, c.type, c.required) for c in cols))
+    return _input_schema_via_mlflow(model_dir)
+
+
+def _input_schema_via_mlflow(model_dir: str) -> InputSchema:
     from mlflow.models import Model
 
     meta = Model.load(model_dir)
@@ -73,6 +99,13 @@ def input_schema_of(model_dir: str) -> InputSchema:
             ColumnSpec(str(spec.name), str(type_name), bool(getattr(spec, "required", True)))
         )
     return InputSchema(tuple(cols))
+
+
+def is_numeric(schema: InputSchema) -> bool:
+    """True when every signature column is a required number (one matrix can hold them)."""
+    return bool(schema.columns) and all(
+        c.type in NUMERIC_TYPES and c.required for c in schema.columns or ()
+    )
 
 
 def check_columns(schema: InputSchema, available: list[str], source: str) -> None:
@@ -111,12 +144,56 @@ def coerce(table: pa.Table, schema: InputSchema) -> Coerced:
     Without a column signature every column is passed as read.
     """
     n = table.num_rows
-    reasons: dict[int, str] = {}
     if schema.columns is None:
-        return Coerced(table.to_pandas(), np.ones(n, dtype=bool), reasons)
+        return Coerced(table.to_pandas(), np.ones(n, dtype=bool), {})
+    data, ok, reasons = _coerce_columns(table, schema)
+    frame = pd.DataFrame(data, copy=False)
+    if reasons:
+        frame = frame[ok].reset_index(drop=True)
+    return Coerced(frame, ok, reasons)
+
+
+@dataclass
+class CoercedMatrix:
+    """A chunk as one NumPy matrix (accepted rows, signature order) and its rejected rows.
+
+    The matrix is Fortran-ordered with the dtype pandas would give the same columns, so an
+    estimator sees the same array it would get from the DataFrame :func:`coerce` builds.
+    """
+
+    matrix: np.ndarray
+    ok: np.ndarray
+    reasons: dict[int, str]
+
+
+def coerce_matrix(table: pa.Table, schema: InputSchema) -> CoercedMatrix:
+    """Like :func:`coerce`, for an all-numeric signature (:func:`is_numeric`), without pandas.
+
+    Raises:
+        SchemaError: the signature is not all-numeric.
+    """
+    if not is_numeric(schema):
+        raise SchemaError("coerce_matrix needs a signature of required numeric columns")
+    data, ok, reasons = _coerce_columns(table, schema)
+    columns = [np.asarray(data[c.name]) for c in schema.columns or ()]
+    dtype = np.result_type(*columns)
+    rows = np.flatnonzero(ok) if reasons else None
+    n = len(rows) if rows is not None else table.num_rows
+    matrix = np.empty((n, len(columns)), dtype=dtype, order="F")
+    for j, values in enumerate(columns):
+        matrix[:, j] = values[rows] if rows is not None else values
+    return CoercedMatrix(matrix, ok, reasons)
+
+
+def _coerce_columns(
+    table: pa.Table, schema: InputSchema
+) -> tuple[dict[str, Any], np.ndarray, dict[int, str]]:
+    """(signature column -> values, mask of accepted rows, row -> reason it was rejected)."""
+    n = table.num_rows
+    reasons: dict[int, str] = {}
     data: dict[str, Any] = {}
     present = set(table.column_names)
-    for spec in schema.columns:
+    for spec in schema.columns or ():
         if spec.name not in present:
             continue
         arr = table.column(spec.name)
@@ -133,10 +210,7 @@ def coerce(table: pa.Table, schema: InputSchema) -> Coerced:
     ok = np.ones(n, dtype=bool)
     if reasons:
         ok[list(reasons)] = False
-    frame = pd.DataFrame(data, copy=False)
-    if reasons:
-        frame = frame[ok].reset_index(drop=True)
-    return Coerced(frame, ok, reasons)
+    return data, ok, reasons
 
 
 def _coerce_column(arr: pa.ChunkedArray, spec: ColumnSpec) -> tuple[Any, np.ndarray]:
