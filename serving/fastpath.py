@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from models.lean import same_predictions
 from serving.protocol import (
     Reply,
     azure_input,
@@ -229,19 +230,14 @@ def _agrees(pyfunc_model: Any, fast: FastPredictor, probes: int) -> bool | None:
     return batchable
 
 
-def same_predictions(a: Any, b: Any) -> bool:
-    """True when two predictions are equal in type, dtype, shape and every value."""
-    import pandas as pd
+#: How long a request for the general path waits for a warm start to load it.
+GENERAL_WAIT_SECONDS = 300.0
 
-    if isinstance(a, pd.DataFrame) or isinstance(b, pd.DataFrame):
-        return (
-            isinstance(a, pd.DataFrame) and isinstance(b, pd.DataFrame) and a.equals(b)
-        )  # pragma: no cover - sklearn returns arrays
-    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
-        return False
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+
+def _set_event() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
 
 
 @dataclass
@@ -253,7 +249,25 @@ class Scorer:
     fast: FastPredictor | None
     input_schema: Any = None
     sink: InputSink | None = None
+    #: Set once ``pyfunc_model`` is loaded (a warm start loads it after /health is ready).
+    general_ready: threading.Event = field(default_factory=_set_event, repr=False)
+    #: Why the general path could not be loaded (it then answers 503).
+    general_error: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def _general_unavailable(self) -> Reply | None:
+        """None once the pyfunc model is there (waiting for it), else a 503 reply."""
+        if not self.general_ready.wait(GENERAL_WAIT_SECONDS):
+            return error_reply(
+                503, "TEMPORARILY_UNAVAILABLE", "The model's general scoring path is still loading"
+            )
+        if self.pyfunc_model is None:
+            return error_reply(
+                503,
+                "TEMPORARILY_UNAVAILABLE",
+                f"The model's general scoring path failed to load: {self.general_error}",
+            )
+        return None
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -262,15 +276,18 @@ class Scorer:
 
     def general(self, body: bytes, content_type: str | None) -> Reply:
         """Answer through MLflow's own scoring code (any MLflow format, CSV, errors)."""
-        from mlflow.exceptions import MlflowException
-        from mlflow.pyfunc.scoring_server import invocations
-
         if content_type is None:
             return error_reply(
                 415,
                 "BAD_REQUEST",
                 "Missing Content-Type: send application/json or text/csv",
             )
+        unavailable = self._general_unavailable()
+        if unavailable is not None:
+            return unavailable
+        from mlflow.exceptions import MlflowException
+        from mlflow.pyfunc.scoring_server import invocations
+
         proxy = _RecordingModel(self.pyfunc_model)
         try:
             result = invocations(body, content_type, proxy, self.input_schema)
@@ -288,6 +305,9 @@ class Scorer:
 
     def azure(self, payload: Any, params: dict[str, Any] | None) -> Reply:
         """Answer Azure ML's ``input_data`` payload with the bare prediction JSON."""
+        unavailable = self._general_unavailable()
+        if unavailable is not None:
+            return unavailable
         from mlflow.exceptions import MlflowException
 
         try:

@@ -84,6 +84,7 @@ class ServeOptions:
     drain_seconds: float = 30.0
     record: bool = True
     threads: int = 4
+    cache: bool = True
 
 
 # --------------------------------------------------------------------------- metrics
@@ -355,6 +356,10 @@ class ScoringApp:
         self.idle.set()
         self._key = (options.api_key or "").encode()
         self.openapi = json.dumps(openapi_spec(scorer)).encode()
+        #: ``warm`` (local cache) or ``cold`` (through the registry), for ``/version``.
+        self.start = "cold"
+        #: ``ok``, ``pending`` or what went wrong when the registry was asked after a warm start.
+        self.registry_check = "ok"
 
     # ---- routing
     def dispatch(
@@ -383,7 +388,13 @@ class ScoringApp:
         elif path in ("/ping", "/health"):
             conn.respond(Reply(200, b"\n"))
         elif path == "/version":
-            doc = {**self.scorer.info.to_dict(), "fast_path": self.scorer.fast is not None}
+            doc = {
+                **self.scorer.info.to_dict(),
+                "fast_path": self.scorer.fast is not None,
+                "start": self.start,
+                "registry_check": self.registry_check,
+                "general_path": _general_state(self.scorer),
+            }
             conn.respond(Reply(200, json.dumps(doc).encode()))
         elif path == "/metrics":
             text = self.metrics.render(self.scorer.info)
@@ -542,6 +553,12 @@ class ScoringApp:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _general_state(scorer: Scorer) -> str:
+    if not scorer.general_ready.is_set():
+        return "loading"
+    return "ready" if scorer.pyfunc_model is not None else f"failed: {scorer.general_error}"
+
+
 def openapi_spec(scorer: Scorer) -> dict[str, Any]:
     """An OpenAPI 3 description of the routes (inputs named from the model's signature)."""
     columns = list(scorer.columns) or []
@@ -619,6 +636,13 @@ class PreparedModel:
     path: str
     info: ModelInfo
     follows: bool = False
+    #: The registry's source URI of the version (None for a local directory).
+    source: str | None = None
+    #: True when ``path`` is a download (not the artifact store's own directory).
+    downloaded: bool = False
+    #: ``warm``: from the local cache, registry not asked yet; ``cold``: through the registry.
+    start: str = "cold"
+    pin: Any = None
 
 
 def prepare_model(ws: Workspace, model_uri: str, dst: str | Path | None = None) -> PreparedModel:
@@ -646,11 +670,13 @@ def prepare_model(ws: Workspace, model_uri: str, dst: str | Path | None = None) 
         workspace=ws.name,
     )
     local_source = _local_model_dir(resolved.source)
+    downloaded = False
     if ref.path is not None:
         path = str(ref.path)
     elif local_source is not None:
         path = local_source  # a local artifact store: load in place, nothing to copy
     else:
+        downloaded = True
         import mlflow.artifacts
 
         target = Path(dst or tempfile.mkdtemp(prefix="lifecycle-serve-"))
@@ -669,7 +695,13 @@ def prepare_model(ws: Workspace, model_uri: str, dst: str | Path | None = None) 
         from lifecycle.digest import model_digest
 
         info = ModelInfo(**{**info.to_dict(), "digest": model_digest(path)})
-    return PreparedModel(path=path, info=info, follows=ref.follows_registry)
+    return PreparedModel(
+        path=path,
+        info=info,
+        follows=ref.follows_registry,
+        source=resolved.source if ref.path is None else None,
+        downloaded=downloaded,
+    )
 
 
 def _local_model_dir(source: str | None) -> str | None:
@@ -723,6 +755,96 @@ class _Follower(threading.Thread):
                 _record(self.ws, prepared.info, self.options)
             except Exception as exc:  # keep serving the current version
                 logger.warning("stage-following check failed: %s", exc)
+
+
+def _after_ready(
+    ws: Workspace | None,
+    model_uri: str,
+    app: ScoringApp,
+    prepared: PreparedModel,
+    options: ServeOptions,
+    sink: Any,
+    download_root: str,
+) -> None:
+    """What waits until ``/health`` is ready: the general path and registry check of a warm
+    start, the cache entries of a cold one, and the deployment record."""
+    from serving.warmstart import attach_general, drop_pin, registry_agrees
+
+    try:
+        if prepared.start == "warm":
+            attach_general(app.scorer, prepared.path)
+            if ws is not None and prepared.pin is not None:
+                try:
+                    agrees, why = registry_agrees(ws, prepared.pin)
+                except Exception as exc:  # registry down or version gone: keep serving
+                    app.registry_check = f"failed: {exc}".splitlines()[0]
+                    logger.error(
+                        "could not confirm %s in workspace '%s' (serving the cached copy): %s",
+                        prepared.info.uri,
+                        ws.name,
+                        exc,
+                    )
+                    drop_pin(ws, prepared.pin)
+                else:
+                    if agrees:
+                        app.registry_check = "ok"
+                    else:
+                        logger.warning(
+                            "the registry's %s differs from the cached copy (%s): loading it",
+                            prepared.info.uri,
+                            why,
+                        )
+                        fresh = prepare_model(
+                            ws, model_uri, tempfile.mkdtemp(prefix="swap-", dir=download_root)
+                        )
+                        scorer = load_scorer(fresh.path, fresh.info, sink)
+                        app.loop.call_soon_threadsafe(app.swap, scorer)
+                        app.registry_check = f"replaced the cached copy: {why}"
+                        if options.cache:
+                            _remember(ws, fresh, scorer)
+        elif ws is not None and options.cache:
+            _remember(ws, prepared, app.scorer)
+    except Exception as exc:  # bookkeeping must not take the server down
+        logger.warning("post-start checks failed: %s", exc)
+    _record(ws, app.scorer.info, options)
+
+
+def _remember(ws: Workspace, prepared: PreparedModel, scorer: Scorer) -> None:
+    """Cache a cold start's resolution and fast-path verdict for the next (warm) start."""
+    from serving.warmstart import record_verdict, save_pin
+
+    if prepared.info.version is None:
+        return
+    record_verdict(scorer, prepared.path)
+    save_pin(ws, prepared.path, prepared.info, prepared.source, prepared.downloaded)
+
+
+def _warm_start(ws: Workspace, model_uri: str, sink: Any) -> tuple[PreparedModel, Scorer] | None:
+    """A prepared model and scorer from the local cache for a pinned version, or None."""
+    from lifecycle.uris import parse_model_uri
+    from serving.warmstart import lean_scorer, load_pin
+
+    try:
+        ref = parse_model_uri(model_uri)
+    except Exception:
+        return None
+    if ref.name is None or ref.version is None:
+        return None
+    pin = load_pin(ws, ref.name, ref.version)
+    if pin is None:
+        return None
+    scorer = lean_scorer(pin, sink)
+    if scorer is None:
+        return None
+    prepared = PreparedModel(
+        path=pin.path,
+        info=scorer.info,
+        source=pin.source,
+        downloaded=pin.copied,
+        start="warm",
+        pin=pin,
+    )
+    return prepared, scorer
 
 
 def _record(ws: Workspace | None, info: ModelInfo, options: ServeOptions) -> None:
@@ -833,8 +955,13 @@ async def _serve_loop(
         if ready_fd is not None:
             os.write(ready_fd, b"READY\n")
             os.close(ready_fd)
-        # Bookkeeping after READY: recording needs MLflow's full client (seconds to build).
-        loop.run_in_executor(None, _record, ws, prepared.info, options)
+        # Bookkeeping after READY: MLflow's full client takes seconds to build.
+        app.start = prepared.start
+        app.registry_check = "pending" if prepared.start == "warm" and ws is not None else "ok"
+        download_root = stack.enter_context(_model_dir())
+        loop.run_in_executor(
+            None, _after_ready, ws, model_uri, app, prepared, options, sink, download_root
+        )
         await stop.wait()
         logger.info("SIGTERM: finishing %d in-flight request(s)", app.in_flight)
         _accept_backlog(sock, server, app, loop)
@@ -872,6 +999,7 @@ def serve(
     log_inputs: str | None = None,
     poll_interval: float = 30.0,
     record: bool = True,
+    cache: bool = True,
 ) -> None:
     """Serve ``model_uri`` (resolved in ``ws``) over HTTP until SIGTERM/SIGINT (blocking).
 
@@ -885,6 +1013,9 @@ def serve(
         timeout: seconds per request on the general path before answering 504.
         log_inputs: folder for Parquet logs of inputs and predictions.
         record: record the start on the model version (``lifecycle.deployments``).
+        cache: start a pinned version from its verified local copy when a previous start
+            left one (:mod:`serving.warmstart`), asking the registry once ready; False:
+            always resolve and load through the registry first.
 
     Raises:
         ServingError: the model fails to load, the port is taken, or a worker fails to start.
@@ -900,26 +1031,32 @@ def serve(
         log_inputs=log_inputs,
         poll_interval=float(poll_interval),
         record=record,
+        cache=cache,
     )
     if ws is None and not Path(model_uri).is_dir():
         raise ServingError(f"A workspace is needed to resolve {model_uri}")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # Fail fast when the port is taken, before spending seconds on loading the model.
+    _listen_socket(options.host, options.port, reuse_port=options.workers > 1).close()
     # skops (scikit-learn models) scans every loaded module for its trusted types when it
     # is imported: importing it before MLflow's hundreds of modules makes that scan shorter.
     with contextlib.suppress(ImportError):
         import skops.io  # noqa: F401
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # Fail fast when the port is taken, before spending seconds on loading the model.
-    _listen_socket(options.host, options.port, reuse_port=options.workers > 1).close()
     with _model_dir() as tmp:
-        prepared = (
-            prepare_model(ws, model_uri, tmp)
-            if ws is not None
-            else PreparedModel(model_uri, ModelInfo(None, None, model_uri))
-        )
+        warm = _warm_start(ws, model_uri, None) if ws is not None and options.cache else None
+        scorer = None
+        if warm is not None:
+            prepared, scorer = warm
+        elif ws is not None:
+            prepared = prepare_model(ws, model_uri, tmp)
+        else:
+            prepared = PreparedModel(model_uri, ModelInfo(None, None, model_uri))
         if options.workers == 1:
-            run_worker(ws, model_uri, prepared, options, ready_fd=_ready_fd_from_env())
+            run_worker(
+                ws, model_uri, prepared, options, ready_fd=_ready_fd_from_env(), scorer=scorer
+            )
             return
-        _run_workers(ws, model_uri, prepared, options)
+        _run_workers(ws, model_uri, prepared, options, scorer)
 
 
 @contextlib.contextmanager
@@ -934,28 +1071,39 @@ def _ready_fd_from_env() -> int | None:
 
 
 def _run_workers(
-    ws: Workspace | None, model_uri: str, prepared: PreparedModel, options: ServeOptions
+    ws: Workspace | None,
+    model_uri: str,
+    prepared: PreparedModel,
+    options: ServeOptions,
+    scorer: Scorer | None = None,
 ) -> None:
     """Start ``options.workers`` processes on one port and supervise them.
 
     A pinned version is loaded once here and the workers are forked from this process
     (copy-on-write: they start in milliseconds). A followed stage/alias needs registry
     access in every worker, which must not share this process's database connections, so
-    those workers are fresh interpreters instead.
+    those workers are fresh interpreters instead. A warm start (``scorer`` given) has not
+    touched MLflow or the registry before forking, so each worker checks the registry itself
+    once ready.
     """
     # Fail fast if the port is taken, before any worker loads the model.
     _listen_socket(options.host, options.port, reuse_port=True).close()
     if not prepared.follows or options.poll_interval <= 0:
         _limit_threads()
-        scorer = load_scorer(prepared.path, prepared.info)
+        warm = scorer is not None
+        if scorer is None:
+            scorer = load_scorer(prepared.path, prepared.info)
         gc.collect()
         gc.freeze()
         children: list[tuple[Any, int]] = []
         for _ in range(options.workers):
             rfd, wfd = os.pipe()
-            children.append((_fork_worker(model_uri, prepared, options, scorer, wfd, rfd), rfd))
+            worker_ws = ws if warm else None
+            children.append(
+                (_fork_worker(worker_ws, model_uri, prepared, options, scorer, wfd, rfd), rfd)
+            )
             os.close(wfd)
-        _supervise(ws, prepared, options, children)
+        _supervise(ws, prepared, options, children, None if warm else scorer)
         return
     spec = json.dumps(
         {
@@ -992,6 +1140,7 @@ def _supervise(
     prepared: PreparedModel,
     options: ServeOptions,
     procs: list[tuple[Any, int]],
+    cold_scorer: Scorer | None = None,
 ) -> None:
     """Wait for every worker's READY, then until SIGTERM (forwarded) or a worker's exit."""
     stop = threading.Event()
@@ -1005,11 +1154,16 @@ def _supervise(
                 raise ServingError(
                     f"A worker failed to start (exit code {proc.wait()}); see its error above"
                 )
-        _record(ws, prepared.info, options)
         ready_fd = _ready_fd_from_env()
         if ready_fd is not None:
             os.write(ready_fd, b"READY\n")
             os.close(ready_fd)
+        if ws is not None and cold_scorer is not None and options.cache:
+            try:
+                _remember(ws, prepared, cold_scorer)
+            except Exception as exc:  # only saves time on the next start
+                logger.info("could not cache %s for warm starts: %s", prepared.info.uri, exc)
+        _record(ws, prepared.info, options)
         while not stop.is_set() and all(p.poll() is None for p, _ in procs):
             stop.wait(0.5)
     finally:
@@ -1054,6 +1208,7 @@ class _ForkedWorker:
 
 
 def _fork_worker(
+    ws: Workspace | None,
     model_uri: str,
     prepared: PreparedModel,
     options: ServeOptions,
@@ -1071,7 +1226,7 @@ def _fork_worker(
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         worker_options = ServeOptions(**{**asdict(options), "record": False})
         run_worker(
-            None,
+            ws,
             model_uri,
             prepared,
             worker_options,

@@ -17,9 +17,13 @@ from lifecycle.workspaces import Config, Workspace, load_config
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "LIFECYCLE_CONFIG", "LIFECYCLE_HOME"):
         monkeypatch.delenv(var, raising=False)
+    # Warm-start pins and fast-path verdicts: one fresh cache per test, never ~/.cache.
+    monkeypatch.setenv("LIFECYCLE_CACHE_DIR", str(tmp_path_factory.mktemp("lifecycle-cache")))
     monkeypatch.setenv("LIFECYCLE_USER", "pytest")
     monkeypatch.setenv("GIT_PYTHON_REFRESH", "quiet")
 

@@ -56,6 +56,12 @@ from lifecycle.cli.deploy_cmds import deploy
 @click.option(
     "--no-record", is_flag=True, help="Do not record this deployment on the model version."
 )
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Resolve and load through the registry before answering, even when a previous "
+    "start left a verified local copy of this pinned version.",
+)
 @workspace_option
 @pass_state
 def serve_cmd(
@@ -70,12 +76,15 @@ def serve_cmd(
     log_inputs: str | None,
     poll_interval: float,
     no_record: bool,
+    no_cache: bool,
     workspace: str | None,
 ) -> None:
     """Serve a registered model over HTTP (MLflow's /invocations protocol and Azure's).
 
     Stage and alias URIs are followed: a newly promoted version is swapped in without
-    dropping requests. SIGTERM finishes in-flight requests, then exits.
+    dropping requests. A pinned version (models:/NAME/N) that was served before starts
+    from its verified local copy (content digest checked) and asks the registry once it
+    is ready. SIGTERM finishes in-flight requests, then exits.
 
     \b
     Example:
@@ -102,6 +111,7 @@ def serve_cmd(
         log_inputs=log_inputs,
         poll_interval=poll_interval,
         record=not no_record,
+        cache=not no_cache,
     )
 
 
