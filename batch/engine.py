@@ -239,8 +239,17 @@ def score(
             pool = stack.enter_context(_WorkerPool(model_dir, n_workers, threads=lean is not None))
         digest_futures = {f.path: background.submit(_sha256, f.path) for f in files}
         run_future = (
-            background.submit(_start_run, ws, resolved, str(model_uri), engine) if record else None
+            background.submit(
+                _start_run, ws, resolved, str(model_uri), engine, lean.wait_loaded if lean else None
+            )
+            if record
+            else None
         )
+        if lean is not None:
+            # Import-heavy work first, scoring threads after (see LeanPredictor.wait_ready).
+            lean.wait_ready()
+            if run_future is not None:
+                cf.wait([run_future])
         fingerprint_base = {
             "model": resolved.pinned_uri,
             "workspace": ws.name,
@@ -586,8 +595,11 @@ def _run_chunks(
             window.append(fut)
             return True
 
+        # Threads share one process: one chunk ready to write beyond the busy threads is
+        # enough, and each chunk in flight holds its raw block, table and matrix in memory.
+        depth = n_workers + 1 if pool.threads else n_workers * 2
         more = True
-        while more and len(window) < max(1, n_workers * 2):
+        while more and len(window) < max(1, depth):
             more = submit_next()
         while window:
             result = window.popleft().result()
@@ -1156,8 +1168,20 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _start_run(ws: Workspace, resolved: Any, model_uri: str, engine: str) -> str | None:
-    """Create the run that records this scoring (in the background, while scoring)."""
+def _start_run(
+    ws: Workspace,
+    resolved: Any,
+    model_uri: str,
+    engine: str,
+    wait: Callable[[], None] | None = None,
+) -> str | None:
+    """Create the run that records this scoring (in the background, while scoring).
+
+    ``wait`` is called first (the lean path: importing MLflow waits until the model is
+    loaded, so the two do not take turns holding the GIL).
+    """
+    if wait is not None:
+        wait()
     from lifecycle.workspaces import get_or_create_experiment
 
     try:

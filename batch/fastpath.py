@@ -94,8 +94,9 @@ class LeanPredictor:
         self.rows_checked = 0
         self.disagreement: str | None = None
         self._first_seen: set[int] = set()
+        self._example_checked = False
         if self.verify:
-            self._checks.append(self._checker.submit(self._check_input_example))
+            self._checks.append(self._checker.submit(self._pyfunc_model))
 
     # ------------------------------------------------------------------ loading, predicting
 
@@ -114,6 +115,25 @@ class LeanPredictor:
                 f"{self.schema.names} in order"
             )
         return lean
+
+    def wait_loaded(self) -> None:
+        """Block until the estimator is loaded (or failed to load; never raises).
+
+        Work that imports MLflow waits for this first: skops' trusted-type scan walks every
+        loaded module, so it is slower once MLflow is imported.
+        """
+        cf.wait([self._model])
+
+    def wait_ready(self) -> None:
+        """Block until the estimator (and, when checking, the pyfunc model) is loaded.
+
+        Scoring threads start after this: Python-bound work (imports) in another thread of
+        the process makes every GIL hand-off of the Arrow/NumPy threads wait for the
+        interpreter's switch interval, which slowed parsing about 3x here.
+        """
+        with self._lock:
+            checks = list(self._checks)
+        cf.wait([self._model, *checks])
 
     def predict(self, matrix: np.ndarray) -> Any:
         """The estimator's pyfunc predict function on ``matrix`` (waits for the load)."""
@@ -137,9 +157,8 @@ class LeanPredictor:
         if len(picked) == 0:
             return
         sample = table.select(self.schema.names).take(pa.array(picked, pa.int64()))
-        with self._lock:
+        with self._lock:  # checked in confirm(): no Python-bound work while scoring
             self._pending.append(sample)
-            self._checks.append(self._checker.submit(self._check_pending))
 
     def confirm(self) -> None:
         """Wait for every queued check.
@@ -157,6 +176,9 @@ class LeanPredictor:
         if self.verify:
             with self._lock:
                 checks = list(self._checks)
+                if not self._example_checked:
+                    self._example_checked = True
+                    checks.append(self._checker.submit(self._check_input_example))
                 checks.append(self._checker.submit(self._check_pending))
             for fut in checks:
                 try:
@@ -187,6 +209,7 @@ class LeanPredictor:
 
     def _pyfunc_model(self) -> Any:
         if self._pyfunc is None:
+            self.wait_loaded()
             import mlflow.pyfunc
 
             logging.getLogger("mlflow").setLevel(logging.ERROR)
@@ -197,6 +220,7 @@ class LeanPredictor:
         """Compare both paths on the model's saved input example, when it has one."""
         from models.lean import read_mlmodel
 
+        self.wait_loaded()
         if not read_mlmodel(self.model_dir).get("saved_input_example_info"):
             return
         from mlflow.models import Model
@@ -213,8 +237,12 @@ class LeanPredictor:
     def _check_pending(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, []
-        if pending and self.disagreement is None:
-            self._compare(pa.concat_tables(pending))
+        groups: dict[pa.Schema, list[pa.Table]] = {}
+        for table in pending:  # typed and text-parsed chunks have different schemas
+            groups.setdefault(table.schema, []).append(table)
+        for tables in groups.values():
+            if self.disagreement is None:
+                self._compare(pa.concat_tables(tables))
 
     def _compare(self, table: pa.Table) -> None:
         """Both paths on the same rows: predictions, rejects and their reasons must match."""

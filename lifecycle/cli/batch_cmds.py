@@ -66,7 +66,8 @@ class _Progress:
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    help="Scoring processes (default: all cores).",
+    help="Scoring processes (default: all cores). For scikit-learn models saved with skops "
+    "and an all-numeric signature: threads of one process (checked against pyfunc).",
 )
 @click.option(
     "--chunk-rows", type=click.IntRange(min=1), default=None, help="Rows per chunk (default 50000)."

@@ -1,0 +1,191 @@
+"""The lean scoring path (batch.fastpath): equal to pyfunc.predict, checked, and refused when not.
+
+Real skops models on disk, real CSV files, a real SQLite workspace; the verdict cache lives
+under tmp_path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import pytest
+
+from batch.engine import score
+from batch.fastpath import VERDICT_KIND
+from lifecycle.digest import model_digest
+from lifecycle.workspaces import Workspace, local_workspace
+from models.lean import fastpath_verdict
+
+try:
+    from tests.batch_fixtures import save_code_model, save_logreg, scoring_frame, training_frame
+except ModuleNotFoundError:  # tests/ is not a package: pytest puts it on sys.path
+    from batch_fixtures import (  # type: ignore[no-redef]
+        save_code_model,
+        save_logreg,
+        scoring_frame,
+        training_frame,
+    )
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh verdict cache per test."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LIFECYCLE_CACHE_DIR", str(cache))
+    return cache
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    return local_workspace("dev", tmp_path_factory.mktemp("ws"))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A LogisticRegression (3 doubles + 1 long), a random forest, and a model that answers
+    differently on a NumPy matrix (its ColumnTransformer selects columns by name)."""
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    root = tmp_path_factory.mktemp("m")
+    X, y = training_frame()
+    rf = RandomForestClassifier(n_estimators=8, max_depth=5, random_state=0).fit(X, y)
+    mlflow.sklearn.save_model(
+        rf,
+        str(root / "rf"),
+        signature=infer_signature(X, rf.predict(X)),
+        pip_requirements=["scikit-learn"],
+        skops_trusted_types=["sklearn.tree._tree.Tree"],
+    )
+    by_name = make_pipeline(
+        ColumnTransformer([("s", StandardScaler(), ["f0", "f1"])]), LogisticRegression()
+    ).fit(X, y)
+    mlflow.sklearn.save_model(
+        by_name,
+        str(root / "by_name"),
+        signature=infer_signature(X, by_name.predict(X)),
+        pip_requirements=["scikit-learn"],
+    )
+    return {"logreg": save_logreg(root / "logreg"), "rf": root / "rf", "by_name": root / "by_name"}
+
+
+def _random_rows(rows: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = scoring_frame(rows, seed)
+    df[["f0", "f1", "f2"]] = np.round(rng.normal(scale=3, size=(rows, 3)), 4)
+    return df
+
+
+@pytest.mark.parametrize("name", ["logreg", "rf"])
+def test_lean_path_equals_pyfunc_in_input_order_with_threads(
+    ws: Workspace, models: dict[str, Path], tmp_path: Path, name: str
+) -> None:
+    df = _random_rows(3000, seed=7)
+    src = tmp_path / "in.csv"
+    df.to_csv(src, index=False)
+    out = tmp_path / "out.csv"
+    m = score(ws, str(models[name]), src, out, keep_columns=["id"], workers=3, chunk_rows=170)
+
+    assert m.fast_path is not None and m.fast_path["used"] is True
+    assert m.fast_path["verified"] == "pyfunc.predict" and m.fast_path["rows_checked"] > 256
+    assert m.run_id and ws.client().get_run(m.run_id).data.metrics["rows_scored"] == 3000
+    result = pd.read_csv(out)
+    assert result["id"].tolist() == df["id"].tolist(), "threads keep input order"
+    expected = mlflow.pyfunc.load_model(str(models[name])).predict(df[["f0", "f1", "f2", "n"]])
+    np.testing.assert_array_equal(result["prediction"].to_numpy(), np.asarray(expected))
+
+    # The agreement is cached by model digest: the next run trusts it and checks nothing.
+    verdict = fastpath_verdict(model_digest(models[name]), VERDICT_KIND)
+    assert verdict is not None and verdict["agreed"] is True
+    out2 = tmp_path / "again.csv"
+    m2 = score(ws, str(models[name]), src, out2, keep_columns=["id"], workers=2, record=False)
+    assert m2.fast_path == {**m.fast_path, "verified": "cached verdict", "rows_checked": 0}
+    assert out2.read_bytes() == out.read_bytes()
+
+
+def test_lean_path_multi_file_rejects_and_source_rows(
+    ws: Workspace, models: dict[str, Path], tmp_path: Path
+) -> None:
+    (tmp_path / "in").mkdir()
+    a = _random_rows(50, seed=1)
+    a["n"] = a["n"].astype(str)
+    a.loc[[3, 40], "n"] = ["x", "2.5"]  # rejected by coercion
+    a.loc[10, "f1"] = np.nan  # a missing double: the model itself refuses the row
+    a.to_csv(tmp_path / "in" / "a.csv", index=False)
+    b = _random_rows(30, seed=2)
+    b.to_csv(tmp_path / "in" / "b.csv", index=False)
+    out = tmp_path / "all.csv"
+    m = score(
+        ws,
+        str(models["logreg"]),
+        tmp_path / "in",
+        out,
+        keep_columns=["id"],
+        workers=2,
+        chunk_rows=16,
+        max_error_rate=0.1,
+        record=False,
+    )
+    assert m.fast_path is not None and m.fast_path["used"] is True
+    assert (m.rows_read, m.rows_scored, m.rows_rejected) == (80, 77, 3)
+    result = pd.read_csv(out)
+    assert list(result.columns) == ["source_file", "source_row", "id", "prediction"]
+    kept_a = [i for i in range(50) if i not in (3, 10, 40)]
+    assert result["source_row"].tolist() == [i + 1 for i in kept_a] + list(range(1, 31))
+    assert result["source_file"].tolist() == ["a.csv"] * 47 + ["b.csv"] * 30
+    rejects = pd.read_csv(tmp_path / "all.csv.rejects.csv", keep_default_na=False)
+    assert rejects["row_number"].tolist() == [4, 11, 41]
+    assert rejects["reason"].str.startswith("model error:").tolist() == [False, True, False]
+    pyfunc = mlflow.pyfunc.load_model(str(models["logreg"]))
+    frame = pd.concat([a.drop(index=[3, 10, 40]), b])[["f0", "f1", "f2", "n"]].astype(
+        {"n": "int64"}
+    )
+    np.testing.assert_array_equal(result["prediction"], pyfunc.predict(frame))
+
+
+def test_models_not_eligible_go_through_pyfunc(
+    ws: Workspace, models: dict[str, Path], tmp_path: Path
+) -> None:
+    code = save_code_model(tmp_path / "code")
+    src = tmp_path / "in.csv"
+    scoring_frame(40).to_csv(src, index=False)
+    m = score(ws, str(code), src, tmp_path / "o.csv", workers=2, record=False)
+    assert m.fast_path is not None and m.fast_path["used"] is False
+    assert "not mlflow.sklearn" in m.fast_path["reason"]
+    assert m.rows_scored == 40
+
+
+def test_a_disagreeing_lean_path_is_caught_and_rescored_through_pyfunc(
+    ws: Workspace, models: dict[str, Path], tmp_path: Path
+) -> None:
+    # Its ColumnTransformer selects columns by name: on a NumPy matrix it fails every row,
+    # through pyfunc (a DataFrame) it predicts. The check must catch it before the rename.
+    df = _random_rows(60, seed=3)
+    src = tmp_path / "in.csv"
+    df.to_csv(src, index=False)
+    out = tmp_path / "out.csv"
+    m = score(ws, str(models["by_name"]), src, out, keep_columns=["id"], workers=2, record=False)
+    assert m.fast_path is not None and m.fast_path["used"] is False
+    assert "model errors differ" in m.fast_path["reason"]
+    assert (m.rows_scored, m.rows_rejected) == (60, 0)
+    expected = mlflow.pyfunc.load_model(str(models["by_name"])).predict(df)
+    np.testing.assert_array_equal(pd.read_csv(out)["prediction"], expected)
+    assert not (tmp_path / "out.csv.rejects.csv").exists()
+
+    # The disagreement is remembered: the next run goes straight to pyfunc.
+    verdict = fastpath_verdict(model_digest(models["by_name"]), VERDICT_KIND)
+    assert verdict is not None and verdict["agreed"] is False
+    m2 = score(ws, str(models["by_name"]), src, tmp_path / "o2.csv", workers=1, record=False)
+    assert m2.fast_path is not None and m2.fast_path["used"] is False
+    assert m2.fast_path["reason"].startswith("recorded disagreement with pyfunc")
+    manifest = json.loads((tmp_path / "o2.csv.manifest.json").read_text())
+    assert manifest["fast_path"]["used"] is False
