@@ -70,7 +70,7 @@ class _Progress:
     "and an all-numeric signature: threads of one process (checked against pyfunc).",
 )
 @click.option(
-    "--chunk-rows", type=click.IntRange(min=1), default=None, help="Rows per chunk (default 50000)."
+    "--chunk-rows", type=click.IntRange(min=1), default=None, help="Rows per chunk (default 20000)."
 )
 @click.option(
     "--max-error-rate",
