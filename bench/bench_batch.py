@@ -2,14 +2,16 @@
 
 Not a test. For each size and model, in the same run and on the same files:
 
-* ``lifecycle score MODEL in.csv -o out.csv --keep-columns id`` (this engine, default workers);
+* ``lifecycle score MODEL in.csv -o out.csv --keep-columns id`` (this engine, default workers),
+  twice: ``engine (cold)`` with an empty verdict cache (the lean path is checked against
+  ``pyfunc.predict`` during the run) and ``engine (warm)`` reusing the verdict of the first;
 * ``mlflow models predict -m MODEL -i in.csv -t csv -o out.json --env-manager local``;
 * in process: ``pd.read_csv`` + ``pyfunc.predict`` + ``to_csv`` (one core).
 
 Each runs as its own process; wall time is measured around it and peak memory by polling
 the whole process tree (RSS summed over the process and its children; also PSS, which
-counts pages shared between processes once). Results go to ``bench/results/batch-*.json``
-and a Markdown table on stdout.
+counts pages shared between processes once). The 1-minute load average is recorded before
+each run. Results go to ``bench/results/batch-*.json`` and a Markdown table on stdout.
 
 Usage::
 
@@ -158,6 +160,7 @@ def run(
     env = {**os.environ, "PATH": f"{Path(py).parent}:{os.environ.get('PATH', '')}"}
     env["PYTHONPATH"] = str(ROOT)
     model_dirs = make_models(workdir)
+    cache = Path(tempfile.mkdtemp(prefix="bench-batch-cache-"))
     results = []
     for rows in rows_list:
         data = workdir / f"in-{rows}.csv"
@@ -170,18 +173,41 @@ def run(
             )
         for model in models:
             mdir = str(model_dirs[model])
+            engine = [
+                py,
+                "-m",
+                "lifecycle",
+                "score",
+                mdir,
+                str(data),
+                "-o",
+                str(workdir / "out-engine.csv"),
+                "--keep-columns",
+                "id",
+                *(["--workers", str(workers)] if workers else []),
+            ]
             tools = {
-                "engine": [py, "-m", "lifecycle", "score", mdir, str(data), "-o", str(workdir / "out-engine.csv"), "--keep-columns", "id", *(["--workers", str(workers)] if workers else [])],
+                "engine (cold)": engine,
+                "engine (warm)": engine,
                 "mlflow models predict": [mlflow_bin, "models", "predict", "-m", mdir, "-i", str(data), "-t", "csv", "-o", str(workdir / "out-mlflow.json"), "--env-manager", "local"],
                 "in-process pandas": [py, "-c", IN_PROCESS, mdir, str(data), str(workdir / "out-pandas.csv")],
             }  # fmt: skip
             for tool, cmd in tools.items():
                 if only and not any(tool.startswith(o) for o in only):
                     continue
-                res = measure(cmd, workdir, env)
-                label = f"{tool} (workers={workers})" if tool == "engine" and workers else tool
+                if tool == "engine (cold)":
+                    shutil.rmtree(cache, ignore_errors=True)
+                load = round(os.getloadavg()[0], 2)
+                res = measure(cmd, workdir, {**env, "LIFECYCLE_CACHE_DIR": str(cache)})
+                label = (
+                    f"{tool} workers={workers}" if tool.startswith("engine") and workers else tool
+                )
                 res.update(
-                    rows=rows, model=model, tool=label, rows_per_s=round(rows / res["wall_s"])
+                    rows=rows,
+                    model=model,
+                    tool=label,
+                    rows_per_s=round(rows / res["wall_s"]),
+                    load_avg_1m=load,
                 )
                 print(json.dumps(res), flush=True)
                 results.append(res)
@@ -193,8 +219,8 @@ def run(
 def table(results: list[dict[str, Any]]) -> str:
     """A Markdown table with ratios against mlflow models predict and the in-process baseline."""
     lines = [
-        "| rows | model | tool | wall s | rows/s | peak RSS MB (sum) | peak PSS MB | speed vs mlflow predict | speed vs in-process | RSS vs mlflow predict |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| rows | model | tool | load avg | wall s | rows/s | peak RSS MB (sum) | peak PSS MB | speed vs mlflow predict | speed vs in-process | PSS vs mlflow predict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     by_key = {(r["rows"], r["model"], r["tool"]): r for r in results}
     for r in results:
@@ -202,12 +228,13 @@ def table(results: list[dict[str, Any]]) -> str:
         base = by_key.get((r["rows"], r["model"], "in-process pandas"))
         speed_ref = f"{ref['wall_s'] / r['wall_s']:.2f}x" if ref else "-"
         speed_base = f"{base['wall_s'] / r['wall_s']:.2f}x" if base else "-"
-        rss_ref = (
-            f"{r['peak_rss_mb'] / ref['peak_rss_mb']:.2f}" if ref and ref["peak_rss_mb"] else "-"
+        pss_ref = (
+            f"{r['peak_pss_mb'] / ref['peak_pss_mb']:.2f}" if ref and ref["peak_pss_mb"] else "-"
         )
         lines.append(
-            f"| {r['rows']:,} | {r['model']} | {r['tool']} | {r['wall_s']} | {r['rows_per_s']:,} | "
-            f"{r['peak_rss_mb']} | {r['peak_pss_mb']} | {speed_ref} | {speed_base} | {rss_ref} |"
+            f"| {r['rows']:,} | {r['model']} | {r['tool']} | {r.get('load_avg_1m', '-')} | "
+            f"{r['wall_s']} | {r['rows_per_s']:,} | "
+            f"{r['peak_rss_mb']} | {r['peak_pss_mb']} | {speed_ref} | {speed_base} | {pss_ref} |"
         )
     return "\n".join(lines)
 
