@@ -1003,6 +1003,8 @@ def serve(
 ) -> None:
     """Serve ``model_uri`` (resolved in ``ws``) over HTTP until SIGTERM/SIGINT (blocking).
 
+    See :func:`prepare_cache` for filling the warm-start cache without serving.
+
     Args:
         ws: the workspace the URI is resolved in (None only for a local model directory).
         model_uri: ``models:/NAME/N``, ``/Stage``, ``@alias``, ``/latest`` or a directory;
@@ -1057,6 +1059,48 @@ def serve(
             )
             return
         _run_workers(ws, model_uri, prepared, options, scorer)
+
+
+def prepare_cache(ws: Workspace, model_uri: str) -> dict[str, Any]:
+    """Resolve, download, load and verify a pinned version into the warm-start cache.
+
+    For container images and deploy scripts: run it where the server will run, and the
+    server's first start is warm.
+
+    Returns:
+        What was cached: name, version, path, digest, fast path method.
+
+    Raises:
+        InvalidArgumentError: the URI is not a pinned version (``models:/NAME/N``).
+        ModelNotFoundError, ServingError: as for :func:`serve`.
+    """
+    from lifecycle.errors import InvalidArgumentError
+    from lifecycle.uris import parse_model_uri
+    from serving.warmstart import lean_scorer, load_pin
+
+    ref = parse_model_uri(model_uri)
+    if ref.name is None or ref.version is None:
+        raise InvalidArgumentError(
+            f"Cannot cache {model_uri}: only a pinned version (models:/NAME/N) is served warm; "
+            "a stage, alias or latest URI is resolved at every start"
+        )
+    with contextlib.suppress(ImportError):
+        import skops.io  # noqa: F401
+    with _model_dir() as tmp:
+        prepared = prepare_model(ws, model_uri, tmp)
+        scorer = load_scorer(prepared.path, prepared.info)
+        _remember(ws, prepared, scorer)
+    pin = load_pin(ws, ref.name, ref.version)
+    warm = lean_scorer(pin) if pin is not None else None
+    return {
+        "name": ref.name,
+        "version": ref.version,
+        "workspace": ws.name,
+        "path": pin.path if pin else None,
+        "digest": pin.digest if pin else None,
+        "fast_path": scorer.fast.method if scorer.fast else None,
+        "warm_start": warm is not None,
+    }
 
 
 @contextlib.contextmanager

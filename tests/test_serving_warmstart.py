@@ -182,3 +182,25 @@ def test_a_remote_version_is_copied_into_the_cache(tmp_path: Path, remote: Works
         assert requests.get(warm.url + "/version", timeout=10).json()["start"] == "warm"
         assert _answers(warm) == expected
         _wait_version(warm, registry_check="ok")
+
+
+def test_prepare_only_fills_the_cache_so_the_first_start_is_warm(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from lifecycle.cli import cli
+
+    _register(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    done = runner.invoke(cli, ["serve", "models:/warm/1", "-w", "dev", "--prepare-only", "--json"])
+    assert done.exit_code == 0, done.output
+    doc = json.loads(done.output)
+    assert (
+        doc["warm_start"] is True and doc["version"] == "1" and doc["digest"].startswith("sha256:")
+    )
+    refused = runner.invoke(cli, ["serve", "models:/warm/latest", "-w", "dev", "--prepare-only"])
+    assert refused.exit_code == 1 and "only a pinned version" in refused.output
+    with _start(tmp_path, "models:/warm/1") as server:
+        assert requests.get(server.url + "/version", timeout=10).json()["start"] == "warm"

@@ -62,6 +62,13 @@ from lifecycle.cli.deploy_cmds import deploy
     help="Resolve and load through the registry before answering, even when a previous "
     "start left a verified local copy of this pinned version.",
 )
+@click.option(
+    "--prepare-only",
+    is_flag=True,
+    help="Resolve, download and verify this pinned version into the local cache, then exit "
+    "(e.g. while building a container image: the server then starts warm).",
+)
+@json_option
 @workspace_option
 @pass_state
 def serve_cmd(
@@ -77,6 +84,8 @@ def serve_cmd(
     poll_interval: float,
     no_record: bool,
     no_cache: bool,
+    prepare_only: bool,
+    as_json: bool,
     workspace: str | None,
 ) -> None:
     """Serve a registered model over HTTP (MLflow's /invocations protocol and Azure's).
@@ -92,8 +101,17 @@ def serve_cmd(
       curl -s localhost:5001/invocations -H 'Content-Type: application/json' \\
         -d '{"dataframe_split": {"columns": ["a", "b"], "data": [[1.0, 2.0]]}}'
     """
-    from serving.server import serve
+    from serving.server import prepare_cache, serve
 
+    if prepare_only:
+        done = prepare_cache(state.workspace_obj(workspace), model_uri)
+        emit(
+            done,
+            as_json,
+            f"Cached {model_uri} (workspace '{done['workspace']}') at {done['path']}: "
+            + ("the next start is warm" if done["warm_start"] else "no fast path, starts cold"),
+        )
+        return
     click.echo(
         f"Loading {model_uri}; it will answer on http://{host}:{port} once /health is ready "
         "(Ctrl-C to stop)",
