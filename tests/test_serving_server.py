@@ -327,3 +327,50 @@ def test_start_background_reports_why_a_start_failed(tmp_path: Path) -> None:
     with pytest.raises(ServingError) as err:
         start_background(str(tmp_path / "not-a-model"), cwd=tmp_path, timeout=120)
     assert "exit code" in str(err.value) and "not-a-model" in str(err.value)
+
+
+def test_alias_following_swaps_when_the_alias_moves(tmp_path: Path) -> None:
+    ws = local_workspace("dev", tmp_path / ".lifecycle")
+    for factor in (1.0, 10.0):
+        log_and_register(
+            ws, save_slow_model(tmp_path / f"f{factor:g}", factor), "aliased", experiment="t"
+        )
+    with quiet_mlflow_warnings():
+        ws.client().set_registered_model_alias("aliased", "champion", "1")
+    server = start_background(
+        "models:/aliased@champion",
+        workspace="dev",
+        cwd=tmp_path,
+        extra_args=["--poll-interval", "0.5"],
+    )
+    results: list[tuple[int, str, Any]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        session = requests.Session()
+        while not stop.is_set():
+            resp = session.post(server.url + "/invocations", json=_body(1, 2), timeout=10)
+            results.append((resp.status_code, resp.headers.get("x-model-version", ""), resp.json()))
+
+    thread = threading.Thread(target=hammer)
+    try:
+        doc = requests.get(server.url + "/version", timeout=10).json()
+        assert (doc["version"], doc["alias"]) == ("1", "champion")
+        thread.start()
+        time.sleep(0.5)
+        with quiet_mlflow_warnings():
+            ws.client().set_registered_model_alias("aliased", "champion", "2")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if requests.get(server.url + "/version", timeout=10).json()["version"] == "2":
+                break
+            time.sleep(0.2)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join(timeout=30)
+        assert server.stop() == 0
+    assert results and all(status == 200 for status, _, _ in results)
+    answers = {(v, json.dumps(body)) for _, v, body in results}
+    assert answers == {("1", '{"predictions": [3.0]}'), ("2", '{"predictions": [30.0]}')}
