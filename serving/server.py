@@ -66,6 +66,9 @@ MAX_HEAD_BYTES = 64 * 1024
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _OPEN_ROUTES = ("/ping", "/health")
 _FIRST_REQUEST_GRACE = 3.0
+#: Fast-path inputs up to this many rows are predicted on the event loop (microseconds to
+#: a few ms); larger ones run in the scoring pool under --timeout.
+FAST_INLINE_ROWS = 1024
 
 
 @dataclass
@@ -85,6 +88,9 @@ class ServeOptions:
     record: bool = True
     threads: int = 4
     cache: bool = True
+    #: With several workers: the folder where each writes its counters, so /metrics on any
+    #: worker reports the whole server.
+    metrics_dir: str | None = None
 
 
 # --------------------------------------------------------------------------- metrics
@@ -118,7 +124,61 @@ class Metrics:
         self.batches[_bucket(self.BATCH_BUCKETS, rows)] += 1
         self.batch_sum += rows
 
-    def render(self, info: ModelInfo) -> str:
+    def snapshot(self) -> dict[str, Any]:
+        """The counters as JSON-friendly data (for other workers' /metrics)."""
+        return {
+            "requests": [[r, s, n] for (r, s), n in self.requests.items()],
+            "latency": self.latency,
+            "latency_sum": self.latency_sum,
+            "batches": self.batches,
+            "batch_sum": self.batch_sum,
+            "fast": self.fast,
+            "general": self.general,
+        }
+
+    def add(self, snap: dict[str, Any]) -> None:
+        """Add another worker's :meth:`snapshot` to these counters."""
+        for route, status, n in snap.get("requests", []):
+            key = (str(route), int(status))
+            self.requests[key] = self.requests.get(key, 0) + int(n)
+        for mine, theirs in ((self.latency, snap["latency"]), (self.batches, snap["batches"])):
+            for i, n in enumerate(theirs[: len(mine)]):
+                mine[i] += int(n)
+        self.latency_sum += float(snap["latency_sum"])
+        self.batch_sum += int(snap["batch_sum"])
+        self.fast += int(snap["fast"])
+        self.general += int(snap["general"])
+
+    def write_snapshot(self, folder: str) -> None:
+        """Write this process's counters to ``folder/<pid>.json`` (atomically)."""
+        path = Path(folder) / f"{os.getpid()}.json"
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            tmp.write_text(json.dumps(self.snapshot()), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:  # metrics must never break serving
+            logger.debug("could not write metrics snapshot %s: %s", path, exc)
+
+    def combined(self, folder: str | None) -> tuple[Metrics, int]:
+        """These counters plus every other worker's last snapshot in ``folder``, and the
+        number of workers counted."""
+        if not folder:
+            return self, 1
+        total = Metrics()
+        total.add(self.snapshot())
+        workers = 1
+        mine = f"{os.getpid()}.json"
+        for path in Path(folder).glob("*.json"):
+            if path.name == mine:
+                continue
+            try:
+                total.add(json.loads(path.read_text(encoding="utf-8")))
+                workers += 1
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return total, workers
+
+    def render(self, info: ModelInfo, workers: int = 1) -> str:
         """The Prometheus text exposition."""
         labels = f'model="{info.name or info.uri}",version="{info.version or ""}"'
         out = [
@@ -155,6 +215,9 @@ class Metrics:
             "# HELP lifecycle_model_info The model version that answers.",
             "# TYPE lifecycle_model_info gauge",
             f"lifecycle_model_info{{{labels}}} 1",
+            "# HELP lifecycle_workers Worker processes whose counters these figures add up.",
+            "# TYPE lifecycle_workers gauge",
+            f"lifecycle_workers {workers}",
         ]
         return "\n".join(out) + "\n"
 
@@ -397,7 +460,8 @@ class ScoringApp:
             }
             conn.respond(Reply(200, json.dumps(doc).encode()))
         elif path == "/metrics":
-            text = self.metrics.render(self.scorer.info)
+            metrics, workers = self.metrics.combined(self.options.metrics_dir)
+            text = metrics.render(self.scorer.info, workers)
             conn.respond(Reply(200, text.encode(), "text/plain; version=0.0.4"))
         elif path in ("/openapi.json", "/openapi"):
             conn.respond(Reply(200, self.openapi))
@@ -469,14 +533,52 @@ class ScoringApp:
     ) -> None:
         scorer = group[0][0]
         matrix = group[0][1] if len(group) == 1 else np.concatenate([g[1] for g in group])
+        if rows > FAST_INLINE_ROWS:
+            # Big inputs leave the event loop, so --timeout holds and other requests go on.
+            self.loop.create_task(self._predict_group_offloaded(group, matrix, rows))
+            return
         try:
             preds = scorer.predict_fast(matrix)
         except Exception:
-            # Numeric input in signature order that the estimator refuses: let MLflow's
-            # path produce its exact error for each request.
-            for _s, mat, wrap, conn in group:
-                self._offload_fast_fallback(conn, scorer, mat, wrap)
+            self._fast_fallback(group)
             return
+        self._answer_group(group, preds, rows)
+
+    def _fast_fallback(self, group: list[tuple[Scorer, np.ndarray, str, _Connection]]) -> None:
+        # Numeric input in signature order that the estimator refuses: let MLflow's path
+        # produce its exact error for each request.
+        for scorer, mat, wrap, conn in group:
+            self._offload_fast_fallback(conn, scorer, mat, wrap)
+
+    async def _predict_group_offloaded(
+        self,
+        group: list[tuple[Scorer, np.ndarray, str, _Connection]],
+        matrix: np.ndarray,
+        rows: int,
+    ) -> None:
+        scorer = group[0][0]
+        timeout = self.options.timeout
+        future = self.loop.run_in_executor(self.pool, scorer.predict_fast, matrix)
+        try:
+            preds = await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError:
+            reply = error_reply(
+                504,
+                "DEADLINE_EXCEEDED",
+                f"Request processing time exceeded the limit of {timeout:g} s (--timeout)",
+            )
+            for _s, _m, _w, conn in group:
+                conn.respond(reply, f"x-model-version: {scorer.info.version or ''}\r\n")
+            return
+        except Exception:
+            self._fast_fallback(group)
+            return
+        self._answer_group(group, preds, rows)
+
+    def _answer_group(
+        self, group: list[tuple[Scorer, np.ndarray, str, _Connection]], preds: Any, rows: int
+    ) -> None:
+        scorer = group[0][0]
         self.metrics.observe_batch(rows)
         header = f"x-model-version: {scorer.info.version or ''}\r\n"
         offset = 0
@@ -955,6 +1057,8 @@ async def _serve_loop(
         if ready_fd is not None:
             os.write(ready_fd, b"READY\n")
             os.close(ready_fd)
+        if options.metrics_dir:
+            _snapshot_every_second(app, loop)
         # Bookkeeping after READY: MLflow's full client takes seconds to build.
         app.start = prepared.start
         app.registry_check = "pending" if prepared.start == "warm" and ws is not None else "ok"
@@ -971,6 +1075,12 @@ async def _serve_loop(
         await app.drain()
         if follower is not None:
             follower.join(timeout=10)
+
+
+def _snapshot_every_second(app: ScoringApp, loop: asyncio.AbstractEventLoop) -> None:
+    assert app.options.metrics_dir is not None
+    app.metrics.write_snapshot(app.options.metrics_dir)
+    loop.call_later(1.0, _snapshot_every_second, app, loop)
 
 
 def _accept_backlog(
@@ -1132,6 +1242,18 @@ def _run_workers(
     """
     # Fail fast if the port is taken, before any worker loads the model.
     _listen_socket(options.host, options.port, reuse_port=True).close()
+    with tempfile.TemporaryDirectory(prefix="lifecycle-metrics-") as metrics_dir:
+        options = ServeOptions(**{**asdict(options), "metrics_dir": metrics_dir})
+        _start_workers(ws, model_uri, prepared, options, scorer)
+
+
+def _start_workers(
+    ws: Workspace | None,
+    model_uri: str,
+    prepared: PreparedModel,
+    options: ServeOptions,
+    scorer: Scorer | None,
+) -> None:
     if not prepared.follows or options.poll_interval <= 0:
         _limit_threads()
         warm = scorer is not None

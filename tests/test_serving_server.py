@@ -374,3 +374,66 @@ def test_alias_following_swaps_when_the_alias_moves(tmp_path: Path) -> None:
     assert results and all(status == 200 for status, _, _ in results)
     answers = {(v, json.dumps(body)) for _, v, body in results}
     assert answers == {("1", '{"predictions": [3.0]}'), ("2", '{"predictions": [30.0]}')}
+
+
+def test_a_big_fast_path_request_is_504_past_the_timeout(tmp_path: Path) -> None:
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from serving_support import numeric_frame
+    from sklearn.ensemble import RandomForestClassifier
+
+    X = numeric_frame(400, seed=3)
+    forest = RandomForestClassifier(n_estimators=300, random_state=0).fit(X, X["f0"] > 0)
+    mlflow.sklearn.save_model(
+        forest,
+        str(tmp_path / "forest"),
+        signature=infer_signature(X, forest.predict(X)),
+        input_example=X.head(2),
+        skops_trusted_types=["sklearn.tree._tree.Tree"],
+    )
+    ws = local_workspace("dev", tmp_path / ".lifecycle")
+    log_and_register(ws, tmp_path / "forest", "forest", experiment="t")
+    big = numeric_frame(60_000, seed=4)
+    with start_background(
+        "models:/forest/1", workspace="dev", cwd=tmp_path, extra_args=["--timeout", "0.05"]
+    ) as server:
+        assert requests.get(server.url + "/version", timeout=10).json()["fast_path"] is True
+        t0 = time.monotonic()
+        resp = requests.post(
+            server.url + "/invocations",
+            json={"dataframe_split": big.to_dict(orient="split")},
+            timeout=60,
+        )
+        assert resp.status_code == 504, resp.text[:200]
+        assert "0.05 s" in resp.json()["message"]
+        assert time.monotonic() - t0 < 10  # answered at the deadline, not after the forest
+        one = requests.post(
+            server.url + "/invocations",
+            json={"dataframe_split": big.head(1).to_dict(orient="split")},
+            timeout=60,
+        )
+        assert one.status_code == 200
+        assert one.json() == {"predictions": forest.predict(big.head(1)).tolist()}
+
+
+def test_metrics_add_up_over_all_workers(tmp_path: Path) -> None:
+    ws = local_workspace("dev", tmp_path / ".lifecycle")
+    log_and_register(ws, save_logreg(tmp_path / "m"), "counted", experiment="t")
+    body = {"dataframe_split": {"columns": ["f0", "f1", "f2", "f3"], "data": [[1, 2, 3, 4]]}}
+    with start_background(
+        "models:/counted/1", workspace="dev", cwd=tmp_path, extra_args=["--workers", "2"]
+    ) as server:
+        for _ in range(40):  # a new connection each: the kernel spreads them over the workers
+            resp = requests.post(server.url + "/invocations", json=body, timeout=30)
+            assert resp.status_code == 200
+        time.sleep(1.5)  # each worker publishes its counters every second
+        # Scrapes land on either worker (new connections); 40 requests over SO_REUSEPORT
+        # reach both, so a worker reporting only its own counters would show fewer.
+        for _ in range(6):
+            text = requests.get(server.url + "/metrics", timeout=10).text
+            lines = dict(
+                line.rsplit(" ", 1) for line in text.splitlines() if not line.startswith("#")
+            )
+            assert lines["lifecycle_workers"] == "2"
+            assert lines['lifecycle_predictions_total{path="fast"}'] == "40"
+            assert lines["lifecycle_request_latency_seconds_count"] == "40"
