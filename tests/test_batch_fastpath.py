@@ -189,3 +189,81 @@ def test_a_disagreeing_lean_path_is_caught_and_rescored_through_pyfunc(
     assert m2.fast_path["reason"].startswith("recorded disagreement with pyfunc")
     manifest = json.loads((tmp_path / "o2.csv.manifest.json").read_text())
     assert manifest["fast_path"]["used"] is False
+
+
+def test_killed_lean_run_resumes_to_byte_identical_output(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.ensemble import RandomForestClassifier
+
+    # Many trees: slow enough per chunk to be killed mid-file, still on the lean path.
+    X, y = training_frame()
+    rf = RandomForestClassifier(n_estimators=100, max_depth=8, random_state=0).fit(X, y)
+    model = tmp_path / "slow_rf"
+    mlflow.sklearn.save_model(
+        rf,
+        str(model),
+        signature=infer_signature(X, rf.predict(X)),
+        pip_requirements=["scikit-learn"],
+        skops_trusted_types=["sklearn.tree._tree.Tree"],
+    )
+    df = _random_rows(80_000, seed=5)
+    df["n"] = df["n"].astype(str)
+    df.loc[[77, 70_000], "n"] = ["bad", "1.5"]  # a reject before and after the kill
+    src = tmp_path / "in.csv"
+    df.to_csv(src, index=False)
+    cmd = [
+        sys.executable, "-m", "lifecycle", "score", str(model), str(src), "-o",
+        str(tmp_path / "out.csv"), "--chunk-rows", "1000", "--keep-columns", "id",
+        "--max-error-rate", "0.1", "--workers", "2",
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "LIFECYCLE_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    checkpoint = tmp_path / ".out.csv.checkpoint.json"
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline, seq = time.time() + 120, 0
+        while time.time() < deadline and proc.poll() is None and seq < 1:
+            try:
+                seq = json.loads(checkpoint.read_text())["seq"]
+            except (OSError, ValueError):
+                seq = 0
+            time.sleep(0.02)
+        assert proc.poll() is None and seq >= 1, "the run ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert not (tmp_path / "out.csv").exists()
+
+    done = subprocess.run(
+        [*cmd, "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    manifest = json.loads(done.stdout)
+    assert manifest["resumed"] is True and manifest["fast_path"]["used"] is True
+    assert (manifest["rows_read"], manifest["rows_rejected"]) == (80_000, 2)
+
+    # Reference: one uninterrupted run (in process, lean path trusted from the cache).
+    ws = local_workspace("dev", tmp_path / ".lifecycle")
+    code_free = tmp_path / "ref.csv"
+    ref = score(ws, str(model), src, code_free, keep_columns=["id"], chunk_rows=1000,
+                max_error_rate=0.1, workers=1, record=False)  # fmt: skip
+    assert ref.fast_path is not None and ref.fast_path["verified"] == "cached verdict"
+    assert (tmp_path / "out.csv").read_bytes() == code_free.read_bytes()
+    assert (tmp_path / "out.csv.rejects.csv").read_bytes() == (
+        tmp_path / "ref.csv.rejects.csv"
+    ).read_bytes()
