@@ -124,17 +124,6 @@ class LeanPredictor:
         """
         cf.wait([self._model])
 
-    def wait_ready(self) -> None:
-        """Block until the estimator (and, when checking, the pyfunc model) is loaded.
-
-        Scoring threads start after this: Python-bound work (imports) in another thread of
-        the process makes every GIL hand-off of the Arrow/NumPy threads wait for the
-        interpreter's switch interval, which slowed parsing about 3x here.
-        """
-        with self._lock:
-            checks = list(self._checks)
-        cf.wait([self._model, *checks])
-
     def predict(self, matrix: np.ndarray) -> Any:
         """The estimator's pyfunc predict function on ``matrix`` (waits for the load)."""
         return self._model.result().predict(matrix)

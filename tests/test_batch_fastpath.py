@@ -63,6 +63,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         rf,
         str(root / "rf"),
         signature=infer_signature(X, rf.predict(X)),
+        input_example=X.head(3),  # checked against pyfunc too
         pip_requirements=["scikit-learn"],
         skops_trusted_types=["sklearn.tree._tree.Tree"],
     )
@@ -122,7 +123,7 @@ def test_lean_path_multi_file_rejects_and_source_rows(
     a.loc[10, "f1"] = np.nan  # a missing double: the model itself refuses the row
     a.to_csv(tmp_path / "in" / "a.csv", index=False)
     b = _random_rows(30, seed=2)
-    b.to_csv(tmp_path / "in" / "b.csv", index=False)
+    b.to_parquet(tmp_path / "in" / "b.parquet", index=False)
     out = tmp_path / "all.csv"
     m = score(
         ws,
@@ -141,7 +142,7 @@ def test_lean_path_multi_file_rejects_and_source_rows(
     assert list(result.columns) == ["source_file", "source_row", "id", "prediction"]
     kept_a = [i for i in range(50) if i not in (3, 10, 40)]
     assert result["source_row"].tolist() == [i + 1 for i in kept_a] + list(range(1, 31))
-    assert result["source_file"].tolist() == ["a.csv"] * 47 + ["b.csv"] * 30
+    assert result["source_file"].tolist() == ["a.csv"] * 47 + ["b.parquet"] * 30
     rejects = pd.read_csv(tmp_path / "all.csv.rejects.csv", keep_default_na=False)
     assert rejects["row_number"].tolist() == [4, 11, 41]
     assert rejects["reason"].str.startswith("model error:").tolist() == [False, True, False]
