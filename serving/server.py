@@ -423,6 +423,15 @@ class ScoringApp:
         self.start = "cold"
         #: ``ok``, ``pending`` or what went wrong when the registry was asked after a warm start.
         self.registry_check = "ok"
+        #: Set from any thread to stop serving (after in-flight requests) and exit 1 with it.
+        self.fatal: str | None = None
+        self.stop_event: asyncio.Event | None = None
+
+    def fail(self, message: str) -> None:
+        """Stop serving (in-flight requests finish) and make the process exit 1 with ``message``."""
+        self.fatal = message
+        if self.stop_event is not None:
+            self.loop.call_soon_threadsafe(self.stop_event.set)
 
     # ---- routing
     def dispatch(
@@ -870,45 +879,77 @@ def _after_ready(
 ) -> None:
     """What waits until ``/health`` is ready: the general path and registry check of a warm
     start, the cache entries of a cold one, and the deployment record."""
-    from serving.warmstart import attach_general, drop_pin, registry_agrees
+    from serving.warmstart import attach_general
 
     try:
         if prepared.start == "warm":
             attach_general(app.scorer, prepared.path)
             if ws is not None and prepared.pin is not None:
-                try:
-                    agrees, why = registry_agrees(ws, prepared.pin)
-                except Exception as exc:  # registry down or version gone: keep serving
-                    app.registry_check = f"failed: {exc}".splitlines()[0]
-                    logger.error(
-                        "could not confirm %s in workspace '%s' (serving the cached copy): %s",
-                        prepared.info.uri,
-                        ws.name,
-                        exc,
-                    )
-                    drop_pin(ws, prepared.pin)
-                else:
-                    if agrees:
-                        app.registry_check = "ok"
-                    else:
-                        logger.warning(
-                            "the registry's %s differs from the cached copy (%s): loading it",
-                            prepared.info.uri,
-                            why,
-                        )
-                        fresh = prepare_model(
-                            ws, model_uri, tempfile.mkdtemp(prefix="swap-", dir=download_root)
-                        )
-                        scorer = load_scorer(fresh.path, fresh.info, sink)
-                        app.loop.call_soon_threadsafe(app.swap, scorer)
-                        app.registry_check = f"replaced the cached copy: {why}"
-                        if options.cache:
-                            _remember(ws, fresh, scorer)
+                _confirm_warm_start(ws, model_uri, app, prepared, options, sink, download_root)
         elif ws is not None and options.cache:
             _remember(ws, prepared, app.scorer)
     except Exception as exc:  # bookkeeping must not take the server down
         logger.warning("post-start checks failed: %s", exc)
-    _record(ws, app.scorer.info, options)
+    if not app.fatal:
+        _record(ws, app.scorer.info, options)
+
+
+def _confirm_warm_start(
+    ws: Workspace,
+    model_uri: str,
+    app: ScoringApp,
+    prepared: PreparedModel,
+    options: ServeOptions,
+    sink: Any,
+    download_root: str,
+) -> None:
+    """Ask the registry about a warm-started version until it answers.
+
+    Same source and digest: done. Different: load the registry's version and swap it in.
+    Gone: stop serving and exit 1, as a start of a missing version does. Unreachable: keep
+    serving the verified copy and ask again every ``poll_interval`` (30 s if 0).
+    """
+    from lifecycle.errors import ModelNotFoundError
+    from serving.warmstart import drop_pin, registry_agrees
+
+    assert prepared.pin is not None
+    while True:
+        try:
+            agrees, why = registry_agrees(ws, prepared.pin)
+        except ModelNotFoundError as exc:
+            drop_pin(ws, prepared.pin)
+            app.registry_check = f"failed: {exc}".splitlines()[0]
+            logger.error("%s: stopping the warm-started server", app.registry_check)
+            app.fail(f"{exc}".splitlines()[0] + " (it was started from the local cache)")
+            return
+        except Exception as exc:  # registry down: keep serving the verified copy, retry
+            app.registry_check = f"unreachable: {exc}".splitlines()[0]
+            logger.error(
+                "could not confirm %s in workspace '%s'; serving the verified cached copy and "
+                "asking again: %s",
+                prepared.info.uri,
+                ws.name,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+            )
+            deadline = time.monotonic() + (options.poll_interval or 30.0)
+            while time.monotonic() < deadline:  # short naps: a shutdown must not wait for us
+                if app.stop_event is not None and app.stop_event.is_set():
+                    return
+                time.sleep(0.2)
+            continue
+        break
+    if agrees:
+        app.registry_check = "ok"
+        return
+    logger.warning(
+        "the registry's %s differs from the cached copy (%s): loading it", prepared.info.uri, why
+    )
+    fresh = prepare_model(ws, model_uri, tempfile.mkdtemp(prefix="swap-", dir=download_root))
+    scorer = load_scorer(fresh.path, fresh.info, sink)
+    app.loop.call_soon_threadsafe(app.swap, scorer)
+    app.registry_check = f"replaced the cached copy: {why}"
+    if options.cache:
+        _remember(ws, fresh, scorer)
 
 
 def _remember(ws: Workspace, prepared: PreparedModel, scorer: Scorer) -> None:
@@ -1045,6 +1086,7 @@ async def _serve_loop(
     app = ScoringApp(scorer, options, loop)
     server = await loop.create_server(lambda: _Connection(app), sock=sock, backlog=1024)
     stop = asyncio.Event()
+    app.stop_event = stop
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     with contextlib.ExitStack() as stack:
@@ -1067,7 +1109,11 @@ async def _serve_loop(
             None, _after_ready, ws, model_uri, app, prepared, options, sink, download_root
         )
         await stop.wait()
-        logger.info("SIGTERM: finishing %d in-flight request(s)", app.in_flight)
+        logger.info(
+            "%s: finishing %d in-flight request(s)",
+            "stopping" if app.fatal else "SIGTERM",
+            app.in_flight,
+        )
         _accept_backlog(sock, server, app, loop)
         server.close()
         if follower is not None:
@@ -1075,6 +1121,8 @@ async def _serve_loop(
         await app.drain()
         if follower is not None:
             follower.join(timeout=10)
+    if app.fatal:
+        raise ServingError(app.fatal)
 
 
 def _snapshot_every_second(app: ScoringApp, loop: asyncio.AbstractEventLoop) -> None:
@@ -1332,6 +1380,12 @@ def _supervise(
         _record(ws, prepared.info, options)
         while not stop.is_set() and all(p.poll() is None for p, _ in procs):
             stop.wait(0.5)
+        failed = [p.poll() for p, _ in procs if p.poll()]
+        if failed and not stop.is_set():
+            raise ServingError(
+                f"A worker stopped with exit code {failed[0]} (see its error above); "
+                "stopping the others"
+            )
     finally:
         for proc, _ in procs:
             if proc.poll() is None:

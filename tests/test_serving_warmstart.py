@@ -10,7 +10,6 @@ registry that no longer agrees, must never be served silently.
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -139,7 +138,7 @@ def test_a_registry_that_disagrees_replaces_the_cached_copy(tmp_path: Path) -> N
     assert json.loads(file.read_text())["source"] == pin["source"]  # the pin was rewritten
 
 
-def test_a_deleted_version_is_served_from_cache_once_then_refused(tmp_path: Path) -> None:
+def test_a_deleted_version_stops_the_warm_server_with_exit_1(tmp_path: Path) -> None:
     ws = _register(tmp_path)
     with _start(tmp_path, "models:/warm/1"):
         deadline = time.monotonic() + 60
@@ -147,41 +146,61 @@ def test_a_deleted_version_is_served_from_cache_once_then_refused(tmp_path: Path
             time.sleep(0.2)
     with quiet_mlflow_warnings():
         ws.client().delete_model_version("warm", "1")
-    with _start(tmp_path, "models:/warm/1") as warm:
-        doc = _wait_version(warm, registry_check="failed")
-        assert "warm" in doc["registry_check"]
-        assert _answers(warm)["fast"]["predictions"]  # still answering: loud, not silent
+    # It starts from the cache, learns from the registry that the version is gone, and
+    # stops as a start of a missing version does: exit 1 with the reason.
+    warm = _start(tmp_path, "models:/warm/1")
+    assert warm.process.wait(timeout=120) == 1
     log = warm.log_path.read_text()  # type: ignore[union-attr]
-    assert "could not confirm models:/warm/1" in log
-    assert not _pins()  # forgotten: the next start asks the registry first
+    errors = [ln for ln in log.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1 and "warm" in errors[0] and "local cache" in errors[0], log
+    assert not _pins()  # forgotten: the next start asks the registry first, and fails
     with pytest.raises(ServingError):
         _start(tmp_path, "models:/warm/1")
 
 
-def test_a_remote_version_is_copied_into_the_cache(tmp_path: Path, remote: Workspace) -> None:
-    name = f"warm_remote_{os.getpid()}_{tmp_path.name[-6:]}"
-    log_and_register(remote, save_logreg(tmp_path / "m"), name, experiment="serving-tests")
-    config = tmp_path / "lifecycle.yaml"
-    config.write_text(
-        json.dumps({"workspaces": {"remote": {"tracking_uri": remote.tracking_uri}}}),
-        encoding="utf-8",
-    )
-    uri = f"models:/{name}/1"
+def test_a_remote_version_starts_warm_even_while_the_registry_is_down(
+    tmp_path: Path,
+) -> None:
+    from lifecycle.mlflow_server import MlflowServer
 
-    def start() -> BackgroundServer:
-        return start_background(uri, workspace="remote", config_path=config, cwd=tmp_path)
+    registry = MlflowServer(tmp_path / "server").start()
+    try:
+        ws = Workspace(name="remote", tracking_uri=registry.url, registry_uri=registry.url)
+        log_and_register(ws, save_logreg(tmp_path / "m"), "down", experiment="serving-tests")
+        config = tmp_path / "lifecycle.yaml"
+        config.write_text(
+            json.dumps({"workspaces": {"remote": {"tracking_uri": registry.url}}}),
+            encoding="utf-8",
+        )
 
-    with start() as cold:
-        expected = _answers(cold)
-        deadline = time.monotonic() + 60
-        while not _pins() and time.monotonic() < deadline:
-            time.sleep(0.2)
-    pin = json.loads(_pins()[0].read_text())
-    assert pin["copied"] is True and Path(pin["path"]).is_relative_to(cache_dir())
+        def start() -> BackgroundServer:
+            return start_background(
+                "models:/down/1",
+                workspace="remote",
+                config_path=config,
+                cwd=tmp_path,
+                extra_args=["--poll-interval", "1"],
+            )
+
+        with start() as cold:
+            expected = _answers(cold)
+            deadline = time.monotonic() + 60
+            while not _pins() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        # A downloaded version is copied into the cache (the download folder is temporary).
+        pin = json.loads(_pins()[0].read_text())
+        assert pin["copied"] is True and Path(pin["path"]).is_relative_to(cache_dir())
+        with start() as warm_up:
+            assert _wait_version(warm_up, registry_check="ok")["start"] == "warm"
+            assert _answers(warm_up) == expected
+    finally:
+        registry.stop()
     with start() as warm:
-        assert requests.get(warm.url + "/version", timeout=10).json()["start"] == "warm"
+        doc = _wait_version(warm, registry_check="unreachable", general_path="ready")
+        assert doc["start"] == "warm"
         assert _answers(warm) == expected
-        _wait_version(warm, registry_check="ok")
+        assert warm.process.poll() is None
+    assert "serving the verified cached copy" in warm.log_path.read_text()  # type: ignore[union-attr]
 
 
 def test_prepare_only_fills_the_cache_so_the_first_start_is_warm(
