@@ -15,8 +15,10 @@ A warm start checks the files against the digest, loads the scikit-learn model w
 in :mod:`models.lean`). Once ``/health`` is ready, a background thread imports MLflow,
 loads the pyfunc model for the general path (requests the fast path does not take wait
 for it), asks the registry whether the version still has the same source and digest, and
-swaps in the registry's version if it does not. Anything missing or different makes the
-start cold: the normal path through the registry, which then writes the pin.
+swaps in the registry's version if it does not; a version the registry no longer has stops
+the server (exit 1), an unreachable registry is asked again later while the verified copy
+serves. A missing pin, verdict or file, or a changed digest, makes the start cold: the
+normal path through the registry, which then writes the pin.
 """
 
 from __future__ import annotations
