@@ -8,8 +8,11 @@ numbering rows in input order, coercing signature columns with ``try_cast`` so b
 become rejects instead of failing the job, and streaming the ordered result through the
 same writer as the local engine (temp file + rename, ``<output>.rejects.csv``).
 
-Difference from the local engine: a row on which the model itself raises fails the Spark
-job (``spark_udf`` scores whole Arrow batches), so it cannot be isolated into the rejects.
+A row on which the model itself raises would fail the whole ``spark_udf`` job (it scores
+whole Arrow batches). The scored result is therefore materialised (cached) before anything
+is written; if that job fails, the file is scored again with ``mapInPandas`` running the same
+pyfunc model with the local engine's bisection, so the failing rows become rejects
+(``model error: ...``) and every other row is scored, as in the local engine.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ _CORRUPT = "_lifecycle_corrupt_record"
 _ROW = "_lifecycle_row"
 _REASON = "_lifecycle_reason"
 _PRED = "_lifecycle_prediction"
+_RAW = "_lifecycle_raw"
 _SPARK_TYPES = {
     "double": "double",
     "float": "float",
@@ -280,11 +284,33 @@ def _score_on_spark(
                 )  # fmt: skip
             keep = opts.keep if opts.keep is not None else names
             ok = checked.filter(F.col(_REASON).isNull())
-            scored = ok.select(
-                *[F.col(f"`{n}`").alias(f"k_{i}") for i, n in enumerate(keep)],
-                F.col(_ROW),
-                predict(F.struct(*casts)).alias(_PRED),
-            ).orderBy(_ROW)
+            kept = [F.col(f"`{n}`").alias(f"k_{i}") for i, n in enumerate(keep)]
+            scored = ok.select(*kept, F.col(_ROW), predict(F.struct(*casts)).alias(_PRED))
+            scored = scored.orderBy(_ROW).cache()
+            # The model runs here, before anything is written. A failure is handled below:
+            # Spark's own multi-page ERROR log of it would only bury the one-line warning.
+            spark.sparkContext.setLogLevel("OFF")
+            try:
+                scored.count()
+            except Exception as exc:
+                if not type(exc).__module__.startswith(("pyspark", "py4j")):
+                    raise
+                scored.unpersist()
+                logger.warning(
+                    "the model failed on some rows of %s on Spark (%s): scoring it again "
+                    "with the failing rows isolated",
+                    f.name,
+                    _root_cause(exc),
+                )
+                spark.sparkContext.setLogLevel("ERROR")
+                scored, model_rejects = _score_isolating(
+                    spark, model_dir, ok, names, keep, casts, specs, result_type, opts
+                )
+                for row_number, raw, why in model_rejects:
+                    reject_rows.append([f.name, str(row_number), raw, why])
+                reject_rows.sort(key=lambda r: (r[1] == "", int(r[1]) if r[1] else 0))
+            finally:
+                spark.sparkContext.setLogLevel("ERROR")
             n_ok = 0
             batch: list[Any] = []
             for row in scored.toLocalIterator(prefetchPartitions=True):
@@ -306,6 +332,7 @@ def _score_on_spark(
             counts.rows_read += n_ok + len(reject_rows)
             counts.rows_scored += n_ok
             counts.rows_rejected += len(reject_rows)
+            scored.unpersist()
             checked.unpersist()
             df.unpersist()
         if opts.fmt == "csv" and header is None:
@@ -321,6 +348,127 @@ def _score_on_spark(
             import pyarrow.parquet as pq
 
             pq.write_table(pa.table({"prediction": pa.array([], pa.float64())}), out_fh)
+
+
+def _score_isolating(
+    spark: Any,
+    model_dir: str,
+    ok: Any,
+    names: list[str],
+    keep: list[str],
+    casts: list[Any],
+    specs: tuple[ColumnSpec, ...],
+    result_type: Any,
+    opts: Any,
+) -> tuple[Any, list[tuple[int, str, str]]]:
+    """Score ``ok`` with ``mapInPandas``: the same pyfunc model, failing rows bisected out.
+
+    Returns:
+        (scored DataFrame with the columns of the ``spark_udf`` path, cached and ordered;
+        the model's rejects as (row number, raw text, reason), in row order).
+    """
+    from pyspark import SparkFiles
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    if isinstance(result_type, T.StructType):
+        out_fields = [(f.name, f.dataType) for f in result_type.fields]
+    else:
+        out_fields = [(_PRED, T._parse_datatype_string(str(result_type)))]
+    model_name = Path(model_dir).name
+    try:
+        spark.sparkContext.addFile(model_dir, recursive=True)
+    except Exception as exc:  # already shipped in this session (same path)
+        logger.debug("model already added to the Spark session: %s", exc)
+    sig_names = [s.name for s in specs]
+    raw_cols = [F.col(f"`{n}`").alias(f"r_{i}") for i, n in enumerate(names)]
+    cast_cols = [c.alias(f"c_{i}") for i, c in enumerate(casts)]
+    kept = [F.col(f"`{n}`").alias(f"k_{i}") for i, n in enumerate(keep)]
+    source = ok.select(*kept, F.col(_ROW), *raw_cols, *cast_cols)
+    schema = T.StructType(
+        [T.StructField(f"k_{i}", T.StringType()) for i in range(len(keep))]
+        + [T.StructField(_ROW, T.LongType())]
+        + [T.StructField(f"_p_{j}", t) for j, (_n, t) in enumerate(out_fields)]
+        + [T.StructField(_REASON, T.StringType()), T.StructField(_RAW, T.StringType())]
+    )
+    delimiter, n_keep, n_raw = opts.delimiter, len(keep), len(names)
+    out_names = [n for n, _t in out_fields]
+
+    def run(batches: Any) -> Any:
+        import pandas as pd
+
+        from batch.engine import _predict_isolating_errors
+
+        local = SparkFiles.get(model_name)
+        import mlflow.pyfunc
+
+        model = mlflow.pyfunc.load_model(local if Path(local).exists() else model_dir)
+        for pdf in batches:
+            pdf = pdf.reset_index(drop=True)
+            frame = pd.DataFrame({name: pdf[f"c_{i}"] for i, name in enumerate(sig_names)})
+            preds, errors = _predict_isolating_errors(model, frame)
+            out = pd.DataFrame({f"k_{i}": pdf[f"k_{i}"] for i in range(n_keep)})
+            out[_ROW] = pdf[_ROW]
+            good = [i for i in range(len(pdf)) if i not in errors]
+            cols = preds if len(out_names) > 1 else _single(preds)
+            for j, name in enumerate(out_names):
+                values = pd.Series([None] * len(pdf), dtype=object)
+                series = cols.get(name if len(out_names) > 1 else "prediction")
+                if series is not None and good:
+                    values.iloc[good] = list(series)
+                out[f"_p_{j}"] = values
+            reasons = [errors.get(i) for i in range(len(pdf))]
+            out[_REASON] = reasons
+            out[_RAW] = [
+                _raw_line([pdf[f"r_{c}"][i] for c in range(n_raw)], delimiter)
+                if reasons[i] is not None
+                else None
+                for i in range(len(pdf))
+            ]
+            yield out
+
+    result = source.mapInPandas(run, schema=schema).cache()
+    bad = result.filter(F.col(_REASON).isNotNull()).orderBy(_ROW).select(_ROW, _RAW, _REASON)
+    model_rejects = [(int(r[_ROW]), str(r[_RAW]), str(r[_REASON])) for r in bad.collect()]
+    pred_col = (
+        F.struct(*[F.col(f"_p_{j}").alias(n) for j, (n, _t) in enumerate(out_fields)])
+        if isinstance(result_type, T.StructType)
+        else F.col("_p_0")
+    )
+    scored = (
+        result.filter(F.col(_REASON).isNull())
+        .select(*[F.col(f"k_{i}") for i in range(n_keep)], F.col(_ROW), pred_col.alias(_PRED))
+        .orderBy(_ROW)
+        .cache()
+    )
+    scored.count()
+    result.unpersist()
+    return scored, model_rejects
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The Python error line inside a Spark exception (else its first line)."""
+    import re
+
+    lines = str(exc).strip().splitlines()
+    for line in reversed(lines):
+        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception): ", line.strip()):
+            return line.strip()[:300]
+    return (lines or [type(exc).__name__])[0][:300]
+
+
+def _single(preds: dict[str, Any]) -> dict[str, Any]:
+    """A single-output prediction under the name ``prediction`` whatever the model named it."""
+    if "prediction" in preds or not preds:
+        return preds
+    return {"prediction": next(iter(preds.values()))}
+
+
+def _raw_line(values: list[Any], delimiter: str) -> str:
+    buf = io.StringIO()
+    row = ["" if v is None or (isinstance(v, float) and v != v) else str(v) for v in values]
+    csv.writer(buf, delimiter=delimiter, lineterminator="").writerow(row)
+    return buf.getvalue()
 
 
 def _write_rows(

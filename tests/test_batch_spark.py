@@ -129,3 +129,103 @@ def test_spark_designer_outputs_parquet_and_error_rate(
             record=False,
         )
     assert not (tmp_path / "bad.out.csv").exists()
+
+
+def test_rows_the_model_fails_on_become_rejects_on_spark(
+    spark: object, ws: Workspace, tmp_path: Path
+) -> None:
+    # LogisticRegression refuses NaN: rows with an empty f0 pass coercion (a double may be
+    # missing) and fail in the model, which fails spark_udf's whole batch.
+    model = save_logreg(tmp_path / "logreg")
+    df = scoring_frame(50, seed=8)
+    df["f0"] = df["f0"].astype(object)
+    df.loc[[4, 31], "f0"] = None
+    df["n"] = df["n"].astype(str)
+    df.loc[9, "n"] = "x"  # a coercion reject too
+    df.to_csv(tmp_path / "in.csv", index=False)
+    kwargs = {"keep_columns": ["id"], "max_error_rate": 0.1, "record": False}
+    local = score(ws, str(model), tmp_path / "in.csv", tmp_path / "local.csv", workers=1, **kwargs)
+    sparked = score(
+        ws,
+        str(model),
+        tmp_path / "in.csv",
+        tmp_path / "spark.csv",
+        engine="spark",
+        master="local[1]",
+        **kwargs,
+    )
+    assert (sparked.rows_read, sparked.rows_scored, sparked.rows_rejected) == (50, 47, 3)
+    assert (local.rows_read, local.rows_scored, local.rows_rejected) == (50, 47, 3)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "spark.csv"), pd.read_csv(tmp_path / "local.csv")
+    )
+    spark_rejects = pd.read_csv(tmp_path / "spark.csv.rejects.csv", keep_default_na=False)
+    local_rejects = pd.read_csv(tmp_path / "local.csv.rejects.csv", keep_default_na=False)
+    assert spark_rejects["row_number"].tolist() == [5, 10, 32]
+    assert spark_rejects["row_number"].tolist() == local_rejects["row_number"].tolist()
+    assert spark_rejects["raw_text"].tolist() == local_rejects["raw_text"].tolist()
+    reasons = spark_rejects["reason"].tolist()
+    assert reasons[0].startswith("model error:") and reasons[2].startswith("model error:")
+    assert reasons[1] == "column 'n': cannot convert 'x' to long"
+
+
+_PICKY = """
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+
+class Picky(PythonModel):
+    def predict(self, context, model_input, params=None):
+        if (model_input["f0"] > 1e6).any():
+            raise ValueError("f0 out of range")
+        x = model_input["f0"] * 2 + model_input["n"]
+        return pd.DataFrame({"Scored Labels": (x > 0).astype(int), "Scored Probabilities": x / 10})
+
+
+mlflow.models.set_model(Picky())
+"""
+
+
+def test_model_failures_with_named_outputs_to_parquet_on_spark(
+    spark: object, ws: Workspace, tmp_path: Path
+) -> None:
+    import mlflow.pyfunc
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    code = tmp_path / "picky.py"
+    code.write_text(_PICKY, encoding="utf-8")
+    cols = [ColSpec("double", "f0"), ColSpec("double", "f1"), ColSpec("double", "f2")]
+    mlflow.pyfunc.save_model(
+        str(tmp_path / "picky"),
+        python_model=str(code),
+        signature=ModelSignature(
+            inputs=Schema([*cols, ColSpec("long", "n")]),
+            outputs=Schema(
+                [ColSpec("long", "Scored Labels"), ColSpec("double", "Scored Probabilities")]
+            ),
+        ),
+    )
+    df = scoring_frame(30, seed=9)
+    df.loc[[2, 17], "f0"] = 5e6
+    df.to_csv(tmp_path / "in.csv", index=False)
+    kwargs = {"keep_columns": ["id"], "max_error_rate": 0.1, "record": False}
+    m = score(
+        ws, str(tmp_path / "picky"), tmp_path / "in.csv", tmp_path / "o.parquet",
+        engine="spark", master="local[1]", **kwargs,
+    )  # fmt: skip
+    local = score(
+        ws, str(tmp_path / "picky"), tmp_path / "in.csv", tmp_path / "l.parquet",
+        workers=1, **kwargs,
+    )  # fmt: skip
+    assert (m.rows_read, m.rows_scored, m.rows_rejected) == (30, 28, 2)
+    assert (local.rows_scored, local.rows_rejected) == (28, 2)
+    got, expected = pd.read_parquet(tmp_path / "o.parquet"), pd.read_parquet(tmp_path / "l.parquet")
+    assert list(got.columns) == ["id", "Scored Labels", "Scored Probabilities"]
+    assert got["id"].tolist() == expected["id"].tolist() == df.drop(index=[2, 17])["id"].tolist()
+    assert got["Scored Labels"].tolist() == expected["Scored Labels"].tolist()
+    assert got["Scored Probabilities"].tolist() == expected["Scored Probabilities"].tolist()
+    rejects = pd.read_csv(tmp_path / "o.parquet.rejects.csv", keep_default_na=False)
+    assert rejects["row_number"].tolist() == [3, 18]
+    assert all(r.startswith("model error: f0 out of range") for r in rejects["reason"])
