@@ -947,8 +947,23 @@ def _score_chunk(chunk: Chunk | RawBlock, last_of_file: bool, opts: _JobOptions)
         lean = coerce_matrix(table, opts.schema)
         opts.lean.sample(table, lean.ok, chunk.file_index, chunk.seq)
         ok_idx = np.flatnonzero(lean.ok)
-        preds, model_errors = _predict_isolating_errors(opts.lean, lean.matrix)
         reasons = dict(lean.reasons)
+        try:
+            preds = (
+                _prediction_columns(opts.lean.predict(lean.matrix), len(lean.matrix))
+                if len(lean.matrix)
+                else {}
+            )
+            model_errors: dict[int, str] = {}
+        except LeanDisagreement:
+            raise
+        except Exception:
+            # Rows the model refuses: pyfunc decides which and why (the same rejects and
+            # reasons as without the lean path, and no bisection on a path that may differ).
+            if _WORKER.get("model_dir") != opts.model_dir:
+                _load_model(opts.model_dir)
+            frame = coerce(table, opts.schema).frame
+            preds, model_errors = _predict_isolating_errors(_WORKER["model"], frame)
     else:
         if _WORKER.get("model_dir") != opts.model_dir:
             _load_model(opts.model_dir)

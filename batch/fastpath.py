@@ -125,8 +125,19 @@ class LeanPredictor:
         cf.wait([self._model])
 
     def predict(self, matrix: np.ndarray) -> Any:
-        """The estimator's pyfunc predict function on ``matrix`` (waits for the load)."""
-        return self._model.result().predict(matrix)
+        """The estimator's pyfunc predict function on ``matrix`` (waits for the load).
+
+        Raises:
+            LeanDisagreement: the estimator could not be loaded without MLflow (the engine
+                then scores through pyfunc at once).
+        """
+        try:
+            lean = self._model.result()
+        except LeanDisagreement:
+            raise
+        except Exception as exc:
+            raise LeanDisagreement(f"lean load failed: {exc}") from exc
+        return lean.predict(matrix)
 
     # ------------------------------------------------------------------ checking
 

@@ -268,3 +268,30 @@ def test_killed_lean_run_resumes_to_byte_identical_output(tmp_path: Path) -> Non
     assert (tmp_path / "out.csv.rejects.csv").read_bytes() == (
         tmp_path / "ref.csv.rejects.csv"
     ).read_bytes()
+
+
+def test_lean_load_refusal_rescores_through_pyfunc_at_once(ws: Workspace, tmp_path: Path) -> None:
+    # Signature columns in another order than the estimator was fitted on: a matrix in
+    # signature order would be silently wrong, so the lean load refuses and pyfunc decides
+    # (here: sklearn refuses every row, as it does through pyfunc).
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = training_frame()
+    model = tmp_path / "reordered"
+    est = LogisticRegression().fit(X, y)
+    mlflow.sklearn.save_model(
+        est,
+        str(model),
+        signature=infer_signature(X[["n", "f2", "f0", "f1"]], est.predict(X)),
+        pip_requirements=["scikit-learn"],
+    )
+    src = tmp_path / "in.csv"
+    scoring_frame(30).to_csv(src, index=False)
+    m = score(ws, str(model), src, tmp_path / "o.csv", max_error_rate=1.0, record=False)
+    assert m.fast_path is not None and m.fast_path["used"] is False
+    assert "feature names" in m.fast_path["reason"]
+    assert (m.rows_read, m.rows_rejected) == (30, 30)
+    rejects = pd.read_csv(tmp_path / "o.csv.rejects.csv")
+    assert rejects["reason"].str.startswith("model error:").all()
