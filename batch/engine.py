@@ -451,6 +451,7 @@ class _Partials:
     out: Path
     rejects: Path
     checkpoint: Path
+    parts: Path
 
     @classmethod
     def for_output(cls, out: Path) -> _Partials:
@@ -458,11 +459,83 @@ class _Partials:
             out=out.with_name(f".{out.name}.partial"),
             rejects=out.with_name(f".{out.name}.rejects.partial"),
             checkpoint=out.with_name(f".{out.name}.checkpoint.json"),
+            parts=out.with_name(f".{out.name}.parts"),
         )
 
     def remove(self) -> None:
         for p in (self.out, self.rejects, self.checkpoint):
             p.unlink(missing_ok=True)
+        shutil.rmtree(self.parts, ignore_errors=True)
+
+
+class _ParquetParts:
+    """Parquet output as numbered part files, so a killed run can resume.
+
+    A Parquet file is only readable once its footer is written, so the output is streamed
+    into parts instead: each chunk is one row group, a part is sealed (closed) at every
+    checkpoint, and a resumed run drops the parts written after its checkpoint. At the end
+    the parts' row groups are copied in order into one file, so the result does not depend
+    on where the parts were cut: an interrupted and an uninterrupted run write the same bytes.
+    """
+
+    def __init__(self, folder: Path, done: int) -> None:
+        import pyarrow.parquet as pq
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.done = folder, done
+        for path in folder.glob("*.parquet"):
+            if int(path.stem) >= done:  # written after the checkpoint: redone
+                path.unlink()
+        first = self._path(0)
+        self.schema: pa.Schema | None = pq.read_schema(first) if done and first.exists() else None
+        self.writer: Any = None
+
+    def _path(self, index: int) -> Path:
+        return self.folder / f"{index:06d}.parquet"
+
+    def write(self, table: pa.Table) -> None:
+        """Append ``table`` as one row group (cast to the output's schema, set by the first)."""
+        import pyarrow.parquet as pq
+
+        if self.schema is None:
+            self.schema = table.schema
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self._path(self.done), self.schema)
+        self.writer.write_table(table.cast(self.schema), row_group_size=max(1, table.num_rows))
+
+    def seal(self) -> int:
+        """Close the current part (it is then complete); the number of complete parts."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+            self.done += 1
+        return self.done
+
+    def close(self) -> None:
+        """Close an open part without counting it (after a failure)."""
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                self.writer.close()
+            self.writer = None
+
+    def merge(self, out_fh: Any) -> bool:
+        """Copy every part's row groups, in order, into ``out_fh``; False when there were none."""
+        import pyarrow.parquet as pq
+
+        self.seal()
+        writer = None
+        for index in range(self.done):
+            part = pq.ParquetFile(self._path(index))
+            for group in range(part.num_row_groups):
+                table = part.read_row_group(group)
+                if writer is None:
+                    writer = pq.ParquetWriter(out_fh, table.schema)
+                writer.write_table(table, row_group_size=max(1, table.num_rows))
+            part.close()
+        if writer is None:
+            return False
+        writer.close()
+        return True
 
 
 def _fingerprint(base: dict[str, Any], files: list[InputFile], out: Path) -> str:
@@ -485,7 +558,7 @@ def _score_job(
 ) -> tuple[_Counts, bool]:
     partials = _Partials.for_output(out)
     fingerprint = _fingerprint(fingerprint_base, files, out)
-    state = _load_checkpoint(partials, fingerprint) if resume and opts.fmt == "csv" else None
+    state = _load_checkpoint(partials, fingerprint) if resume else None
     resumed = state is not None
     if state is None:
         partials.remove()
@@ -499,6 +572,8 @@ def _score_job(
             "rejects_bytes": 0,
             "header": None,
             "seq": 0,
+            "parts": 0,
+            "format": opts.fmt,
             "counts": asdict(_Counts()),
         }
     else:
@@ -527,7 +602,11 @@ def _load_checkpoint(partials: _Partials, fingerprint: str) -> dict[str, Any] | 
     if state.get("fingerprint") != fingerprint or state.get("version") != CHECKPOINT_VERSION:
         logger.info("checkpoint for different arguments or inputs: starting over")
         return None
-    if not partials.out.is_file() or partials.out.stat().st_size < state["out_bytes"]:
+    if state.get("format") == "parquet":
+        parts = state.get("parts", 0)
+        if not all((partials.parts / f"{i:06d}.parquet").is_file() for i in range(parts)):
+            return None
+    elif not partials.out.is_file() or partials.out.stat().st_size < state["out_bytes"]:
         return None
     if state["rejects_bytes"] and (
         not partials.rejects.is_file() or partials.rejects.stat().st_size < state["rejects_bytes"]
@@ -553,7 +632,9 @@ def _run_chunks(
     rej_fh = open(partials.rejects, "r+b" if resuming and partials.rejects.exists() else "wb")  # noqa: SIM115
     rej_fh.truncate(state["rejects_bytes"])
     rej_fh.seek(state["rejects_bytes"])
-    parquet_writer: Any = None
+    parquet_writer = (
+        _ParquetParts(partials.parts, state.get("parts", 0)) if opts.fmt == "parquet" else None
+    )
     total_bytes = sum(f.size for f in files) or 1
     t0 = time.time()
     last_checkpoint = 0.0
@@ -620,7 +701,9 @@ def _run_chunks(
                 counts,
                 files[result.file_index].name,
             )
-            if opts.fmt == "csv" and time.time() - last_checkpoint >= CHECKPOINT_EVERY_S:
+            if time.time() - last_checkpoint >= CHECKPOINT_EVERY_S:
+                if parquet_writer is not None:
+                    state["parts"] = parquet_writer.seal()
                 _save_checkpoint(partials, state, out_fh, rej_fh, counts)
                 last_checkpoint = time.time()
             if progress is not None:
@@ -642,7 +725,7 @@ def _run_chunks(
         if opts.fmt == "csv" and state["header"] is None:
             names = _default_columns(files, opts)
             out_fh.write(_header_bytes(names, opts.delimiter))
-        if parquet_writer is None and opts.fmt == "parquet":
+        if parquet_writer is not None and not parquet_writer.merge(out_fh):
             import pyarrow.parquet as pq
 
             names = _default_columns(files, opts)
@@ -764,17 +847,14 @@ def _write_result(
                 state["header"] = columns
             out_fh.write(body)
     elif result.table is not None and result.table.num_rows:
-        import pyarrow.parquet as pq
-
         table = result.table
         if opts.source_columns and result.ok_rows is not None:
             table = table.add_column(
                 0, "source_row", pa.array(result.ok_rows + base, pa.int64())
             ).add_column(0, "source_file", pa.array([file_name] * table.num_rows, pa.string()))
-        if parquet_writer is None:
-            parquet_writer = pq.ParquetWriter(out_fh, table.schema)
+        if state["header"] is None:
             state["header"] = columns
-        parquet_writer.write_table(table.cast(parquet_writer.schema))
+        parquet_writer.write(table)
     if result.rejects:
         if rej_fh.tell() == 0:
             rej_fh.write(_header_bytes(REJECTS_HEADER, ","))
@@ -840,6 +920,7 @@ def _finish(out: Path, partials: _Partials, opts: _JobOptions, counts: _Counts) 
     if rate > opts.max_error_rate:
         partials.out.unlink(missing_ok=True)
         partials.checkpoint.unlink(missing_ok=True)
+        shutil.rmtree(partials.parts, ignore_errors=True)
         raise ScoringError(
             f"{counts.rows_rejected} of {counts.rows_read} rows rejected "
             f"({rate:.2%}) exceeds --max-error-rate {opts.max_error_rate:g}; "
@@ -847,6 +928,7 @@ def _finish(out: Path, partials: _Partials, opts: _JobOptions, counts: _Counts) 
         )
     os.replace(partials.out, out)
     partials.checkpoint.unlink(missing_ok=True)
+    shutil.rmtree(partials.parts, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -367,24 +367,32 @@ def iter_csv_blocks(
 
     Reading raw bytes and counting quotes is far cheaper than parsing, so the parsing itself
     runs in the workers, in parallel.
+
+    Blocks end at the last record boundary before each multiple of ``block_bytes`` past the
+    header, so where they end depends only on the file, not on where reading started: a run
+    resumed at a block's end (``start``) cuts the rest exactly as an uninterrupted run does
+    (Parquet output keeps one row group per block, so that matters for identical bytes).
     """
-    pos = header_end(inp.path) if start is None else start
+    base = header_end(inp.path)
+    pos = base if start is None else start
+    target = base + ((pos - base) // block_bytes + 1) * block_bytes
     with open(inp.path, "rb") as fh:
         fh.seek(pos)
-        carry = b""
+        buf = b""
         while True:
-            data = fh.read(block_bytes)
-            buf = carry + data if carry else data
-            if not data:
+            data = fh.read(max(0, target - pos - len(buf)))
+            buf = buf + data if buf else data
+            if not data and pos + len(buf) < target:  # end of file
                 yield RawBlock(file_index, inp.name, names, buf, pos, pos + len(buf))
                 return
             cut = _last_record_end(buf)
-            if cut <= 0:
-                carry = buf
+            if cut <= 0:  # no record ends before this target: the block runs to the next one
+                target += block_bytes
                 continue
             yield RawBlock(file_index, inp.name, names, buf[:cut], pos, pos + cut)
             pos += cut
-            carry = buf[cut:]
+            buf = buf[cut:]
+            target += block_bytes
 
 
 def parse_block(

@@ -29,7 +29,8 @@ def _score_cmd(model: Path, src: Path, out: Path, workers: int) -> list[str]:
     ]  # fmt: skip
 
 
-def test_killed_run_resumes_to_byte_identical_output(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_killed_run_resumes_to_byte_identical_output(tmp_path: Path, fmt: str) -> None:
     model = save_code_model(tmp_path / "slow", sleep=0.12)
     df = scoring_frame(400)
     df["n"] = df["n"].astype(str)
@@ -39,12 +40,12 @@ def test_killed_run_resumes_to_byte_identical_output(tmp_path: Path) -> None:
 
     # Reference: one uninterrupted run (in process).
     ws = local_workspace("dev", tmp_path / ".lifecycle")
-    ref = tmp_path / "ref.csv"
+    ref = tmp_path / f"ref.{fmt}"
     score(ws, str(model), src, ref, keep_columns=["id"], chunk_rows=20, workers=1,
           max_error_rate=0.1, record=False)  # fmt: skip
 
-    out = tmp_path / "out.csv"
-    checkpoint = tmp_path / ".out.csv.checkpoint.json"
+    out = tmp_path / f"out.{fmt}"
+    checkpoint = tmp_path / f".out.{fmt}.checkpoint.json"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen(
         _score_cmd(model, src, out, workers=2),
@@ -71,7 +72,10 @@ def test_killed_run_resumes_to_byte_identical_output(tmp_path: Path) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     assert not out.exists(), "a killed run leaves no output file"
-    assert (tmp_path / ".out.csv.partial").exists()
+    # CSV streams into one partial file; Parquet into part files (a footer-less Parquet
+    # file could not be continued).
+    unfinished = tmp_path / (".out.csv.partial" if fmt == "csv" else ".out.parquet.parts")
+    assert unfinished.exists()
 
     done = subprocess.run(
         [*_score_cmd(model, src, out, workers=1), "--json"],
@@ -86,10 +90,11 @@ def test_killed_run_resumes_to_byte_identical_output(tmp_path: Path) -> None:
         2,
     )
     assert out.read_bytes() == ref.read_bytes()
-    assert (tmp_path / "out.csv.rejects.csv").read_bytes() == (
-        tmp_path / "ref.csv.rejects.csv"
+    assert (tmp_path / f"out.{fmt}.rejects.csv").read_bytes() == (
+        tmp_path / f"ref.{fmt}.rejects.csv"
     ).read_bytes()
-    assert not checkpoint.exists() and not (tmp_path / ".out.csv.partial").exists()
+    assert not checkpoint.exists() and not unfinished.exists()
+    assert not list(tmp_path.glob(".out.*")), "nothing of the run is left behind"
 
 
 @pytest.mark.parametrize("change", ["input", "options"])
