@@ -87,3 +87,24 @@ def test_invalid_settings_are_refused(model_dir: Path, kwargs: dict, message: st
 def test_not_a_model_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(DeploymentError, match="not an MLflow model directory"):
         build_batch_deployment("churn", 1, endpoint="churn-b", compute="c", model_path=tmp_path)
+
+
+def test_cli_error_threshold_reaches_the_deployment(
+    model_dir: Path, dev: object, project_dir: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from lifecycle.cli import cli
+    from lifecycle.registry import log_and_register
+
+    log_and_register(dev, model_dir, "batchy", experiment="t")  # type: ignore[arg-type]
+    base = ["deploy", "azure-batch", "batchy", "--version", "1", "--endpoint", "e-batch"]
+    base += ["--compute", "cpu", "-w", "dev"]
+    runner = CliRunner()
+    done = runner.invoke(cli, [*base, "--error-threshold", "5", "--out", "specs", "--json"])
+    assert done.exit_code == 0, done.output
+    assert load_batch_specs(project_dir / "specs").deployment.error_threshold == 5
+    refused = runner.invoke(cli, [*base, "--max-error-rate", "0.3", "--out", "other"])
+    assert refused.exit_code == 1
+    assert "--max-error-rate 0.3 cannot be translated" in refused.output
+    assert not (project_dir / "other").exists()

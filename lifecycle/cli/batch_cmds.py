@@ -166,7 +166,15 @@ def score_cmd(
     type=click.FloatRange(0, 1),
     default=0.0,
     show_default=True,
-    help="Fraction of failed files tolerated (becomes error_threshold).",
+    help="0: fail on the first failed file; 1: ignore failed files (Azure counts files, so "
+    "other fractions need --error-threshold).",
+)
+@click.option(
+    "--error-threshold",
+    type=click.IntRange(min=-1),
+    default=None,
+    help="Failed files (mini-batch inputs) tolerated before the job fails; -1: all. "
+    "Overrides --max-error-rate.",
 )
 @click.option(
     "--out", "out_dir", default="azure-batch", show_default=True, help="Folder for the YAML specs."
@@ -187,6 +195,7 @@ def azure_batch_cmd(
     mini_batch_size: int,
     instance_count: int,
     max_error_rate: float,
+    error_threshold: int | None,
     out_dir: str,
     apply_: bool,
     workspace: str | None,
@@ -210,6 +219,7 @@ def azure_batch_cmd(
         mini_batch_size=mini_batch_size,
         instance_count=instance_count,
         max_error_rate=max_error_rate,
+        error_threshold=error_threshold,
         out_dir=out_dir,
         apply=apply_,
     )
