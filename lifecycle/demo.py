@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -116,13 +117,25 @@ def run_demo(
     dev, prod = config.get("dev"), config.get("prod")
     report = DemoReport(work_dir=str(root), config_path=str(config_path))
     logger.info("demo folder: %s (workspaces dev and prod in %s)", root, root / ".lifecycle")
-    for origin in origins:
-        builder = _BUILDERS[origin]
-        try:
-            _run_origin(origin, builder, root, dev, prod, config_path, report, rows_per_file, files)
-        except _NotAvailable as exc:
-            report.notes.append(f"{origin}: not run: {exc}")
-            logger.warning("%s scenarios not run: %s", origin, exc)
+    # The demo's servers keep their warm-start cache in the demo folder, not the user's.
+    cache_var = "LIFECYCLE_CACHE_DIR"
+    previous = os.environ.get(cache_var)
+    os.environ[cache_var] = str(root / "cache")
+    try:
+        for origin in origins:
+            builder = _BUILDERS[origin]
+            try:
+                _run_origin(
+                    origin, builder, root, dev, prod, config_path, report, rows_per_file, files
+                )
+            except _NotAvailable as exc:
+                report.notes.append(f"{origin}: not run: {exc}")
+                logger.warning("%s scenarios not run: %s", origin, exc)
+    finally:
+        if previous is None:
+            os.environ.pop(cache_var, None)
+        else:
+            os.environ[cache_var] = previous
     report.seconds = time.monotonic() - started
     return report
 

@@ -23,6 +23,7 @@ normal path through the registry, which then writes the pin.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -42,6 +43,9 @@ logger = logging.getLogger(__name__)
 #: The verdict-cache kind of the serving fast path.
 VERDICT_KIND = "serving-fastpath"
 PIN_VERSION = 1
+#: How many downloaded model copies the cache keeps (least recently served go first).
+MAX_COPIES_ENV = "LIFECYCLE_CACHE_MAX_MODELS"
+DEFAULT_MAX_COPIES = 20
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,8 @@ def load_pin(ws: Workspace, name: str, version: str) -> Pin | None:
     if model_digest(pin.path) != pin.digest:
         logger.warning("files of %s v%s changed since they were cached: cold start", name, version)
         return None
+    with contextlib.suppress(OSError):  # recently served: kept longest by prune_copies()
+        os.utime(_pin_file(key))
     return pin
 
 
@@ -135,10 +141,45 @@ def save_pin(
         tmp_file = file.with_name(f".{file.name}.{os.getpid()}.tmp")
         tmp_file.write_text(json.dumps(asdict(pin), indent=1), encoding="utf-8")
         os.replace(tmp_file, file)
+        if downloaded:
+            prune_copies()
         return pin
     except OSError as exc:
         logger.info("could not cache %s v%s for warm starts: %s", info.name, info.version, exc)
         return None
+
+
+def prune_copies(keep: int | None = None) -> list[str]:
+    """Delete the downloaded copies (and pins) beyond the ``keep`` most recently served.
+
+    ``keep`` defaults to ``$LIFECYCLE_CACHE_MAX_MODELS`` (20). Pins of local workspaces point
+    into the workspace's own artifact store and cost nothing: they are left alone.
+
+    Returns:
+        The names of the pins removed.
+    """
+    if keep is None:
+        try:
+            keep = int(os.environ.get(MAX_COPIES_ENV, DEFAULT_MAX_COPIES))
+        except ValueError:
+            keep = DEFAULT_MAX_COPIES
+    copies = []
+    for file in (cache_dir() / "pins").glob("*.json"):
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+            if data.get("copied"):
+                copies.append((file.stat().st_mtime, file, Path(str(data.get("path")))))
+        except (OSError, ValueError):
+            continue
+    removed = []
+    for _mtime, file, path in sorted(copies, reverse=True)[max(0, keep) :]:
+        if path.is_relative_to(cache_dir() / "models"):  # never delete outside the cache
+            shutil.rmtree(path, ignore_errors=True)
+        file.unlink(missing_ok=True)
+        removed.append(file.stem)
+    if removed:
+        logger.info("removed %d cached model copies (keeping %d)", len(removed), keep)
+    return removed
 
 
 def record_verdict(scorer: Scorer, path: str) -> None:

@@ -223,3 +223,32 @@ def test_prepare_only_fills_the_cache_so_the_first_start_is_warm(
     assert refused.exit_code == 1 and "only a pinned version" in refused.output
     with _start(tmp_path, "models:/warm/1") as server:
         assert requests.get(server.url + "/version", timeout=10).json()["start"] == "warm"
+
+
+def test_downloaded_copies_are_pruned_least_recently_served_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from serving.fastpath import ModelInfo
+    from serving.warmstart import load_pin, save_pin
+
+    model = save_logreg(tmp_path / "m")
+    ws = Workspace(name="r", tracking_uri="http://127.0.0.1:1", registry_uri="http://127.0.0.1:1")
+    local = local_workspace("dev", tmp_path / ".lifecycle")
+
+    def pin(version: str, downloaded: bool = True, where: Workspace = ws) -> None:
+        info = ModelInfo(name="m", version=version, uri=f"models:/m/{version}", digest="d")
+        assert save_pin(where, str(model), info, "src", downloaded=downloaded) is not None
+        time.sleep(0.05)  # distinct modification times
+
+    pin("1", downloaded=False, where=local)  # a local store's own files: never pruned
+    for v in ("1", "2", "3"):
+        pin(v)
+    assert load_pin(ws, "m", "1") is not None  # served again: now the most recent
+    time.sleep(0.05)
+    monkeypatch.setenv("LIFECYCLE_CACHE_MAX_MODELS", "2")
+    pin("4")
+    kept = {v for v in ("1", "2", "3", "4") if load_pin(ws, "m", v) is not None}
+    assert kept == {"1", "4"}
+    assert len(list((cache_dir() / "models").iterdir())) == 2
+    assert load_pin(local, "m", "1") is not None
+    assert (model / "MLmodel").is_file()  # the source itself is never touched
