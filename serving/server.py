@@ -571,11 +571,7 @@ class ScoringApp:
         try:
             preds = await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
-            reply = error_reply(
-                504,
-                "DEADLINE_EXCEEDED",
-                f"Request processing time exceeded the limit of {timeout:g} s (--timeout)",
-            )
+            reply = _deadline_reply(timeout)
             for _s, _m, _w, conn in group:
                 conn.respond(reply, f"x-model-version: {scorer.info.version or ''}\r\n")
             return
@@ -622,11 +618,7 @@ class ScoringApp:
         try:
             reply = await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
-            reply = error_reply(
-                504,
-                "DEADLINE_EXCEEDED",
-                f"Request processing time exceeded the limit of {timeout:g} s (--timeout)",
-            )
+            reply = _deadline_reply(timeout)
         except Exception as exc:  # the scorer answers errors itself; this is a bug guard
             logger.exception("scoring failed")
             reply = error_reply(500, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}")
@@ -662,6 +654,15 @@ class ScoringApp:
             if conn.transport is not None:
                 conn.transport.close()
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _deadline_reply(timeout: float) -> Reply:
+    """The 504 answer of a request that ran past ``--timeout``."""
+    return error_reply(
+        504,
+        "DEADLINE_EXCEEDED",
+        f"Request processing time exceeded the limit of {timeout:g} s (--timeout)",
+    )
 
 
 def _general_state(scorer: Scorer) -> str:
