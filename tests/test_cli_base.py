@@ -66,3 +66,32 @@ def test_python_dash_m(project_dir: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["default"] == "dev"
+
+
+def test_process_exit_keeps_code_and_output(project_dir: Path) -> None:
+    """The command ends without the interpreter's teardown: exit code and output intact."""
+    (project_dir / "lifecycle.yaml").write_text("default: nowhere\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "lifecycle", "workspaces"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.endswith("Known workspaces: dev, prod\n")
+
+
+def test_fast_exit_waits_for_other_threads() -> None:
+    """With another thread alive the normal exit (which joins it) is left to Python."""
+    import threading
+
+    from lifecycle.cli import _exit_now
+
+    stop = threading.Event()
+    worker = threading.Thread(target=stop.wait)
+    worker.start()
+    try:
+        _exit_now(SystemExit(0))  # returns instead of ending the process
+    finally:
+        stop.set()
+        worker.join()

@@ -5,6 +5,10 @@ Only this package prints; everything it calls logs.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+
 # Importing a command module registers its commands on the group.
 from lifecycle.cli import (  # noqa: F401
     batch_cmds,
@@ -23,4 +27,30 @@ __all__ = ["cli", "main"]
 
 def main() -> None:
     """Entry point of the ``lifecycle`` console script."""
-    cli(prog_name="lifecycle")
+    try:
+        cli(prog_name="lifecycle")
+    except SystemExit as exc:
+        _exit_now(exc)
+        raise
+
+
+def _exit_now(exc: SystemExit) -> None:
+    """End the process without the interpreter's teardown, once the command is complete.
+
+    Tearing down the modules a command imports (MLflow, scikit-learn, SciPy, SQLAlchemy,
+    Arrow) took about 0.9 s here after every command that loaded a model. The parts of the
+    teardown that matter still run first: exit handlers (temporary folders, logging,
+    multiprocessing children) and flushing the standard streams. Only when no other
+    thread is alive; otherwise the normal exit joins them.
+    """
+    import atexit
+    import threading
+
+    if threading.active_count() != 1 or not isinstance(exc.code, (int, type(None))):
+        return
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        # A closed pipe: nothing more can be written anyway.
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(exc.code or 0)
