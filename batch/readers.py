@@ -336,6 +336,8 @@ def _last_record_end(buf: bytes) -> int:
     i = buf.rfind(b"\n")
     if i < 0:
         return -1
+    if buf.find(b'"', 0, i) < 0:  # memchr: much cheaper than counting when there is none
+        return i + 1
     quotes = buf.count(b'"', 0, i)
     while True:
         if quotes % 2 == 0:
@@ -377,21 +379,21 @@ def iter_csv_blocks(
     pos = base if start is None else start
     target = base + ((pos - base) // block_bytes + 1) * block_bytes
     with open(inp.path, "rb") as fh:
-        fh.seek(pos)
-        buf = b""
         while True:
-            data = fh.read(max(0, target - pos - len(buf)))
-            buf = buf + data if buf else data
-            if not data and pos + len(buf) < target:  # end of file
+            # Re-reading the partial record left over is cheaper than joining buffers.
+            fh.seek(pos)
+            buf = fh.read(target - pos)
+            if pos + len(buf) < target:  # end of file: the rest is the last block
                 yield RawBlock(file_index, inp.name, names, buf, pos, pos + len(buf))
                 return
             cut = _last_record_end(buf)
             if cut <= 0:  # no record ends before this target: the block runs to the next one
                 target += block_bytes
                 continue
-            yield RawBlock(file_index, inp.name, names, buf[:cut], pos, pos + cut)
+            yield RawBlock(
+                file_index, inp.name, names, buf if cut == len(buf) else buf[:cut], pos, pos + cut
+            )
             pos += cut
-            buf = buf[cut:]
             target += block_bytes
 
 
