@@ -383,3 +383,39 @@ def quiet_mlflow_progress() -> Iterator[None]:
             os.environ.pop(key, None)
         else:
             os.environ[key] = previous
+
+
+_BOUNDED_LOCK = threading.Lock()
+_bounded_users = 0
+_bounded_saved: dict[str, str | None] = {}
+
+
+@contextlib.contextmanager
+def one_http_attempt(timeout: float = 15.0) -> Iterator[None]:
+    """MLflow HTTP calls made inside try once, for at most ``timeout`` seconds.
+
+    For bookkeeping a caller can skip or retry later (a server's registry check and
+    deployment record), instead of MLflow's default retries, which last minutes against
+    a registry that is down. Overlapping uses (several threads) share one setting.
+    """
+    global _bounded_users, _bounded_saved
+    bounded = {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, int(timeout))),
+    }
+    with _BOUNDED_LOCK:
+        if _bounded_users == 0:
+            _bounded_saved = {k: os.environ.get(k) for k in bounded}
+            os.environ.update(bounded)
+        _bounded_users += 1
+    try:
+        yield
+    finally:
+        with _BOUNDED_LOCK:
+            _bounded_users -= 1
+            if _bounded_users == 0:
+                for k, v in _bounded_saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v

@@ -66,6 +66,9 @@ MAX_HEAD_BYTES = 64 * 1024
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _OPEN_ROUTES = ("/ping", "/health")
 _FIRST_REQUEST_GRACE = 3.0
+#: Seconds a stopping server waits for its post-start bookkeeping (cache, deployment record);
+#: a cached copy left half-written fails its digest check and the next start is cold.
+AFTER_READY_GRACE_S = 10.0
 #: Fast-path inputs up to this many rows are predicted on the event loop (microseconds to
 #: a few ms); larger ones run in the scoring pool under --timeout.
 FAST_INLINE_ROWS = 1024
@@ -891,7 +894,8 @@ def _after_ready(
             _remember(ws, prepared, app.scorer)
     except Exception as exc:  # bookkeeping must not take the server down
         logger.warning("post-start checks failed: %s", exc)
-    if not app.fatal:
+    stopping = app.stop_event is not None and app.stop_event.is_set()
+    if not app.fatal and not stopping:
         _record(ws, app.scorer.info, options)
 
 
@@ -995,16 +999,18 @@ def _record(ws: Workspace | None, info: ModelInfo, options: ServeOptions) -> Non
     if ws is None or not options.record or info.name is None or info.version is None:
         return
     from lifecycle.deployments import record_deployment
+    from lifecycle.workspaces import one_http_attempt
 
     try:
-        record_deployment(
-            ws,
-            info.name,
-            info.version,
-            kind="serving",
-            target=f"{options.host}:{options.port}",
-            details={"uri": info.uri, "pid": os.getpid(), "workers": options.workers},
-        )
+        with one_http_attempt():  # a registry that is down must not hold the server up
+            record_deployment(
+                ws,
+                info.name,
+                info.version,
+                kind="serving",
+                target=f"{options.host}:{options.port}",
+                details={"uri": info.uri, "pid": os.getpid(), "workers": options.workers},
+            )
     except Exception as exc:  # recording is bookkeeping; serving goes on
         logger.warning(
             "could not record the deployment on %s v%s: %s", info.name, info.version, exc
@@ -1106,9 +1112,14 @@ async def _serve_loop(
         app.start = prepared.start
         app.registry_check = "pending" if prepared.start == "warm" and ws is not None else "ok"
         download_root = stack.enter_context(_model_dir())
-        loop.run_in_executor(
-            None, _after_ready, ws, model_uri, app, prepared, options, sink, download_root
+        # A daemon thread, not the loop's executor (which shutdown joins without a limit).
+        after = threading.Thread(
+            target=_after_ready,
+            args=(ws, model_uri, app, prepared, options, sink, download_root),
+            name="after-ready",
+            daemon=True,
         )
+        after.start()
         await stop.wait()
         logger.info(
             "%s: finishing %d in-flight request(s)",
@@ -1122,6 +1133,9 @@ async def _serve_loop(
         await app.drain()
         if follower is not None:
             follower.join(timeout=10)
+        after.join(timeout=AFTER_READY_GRACE_S)
+        if after.is_alive():
+            logger.info("stopping before the post-start bookkeeping finished")
     if app.fatal:
         raise ServingError(app.fatal)
 

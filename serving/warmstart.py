@@ -262,20 +262,12 @@ def attach_general(scorer: Scorer, path: str) -> None:
 def registry_agrees(ws: Workspace, pin: Pin) -> tuple[bool, str]:
     """Whether the registry still has ``pin``'s version with the same source and digest."""
     from lifecycle.uris import ModelRef, resolve_model
+    from lifecycle.workspaces import one_http_attempt
 
     # One attempt, bounded: the caller keeps serving and asks again later, rather than sit
     # in MLflow's default retries (minutes) while /version says "pending".
-    bounded = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
-    saved = {k: os.environ.get(k) for k in bounded}
-    os.environ.update(bounded)
-    try:
+    with one_http_attempt():
         resolved = resolve_model(ws, ModelRef(name=pin.name, version=pin.version))
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
     tags = dict(getattr(resolved.model_version, "tags", None) or {})
     digest = tags.get("lifecycle.content_digest")
     if resolved.source != pin.source:
