@@ -7,37 +7,46 @@ repo root, and each step is checked through the library, not by reading what it 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
 
-from lifecycle.mlflow_server import free_port
+from lifecycle.mlflow_server import free_port, premigrate_sqlite
 from lifecycle.uris import resolve_model
 from lifecycle.workspaces import load_config, quiet_mlflow_warnings
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _env(work: Path) -> dict[str, str]:
+def _env(work: Path, launcher_db: str = "launcher.db") -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env["LIFECYCLE_CONFIG"] = str(work / "lifecycle.yaml")
-    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'launcher.db'}"  # mlflow run's own runs
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / launcher_db}"  # mlflow run's own runs
     return env
 
 
-def mlflow_run(work: Path, entry: str, cwd: Path | None = None, **params: str) -> None:
+def mlflow_run(
+    work: Path, entry: str, cwd: Path | None = None, launcher_db: str = "launcher.db", **params: str
+) -> None:
     cmd = ["mlflow", "run", str(REPO), "-e", entry, "--env-manager", "local"]
     for key, value in params.items():
         cmd += ["-P", f"{key}={value}"]
     proc = subprocess.run(
-        cmd, cwd=cwd or work, env=_env(work), capture_output=True, text=True, timeout=600
+        cmd,
+        cwd=cwd or work,
+        env=_env(work, launcher_db),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, (
         f"mlflow run -e {entry} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
@@ -48,6 +57,11 @@ def mlflow_run(work: Path, entry: str, cwd: Path | None = None, **params: str) -
 def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("mlproject")
     (path / "lifecycle.yaml").write_text(yaml.safe_dump({"home": str(path / ".lifecycle")}))
+    # The launcher's own store, migrated here once (in this warm process) instead of by
+    # the first `mlflow run`; runs made side by side each get a copy (no lock contention).
+    premigrate_sqlite(path / "launcher.db")
+    for name in ("launcher-a.db", "launcher-b.db"):
+        shutil.copy(path / "launcher.db", path / name)
     return path
 
 
@@ -105,27 +119,29 @@ def test_entry_points_chain(work: Path) -> None:
         labels="target",
         workspace="prod",
     )
-    mlflow_run(
-        work,
-        "deploy_azure",
-        target="batch",
-        name="mlp",
-        version="1",
-        endpoint="mlp-batch",
-        out=str(work / "azure-batch"),
-        workspace="prod",
-    )
+    # The two Azure specs only read the registry: written side by side.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        specs = [
+            pool.submit(
+                mlflow_run,
+                work,
+                "deploy_azure",
+                launcher_db=f"launcher-{tag}.db",
+                target=target,
+                name="mlp",
+                version="1",
+                endpoint=endpoint,
+                out=str(work / out),
+                workspace="prod",
+            )
+            for tag, target, endpoint, out in (
+                ("a", "batch", "mlp-batch", "azure-batch"),
+                ("b", "online", "mlp-rt", "azure-online"),
+            )
+        ]
+        for spec in specs:
+            spec.result()
     assert (work / "azure-batch" / "deployment.yml").is_file()
-    mlflow_run(
-        work,
-        "deploy_azure",
-        target="online",
-        name="mlp",
-        version="1",
-        endpoint="mlp-rt",
-        out=str(work / "azure-online"),
-        workspace="prod",
-    )
     assert any((work / "azure-online").rglob("*.yml"))
 
     # rollback needs a previous Production holder: promote a second (forced) version first.
