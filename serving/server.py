@@ -967,6 +967,104 @@ def _remember(ws: Workspace, prepared: PreparedModel, scorer: Scorer) -> None:
     save_pin(ws, prepared.path, prepared.info, prepared.source, prepared.downloaded)
 
 
+def _has_pin(ws: Workspace, model_uri: str) -> bool:
+    """Whether the warm-start cache holds a pin (files matching their digest) for the URI."""
+    from lifecycle.uris import parse_model_uri
+    from serving.warmstart import load_pin
+
+    try:
+        ref = parse_model_uri(model_uri)
+    except Exception:
+        return False
+    if ref.name is None or ref.version is None:
+        return False
+    return load_pin(ws, ref.name, ref.version) is not None
+
+
+class _PrepareChild:
+    """:func:`prepare_model` run in a child process (``python -m serving.server --prepare``).
+
+    :meth:`result` returns its :class:`PreparedModel`, or raises the error it raised (same
+    class, same message). Leaving the context kills a child still running.
+    """
+
+    def __init__(self, ws: Workspace, model_uri: str, dst: str) -> None:
+        spec = {"workspace": _ws_to_dict(ws), "model_uri": model_uri, "dst": dst}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "serving.server", "--prepare"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(spec).encode())
+        self.proc.stdin.close()
+
+    def __enter__(self) -> _PrepareChild:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def result(self) -> PreparedModel:
+        """The child's prepared model (waits for it).
+
+        Raises:
+            LifecycleError: what ``prepare_model`` raised in the child (ModelNotFoundError,
+                ServingError, ...), or ServingError when the child died without saying.
+        """
+        from lifecycle import errors
+
+        assert self.proc.stdout is not None
+        out = self.proc.stdout.read()
+        code = self.proc.wait()
+        try:
+            doc = json.loads(out)
+        except ValueError:
+            raise ServingError(
+                f"Resolving the model failed (the resolver process exited with {code})"
+            ) from None
+        if "error" in doc:
+            cls = getattr(errors, str(doc["error"]), None)
+            if not (isinstance(cls, type) and issubclass(cls, errors.LifecycleError)):
+                cls = ServingError
+            raise cls(str(doc["message"]))
+        p = doc["prepared"]
+        return PreparedModel(
+            path=p["path"],
+            info=ModelInfo(**p["info"]),
+            follows=p["follows"],
+            source=p["source"],
+            downloaded=p["downloaded"],
+        )
+
+
+def _prepare_main() -> None:
+    """The ``--prepare`` child: prepare_model, its result (or error) as JSON on stdout."""
+    from lifecycle.errors import LifecycleError
+
+    spec = json.loads(sys.stdin.read())
+    ws = Workspace(**spec["workspace"])
+    try:
+        prepared = prepare_model(ws, spec["model_uri"], spec["dst"])
+        doc: dict[str, Any] = {
+            "prepared": {
+                "path": prepared.path,
+                "info": prepared.info.to_dict(),
+                "follows": prepared.follows,
+                "source": prepared.source,
+                "downloaded": prepared.downloaded,
+            }
+        }
+    except LifecycleError as exc:
+        doc = {"error": type(exc).__name__, "message": str(exc)}
+    except Exception as exc:  # reported as a ServingError by the parent
+        doc = {"error": "ServingError", "message": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+    sys.stdout.write(json.dumps(doc))
+    sys.stdout.flush()
+
+
 def _warm_start(ws: Workspace, model_uri: str, sink: Any) -> tuple[PreparedModel, Scorer] | None:
     """A prepared model and scorer from the local cache for a pinned version, or None."""
     from lifecycle.uris import parse_model_uri
@@ -1213,15 +1311,27 @@ def serve(
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Fail fast when the port is taken, before spending seconds on loading the model.
     _listen_socket(options.host, options.port, reuse_port=options.workers > 1).close()
-    # skops (scikit-learn models) scans every loaded module for its trusted types when it
-    # is imported: importing it before MLflow's hundreds of modules makes that scan shorter.
-    with contextlib.suppress(ImportError):
-        import skops.io  # noqa: F401
-    with _model_dir() as tmp:
-        warm = _warm_start(ws, model_uri, None) if ws is not None and options.cache else None
+    with _model_dir() as tmp, contextlib.ExitStack() as stack:
+        cached = ws is not None and options.cache and _has_pin(ws, model_uri)
+        child = None
+        if ws is not None and not cached and (os.cpu_count() or 1) > 1:
+            # Resolving and downloading (MLflow's import, its store) run in another process
+            # while this one imports the model's libraries: a cold start's two longest steps
+            # side by side instead of one after the other.
+            child = stack.enter_context(_PrepareChild(ws, model_uri, tmp))
+        # skops (scikit-learn models) scans every loaded module for its trusted types when
+        # imported: importing it before MLflow's hundreds of modules makes that scan shorter.
+        with contextlib.suppress(ImportError):
+            import skops.io  # noqa: F401
+        warm = _warm_start(ws, model_uri, None) if ws is not None and cached else None
         scorer = None
         if warm is not None:
             prepared, scorer = warm
+        elif child is not None:
+            # The fast path is checked against pyfunc: import it while the child resolves.
+            with contextlib.suppress(ImportError):
+                import mlflow.pyfunc  # noqa: F401
+            prepared = child.result()
         elif ws is not None:
             prepared = prepare_model(ws, model_uri, tmp)
         else:
@@ -1630,3 +1740,6 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--worker"]:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         _worker_main()
+    elif sys.argv[1:] == ["--prepare"]:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        _prepare_main()
