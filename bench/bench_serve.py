@@ -26,6 +26,7 @@ Needs ``wrk`` (``apt-get install -y wrk``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -100,6 +101,9 @@ class Proc:
         bin_dir = str(Path(sys.executable).parent)
         env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
         env.update(env_extra or {})
+        if port_open(url):
+            raise SystemExit(f"{name}: {url} is already taken by another process")
+        self.stopped = False
         self.t0 = time.monotonic()
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
@@ -120,6 +124,14 @@ class Proc:
         raise SystemExit(f"{self.name} was not ready within {timeout:.0f} s")
 
     def stop(self) -> None:
+        """Stop the server's whole process group and wait until its port is closed.
+
+        A server's worker processes can outlive its main process for a moment: the next
+        server started on the same port must not have its /ping answered by them.
+        """
+        if self.stopped:  # its port may be another server's by now
+            return
+        self.stopped = True
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
@@ -127,6 +139,24 @@ class Proc:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+        deadline = time.monotonic() + 10
+        while port_open(self.url):
+            if time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                deadline = time.monotonic() + 10
+            time.sleep(0.1)
+
+
+def port_open(url: str) -> bool:
+    """Whether something accepts connections at ``url``'s host and port."""
+    import socket
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex((parsed.hostname or "127.0.0.1", parsed.port or 80)) == 0
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
