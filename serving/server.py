@@ -89,6 +89,9 @@ class ServeOptions:
     max_batch_rows: int = 4096
     drain_seconds: float = 30.0
     record: bool = True
+    #: With ``record``: also record the start itself (False in a worker whose supervisor
+    #: records the start, so that the worker records only the versions it swaps in).
+    record_start: bool = True
     threads: int = 4
     cache: bool = True
     #: With several workers: the folder where each writes its counters, so /metrics on any
@@ -895,7 +898,7 @@ def _after_ready(
     except Exception as exc:  # bookkeeping must not take the server down
         logger.warning("post-start checks failed: %s", exc)
     stopping = app.stop_event is not None and app.stop_event.is_set()
-    if not app.fatal and not stopping:
+    if not app.fatal and not stopping and options.record_start:
         _record(ws, app.scorer.info, options)
 
 
@@ -1444,20 +1447,24 @@ def _start_workers(
             os.close(wfd)
         _supervise(ws, prepared, options, children, None if warm else scorer)
         return
-    spec = json.dumps(
-        {
-            "workspace": _ws_to_dict(ws),
-            "model_uri": model_uri,
-            "prepared": {
-                "path": prepared.path,
-                "info": prepared.info.to_dict(),
-                "follows": prepared.follows,
-            },
-            "options": {**asdict(options), "record": False},
-        }
-    )
     procs: list[tuple[subprocess.Popen[bytes], int]] = []
-    for _ in range(options.workers):
+    for index in range(options.workers):
+        # The supervisor records the start; the first worker records each version it
+        # swaps in (every worker follows the registry on its own, to the same versions).
+        worker_options = {**asdict(options), "record": options.record and index == 0}
+        worker_options["record_start"] = False
+        spec = json.dumps(
+            {
+                "workspace": _ws_to_dict(ws),
+                "model_uri": model_uri,
+                "prepared": {
+                    "path": prepared.path,
+                    "info": prepared.info.to_dict(),
+                    "follows": prepared.follows,
+                },
+                "options": worker_options,
+            }
+        )
         rfd, wfd = os.pipe()
         env = {**os.environ, "_LIFECYCLE_SERVE_READY_FD": str(wfd)}
         proc = subprocess.Popen(

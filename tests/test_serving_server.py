@@ -347,7 +347,7 @@ def test_alias_following_swaps_when_the_alias_moves(tmp_path: Path) -> None:
         "models:/aliased@champion",
         workspace="dev",
         cwd=tmp_path,
-        extra_args=["--poll-interval", "0.5"],
+        extra_args=["--poll-interval", "0.5", "--workers", "2"],  # each worker follows
     )
     results: list[tuple[int, str, Any]] = []
     stop = threading.Event()
@@ -372,6 +372,8 @@ def test_alias_following_swaps_when_the_alias_moves(tmp_path: Path) -> None:
                 break
             time.sleep(0.2)
         time.sleep(0.5)
+        while not list_deployments(ws, "aliased", "2") and time.monotonic() < deadline:
+            time.sleep(0.2)  # the worker that records swaps may swap a poll later
     finally:
         stop.set()
         if thread.is_alive():
@@ -380,6 +382,9 @@ def test_alias_following_swaps_when_the_alias_moves(tmp_path: Path) -> None:
     assert results and all(status == 200 for status, _, _ in results)
     answers = {(v, json.dumps(body)) for _, v, body in results}
     assert answers == {("1", '{"predictions": [3.0]}'), ("2", '{"predictions": [30.0]}')}
+    # The start is recorded on version 1 and the swap on version 2 (by one worker, once).
+    assert [r["kind"] for r in list_deployments(ws, "aliased", "1")] == ["serving"]
+    assert [r["kind"] for r in list_deployments(ws, "aliased", "2")] == ["serving"]
 
 
 def test_a_big_fast_path_request_is_504_past_the_timeout(tmp_path: Path) -> None:
