@@ -970,18 +970,18 @@ def _remember(ws: Workspace, prepared: PreparedModel, scorer: Scorer) -> None:
     save_pin(ws, prepared.path, prepared.info, prepared.source, prepared.downloaded)
 
 
-def _has_pin(ws: Workspace, model_uri: str) -> bool:
-    """Whether the warm-start cache holds a pin (files matching their digest) for the URI."""
+def _cached_pin(ws: Workspace, model_uri: str) -> Any:
+    """The warm-start cache's pin for a pinned-version URI (files matching their digest)."""
     from lifecycle.uris import parse_model_uri
     from serving.warmstart import load_pin
 
     try:
         ref = parse_model_uri(model_uri)
     except Exception:
-        return False
+        return None
     if ref.name is None or ref.version is None:
-        return False
-    return load_pin(ws, ref.name, ref.version) is not None
+        return None
+    return load_pin(ws, ref.name, ref.version)
 
 
 class _PrepareChild:
@@ -1068,20 +1068,10 @@ def _prepare_main() -> None:
     sys.stdout.flush()
 
 
-def _warm_start(ws: Workspace, model_uri: str, sink: Any) -> tuple[PreparedModel, Scorer] | None:
-    """A prepared model and scorer from the local cache for a pinned version, or None."""
-    from lifecycle.uris import parse_model_uri
-    from serving.warmstart import lean_scorer, load_pin
+def _warm_start(pin: Any, sink: Any) -> tuple[PreparedModel, Scorer] | None:
+    """A prepared model and scorer from the local cache for ``pin``, or None."""
+    from serving.warmstart import lean_scorer
 
-    try:
-        ref = parse_model_uri(model_uri)
-    except Exception:
-        return None
-    if ref.name is None or ref.version is None:
-        return None
-    pin = load_pin(ws, ref.name, ref.version)
-    if pin is None:
-        return None
     scorer = lean_scorer(pin, sink)
     if scorer is None:
         return None
@@ -1315,9 +1305,9 @@ def serve(
     # Fail fast when the port is taken, before spending seconds on loading the model.
     _listen_socket(options.host, options.port, reuse_port=options.workers > 1).close()
     with _model_dir() as tmp, contextlib.ExitStack() as stack:
-        cached = ws is not None and options.cache and _has_pin(ws, model_uri)
+        pin = _cached_pin(ws, model_uri) if ws is not None and options.cache else None
         child = None
-        if ws is not None and not cached and (os.cpu_count() or 1) > 1:
+        if ws is not None and pin is None and (os.cpu_count() or 1) > 1:
             # Resolving and downloading (MLflow's import, its store) run in another process
             # while this one imports the model's libraries: a cold start's two longest steps
             # side by side instead of one after the other.
@@ -1326,7 +1316,7 @@ def serve(
         # imported: importing it before MLflow's hundreds of modules makes that scan shorter.
         with contextlib.suppress(ImportError):
             import skops.io  # noqa: F401
-        warm = _warm_start(ws, model_uri, None) if ws is not None and cached else None
+        warm = _warm_start(pin, None) if pin is not None else None
         scorer = None
         if warm is not None:
             prepared, scorer = warm
