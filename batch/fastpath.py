@@ -6,12 +6,13 @@ straight from the Arrow columns (:func:`batch.schema.coerce_matrix`, no pandas f
 the check that this path answers exactly like the model's ``pyfunc.predict``.
 
 The check is not assumed: unless a verdict for the same model digest and package versions
-is cached (:func:`models.lean.fastpath_verdict`), a verifier thread imports MLflow, loads the
-model with ``mlflow.pyfunc.load_model`` and compares both paths on the model's input example
-plus a sample of the real rows of every chunk (the same rows through
+is cached (:func:`models.lean.fastpath_verdict`), :meth:`LeanPredictor.confirm` imports
+MLflow, loads the model with ``mlflow.pyfunc.load_model`` and compares both paths on the
+model's input example plus a sample of the real rows of every chunk (the same rows through
 :func:`batch.schema.coerce` + ``pyfunc.predict`` and through the matrix + estimator, rejects
-included). The engine renames an output into place only after :meth:`LeanPredictor.confirm`;
-when the paths disagree it rescores the output through pyfunc.
+included). That happens after the last chunk, so MLflow's modules never sit in memory beside
+the chunks in flight. The engine renames an output into place only after
+:meth:`LeanPredictor.confirm`; when the paths disagree it rescores the output through pyfunc.
 """
 
 from __future__ import annotations
@@ -95,8 +96,6 @@ class LeanPredictor:
         self.disagreement: str | None = None
         self._first_seen: set[int] = set()
         self._example_checked = False
-        if self.verify:
-            self._checks.append(self._checker.submit(self._pyfunc_model))
 
     # ------------------------------------------------------------------ loading, predicting
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+from datetime import datetime
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -74,7 +76,16 @@ def test_predictions_equal_pyfunc_in_input_order_with_workers(
     assert "mlflow" in on_disk["packages"]
     assert not list(tmp_path.glob(".out.csv*")), "no partial or checkpoint left behind"
 
+    assert (
+        on_disk["inputs"][0]["sha256"] == "sha256:" + hashlib.sha256(src.read_bytes()).hexdigest()
+    )
+
     run = ws.client().get_run(manifest.run_id)
+    assert run.info.status == "FINISHED"
+    started = datetime.fromisoformat(manifest.started_at).timestamp()
+    assert abs(run.info.start_time / 1000 - started) < 1, "the run starts when the scoring did"
+    assert run.info.end_time >= run.info.start_time + 1000 * manifest.duration_s - 1
+    assert [a.path for a in ws.client().list_artifacts(manifest.run_id)] == ["manifest.json"]
     assert run.data.tags["lifecycle.model_name"] == "churn"
     assert run.data.tags["lifecycle.model_version"] == "1"
     assert run.data.metrics["rows_scored"] == 2500 and run.data.metrics["rows_per_s"] > 0

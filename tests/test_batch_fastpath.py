@@ -295,3 +295,39 @@ def test_lean_load_refusal_rescores_through_pyfunc_at_once(ws: Workspace, tmp_pa
     assert (m.rows_read, m.rows_rejected) == (30, 30)
     rejects = pd.read_csv(tmp_path / "o.csv.rejects.csv")
     assert rejects["reason"].str.startswith("model error:").all()
+
+
+LEAN_RUN_WITHOUT_MLFLOW = """
+import json, sys
+from batch.engine import score
+from lifecycle.workspaces import local_workspace
+
+seen = []
+ws = local_workspace("dev", __import__("pathlib").Path(sys.argv[1]))
+m = score(ws, sys.argv[2], sys.argv[3], sys.argv[4], keep_columns=["id"], workers=2,
+          chunk_rows=200, progress=lambda p: seen.append("mlflow" in sys.modules))
+print(json.dumps({"chunks": len(seen), "mlflow_while_scoring": any(seen),
+                  "mlflow_after": "mlflow" in sys.modules, "run_id": m.run_id,
+                  "verified": m.fast_path["verified"]}))
+"""
+
+
+def test_lean_path_scores_without_mlflow_in_memory(models: dict[str, Path], tmp_path: Path) -> None:
+    """MLflow (~110 MB of modules) is imported only after the last chunk: for the check
+    against pyfunc and the run record. That keeps the peak memory of a big run down."""
+    import subprocess
+    import sys
+
+    df = _random_rows(2000, seed=3)
+    src = tmp_path / "in.csv"
+    df.to_csv(src, index=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", LEAN_RUN_WITHOUT_MLFLOW, str(tmp_path / "ws"),
+         str(models["logreg"]), str(src), str(tmp_path / "out.csv")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.splitlines()[-1])
+    assert got["chunks"] >= 10 and got["mlflow_while_scoring"] is False
+    assert got["verified"] == "pyfunc.predict", "the check against pyfunc still ran"
+    assert got["mlflow_after"] is True and got["run_id"], "and the run was recorded"

@@ -95,3 +95,24 @@ def test_fast_exit_waits_for_other_threads() -> None:
     finally:
         stop.set()
         worker.join()
+
+
+def test_fast_exit_abandons_daemon_threads(tmp_path: Path) -> None:
+    """Daemon threads (MLflow's telemetry consumers) do not keep a command on the slow exit:
+    exit handlers run, the code is kept, and nothing after the call runs."""
+    script = tmp_path / "exit_with_daemon.py"
+    marker = tmp_path / "atexit-ran"
+    script.write_text(
+        "import atexit, pathlib, threading\n"
+        "from lifecycle.cli import _exit_now\n"
+        f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'yes')\n"
+        "threading.Thread(target=threading.Event().wait, daemon=True).start()\n"
+        "_exit_now(SystemExit(3))\n"
+        "print('returned')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "returned" not in proc.stdout
+    assert marker.read_text() == "yes"

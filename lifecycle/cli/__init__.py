@@ -41,12 +41,15 @@ def _exit_now(exc: SystemExit) -> None:
     Arrow) took about 0.9 s here after every command that loaded a model. The parts of the
     teardown that matter still run first: exit handlers (temporary folders, logging,
     multiprocessing children) and flushing the standard streams. Only when no other
-    thread is alive; otherwise the normal exit joins them.
+    non-daemon thread is alive; otherwise the normal exit joins them. Daemon threads (e.g.
+    MLflow's telemetry consumers, which kept every command that imported MLflow on the slow
+    path) are abandoned by the normal exit as well.
     """
     import atexit
     import threading
 
-    if threading.active_count() != 1 or not isinstance(exc.code, (int, type(None))):
+    others = [t for t in threading.enumerate() if t is not threading.current_thread()]
+    if any(not t.daemon for t in others) or not isinstance(exc.code, (int, type(None))):
         return
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
