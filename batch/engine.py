@@ -26,7 +26,6 @@ import os
 import platform
 import re
 import shutil
-import tempfile
 import threading
 import time
 from collections import deque
@@ -40,6 +39,7 @@ import pandas as pd
 import pyarrow as pa
 
 from batch.fastpath import LeanDisagreement, LeanPredictor, plan_lean
+from batch.fetch import ModelFetch
 from batch.readers import (
     DEFAULT_CHUNK_ROWS,
     Chunk,
@@ -61,7 +61,7 @@ from batch.schema import (
     raw_text,
 )
 from lifecycle.errors import InvalidArgumentError, ScoringError
-from lifecycle.workspaces import Workspace, quiet_mlflow_progress
+from lifecycle.workspaces import Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +192,6 @@ def score(
         ScoringError: an input cannot be read, or rejected rows exceed ``max_error_rate``.
     """
     from lifecycle.audit import utcnow
-    from lifecycle.uris import resolve_model
 
     started = time.time()
     started_at = utcnow()
@@ -217,8 +216,6 @@ def score(
     jobs = _plan_outputs(files, Path(output), fmt)
     out_fmt = _output_format(Path(output), fmt, per_input=len(jobs) > 1 or _is_dir_target(output))
 
-    resolved = resolve_model(ws, model_uri)
-    keep = _check_inputs(files, delimiter, keep_columns, keep_all)
     counts_total = _Counts()
     outputs: list[dict[str, Any]] = []
     resumed = False
@@ -227,7 +224,11 @@ def score(
     fast_path: dict[str, Any] | None = None
     background = cf.ThreadPoolExecutor(max_workers=2)
     with contextlib.ExitStack() as stack:
-        model_dir = stack.enter_context(_local_model(ws, resolved.pinned_uri))
+        # The model's libraries are not imported while a child resolves: the two processes'
+        # modules side by side (~500 MB) would outweigh the scoring itself.
+        fetch = stack.enter_context(ModelFetch(ws, str(model_uri)))
+        resolved, model_dir = fetch.result()
+        keep = _check_inputs(files, delimiter, keep_columns, keep_all)
         schema = input_schema_of(model_dir)
         for f in files:
             check_columns(schema, read_columns(f, delimiter), str(f.path))
@@ -1272,32 +1273,6 @@ def _prediction_columns(pred: Any, n: int) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------
 # model, manifest, run record
-
-
-class _local_model:
-    """A local copy of the model's files for the duration of a run (workers load from it)."""
-
-    def __init__(self, ws: Workspace, pinned_uri: str) -> None:
-        self.ws = ws
-        self.uri = pinned_uri
-        self.tmp: str | None = None
-
-    def __enter__(self) -> str:
-        if Path(self.uri).is_dir():
-            return str(Path(self.uri).resolve())
-        import mlflow.artifacts
-
-        from lifecycle.workspaces import use_workspace
-
-        self.tmp = tempfile.mkdtemp(prefix="lifecycle-score-")
-        with use_workspace(self.ws), quiet_mlflow_progress():
-            return str(
-                mlflow.artifacts.download_artifacts(artifact_uri=self.uri, dst_path=self.tmp)
-            )
-
-    def __exit__(self, *exc: object) -> None:
-        if self.tmp:
-            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 def _sha256(path: Path) -> str:

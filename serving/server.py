@@ -985,30 +985,23 @@ def _cached_pin(ws: Workspace, model_uri: str) -> Any:
 
 
 class _PrepareChild:
-    """:func:`prepare_model` run in a child process (``python -m serving.server --prepare``).
+    """:func:`prepare_model` run in a child process (``python -m serving.server --child``).
 
     :meth:`result` returns its :class:`PreparedModel`, or raises the error it raised (same
     class, same message). Leaving the context kills a child still running.
     """
 
     def __init__(self, ws: Workspace, model_uri: str, dst: str) -> None:
-        spec = {"workspace": _ws_to_dict(ws), "model_uri": model_uri, "dst": dst}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "serving.server", "--prepare"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(spec).encode())
-        self.proc.stdin.close()
+        from lifecycle.child import ChildCall, workspace_spec
+
+        spec = {"workspace": workspace_spec(ws), "model_uri": model_uri, "dst": dst}
+        self.call = ChildCall("serving.server", spec, ServingError, "Resolving the model")
 
     def __enter__(self) -> _PrepareChild:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        self.call.__exit__(*exc)
 
     def result(self) -> PreparedModel:
         """The child's prepared model (waits for it).
@@ -1017,23 +1010,7 @@ class _PrepareChild:
             LifecycleError: what ``prepare_model`` raised in the child (ModelNotFoundError,
                 ServingError, ...), or ServingError when the child died without saying.
         """
-        from lifecycle import errors
-
-        assert self.proc.stdout is not None
-        out = self.proc.stdout.read()
-        code = self.proc.wait()
-        try:
-            doc = json.loads(out)
-        except ValueError:
-            raise ServingError(
-                f"Resolving the model failed (the resolver process exited with {code})"
-            ) from None
-        if "error" in doc:
-            cls = getattr(errors, str(doc["error"]), None)
-            if not (isinstance(cls, type) and issubclass(cls, errors.LifecycleError)):
-                cls = ServingError
-            raise cls(str(doc["message"]))
-        p = doc["prepared"]
+        p = self.call.result()
         return PreparedModel(
             path=p["path"],
             info=ModelInfo(**p["info"]),
@@ -1043,29 +1020,17 @@ class _PrepareChild:
         )
 
 
-def _prepare_main() -> None:
-    """The ``--prepare`` child: prepare_model, its result (or error) as JSON on stdout."""
-    from lifecycle.errors import LifecycleError
-
-    spec = json.loads(sys.stdin.read())
+def _prepare_in_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """The ``--child`` side of :class:`_PrepareChild`."""
     ws = Workspace(**spec["workspace"])
-    try:
-        prepared = prepare_model(ws, spec["model_uri"], spec["dst"])
-        doc: dict[str, Any] = {
-            "prepared": {
-                "path": prepared.path,
-                "info": prepared.info.to_dict(),
-                "follows": prepared.follows,
-                "source": prepared.source,
-                "downloaded": prepared.downloaded,
-            }
-        }
-    except LifecycleError as exc:
-        doc = {"error": type(exc).__name__, "message": str(exc)}
-    except Exception as exc:  # reported as a ServingError by the parent
-        doc = {"error": "ServingError", "message": f"{type(exc).__name__}: {exc}".splitlines()[0]}
-    sys.stdout.write(json.dumps(doc))
-    sys.stdout.flush()
+    prepared = prepare_model(ws, spec["model_uri"], spec["dst"])
+    return {
+        "path": prepared.path,
+        "info": prepared.info.to_dict(),
+        "follows": prepared.follows,
+        "source": prepared.source,
+        "downloaded": prepared.downloaded,
+    }
 
 
 def _warm_start(pin: Any, sink: Any) -> tuple[PreparedModel, Scorer] | None:
@@ -1585,9 +1550,9 @@ def _fork_worker(
 
 
 def _ws_to_dict(ws: Workspace | None) -> dict[str, Any] | None:
-    if ws is None:
-        return None
-    return {k: v for k, v in ws.__dict__.items() if k != "extra"}
+    from lifecycle.child import workspace_spec
+
+    return None if ws is None else workspace_spec(ws)
 
 
 def _worker_main() -> None:
@@ -1737,6 +1702,8 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--worker"]:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         _worker_main()
-    elif sys.argv[1:] == ["--prepare"]:
+    elif sys.argv[1:] == ["--child"]:
+        from lifecycle.child import child_main
+
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        _prepare_main()
+        child_main(_prepare_in_child, "ServingError")

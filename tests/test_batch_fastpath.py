@@ -312,18 +312,29 @@ print(json.dumps({"chunks": len(seen), "mlflow_while_scoring": any(seen),
 """
 
 
-def test_lean_path_scores_without_mlflow_in_memory(models: dict[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("uri", ["directory", "models:/lean/1"])
+def test_lean_path_scores_without_mlflow_in_memory(
+    models: dict[str, Path], tmp_path: Path, uri: str
+) -> None:
     """MLflow (~110 MB of modules) is imported only after the last chunk: for the check
-    against pyfunc and the run record. That keeps the peak memory of a big run down."""
+    against pyfunc and the run record. That keeps the peak memory of a big run down. A
+    registry URI is resolved and downloaded by a child process for the same reason."""
     import subprocess
     import sys
 
+    from lifecycle.registry import log_and_register
+
+    model = str(models["logreg"])
+    if uri.startswith("models:/"):
+        ws = local_workspace("dev", tmp_path / "ws")
+        log_and_register(ws, models["logreg"], "lean", experiment="import")
+        model = uri
     df = _random_rows(2000, seed=3)
     src = tmp_path / "in.csv"
     df.to_csv(src, index=False)
     proc = subprocess.run(
         [sys.executable, "-c", LEAN_RUN_WITHOUT_MLFLOW, str(tmp_path / "ws"),
-         str(models["logreg"]), str(src), str(tmp_path / "out.csv")],
+         model, str(src), str(tmp_path / "out.csv")],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]

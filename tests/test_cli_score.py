@@ -146,3 +146,35 @@ def test_deploy_azure_batch_writes_specs_the_sdk_loads(churn: Path, project_dir:
          "--compute", "cpu", "--out", "specs2"],
     )  # fmt: skip
     assert bad.exit_code == 1 and "Invalid Azure ML endpoint name 'x_bad'" in bad.output
+
+
+def test_registry_uri_resolved_in_a_child_process(churn: Path, project_dir: Path) -> None:
+    """`lifecycle score models:/...` as users run it (a fresh process, MLflow not imported):
+    the version is resolved and downloaded by `python -m batch.fetch --child`, and its
+    errors come back with the same one-line text as when resolved in process."""
+    import subprocess
+    import sys
+
+    df = scoring_frame(300)
+    df.to_csv(project_dir / "in.csv", index=False)
+    cmd = [sys.executable, "-m", "lifecycle", "score", "in.csv", "--keep-columns", "id"]
+    proc = subprocess.run(
+        [*cmd[:4], "models:/churn/1", *cmd[4:], "-o", "child.csv", "--json"],
+        capture_output=True, text=True, check=False, cwd=project_dir,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = json.loads(proc.stdout)
+    assert (manifest["model_name"], manifest["model_version"]) == ("churn", "1")
+    assert manifest["rows_scored"] == 300 and manifest["run_id"]
+    expected = mlflow.pyfunc.load_model(str(churn)).predict(df[["f0", "f1", "f2", "n"]])
+    got = pd.read_csv(project_dir / "child.csv")
+    np.testing.assert_array_equal(got["prediction"].to_numpy(), np.asarray(expected))
+
+    in_process = CliRunner().invoke(cli, ["score", "models:/churn/7", "in.csv", "-o", "x.csv"])
+    proc = subprocess.run(
+        [*cmd[:4], "models:/churn/7", *cmd[4:], "-o", "x.csv"],
+        capture_output=True, text=True, check=False, cwd=project_dir,
+    )  # fmt: skip
+    assert proc.returncode == in_process.exit_code == 1
+    assert proc.stderr.strip() == in_process.output.strip()
+    assert "Existing versions: 1" in proc.stderr and not (project_dir / "x.csv").exists()
