@@ -219,7 +219,7 @@ def run(
 def table(results: list[dict[str, Any]]) -> str:
     """A Markdown table with ratios against mlflow models predict and the in-process baseline."""
     lines = [
-        "| rows | model | tool | load avg | wall s | rows/s | peak RSS MB (sum) | peak PSS MB | speed vs mlflow predict | speed vs in-process | PSS vs mlflow predict |",
+        "| rows | model | tool | load avg | wall s | rows/s | peak RSS MB (sum) | peak PSS MB | speed vs mlflow predict | speed vs in-process | RSS vs mlflow predict |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     by_key = {(r["rows"], r["model"], r["tool"]): r for r in results}
@@ -228,13 +228,13 @@ def table(results: list[dict[str, Any]]) -> str:
         base = by_key.get((r["rows"], r["model"], "in-process pandas"))
         speed_ref = f"{ref['wall_s'] / r['wall_s']:.2f}x" if ref else "-"
         speed_base = f"{base['wall_s'] / r['wall_s']:.2f}x" if base else "-"
-        pss_ref = (
-            f"{r['peak_pss_mb'] / ref['peak_pss_mb']:.2f}" if ref and ref["peak_pss_mb"] else "-"
+        rss_ref = (
+            f"{r['peak_rss_mb'] / ref['peak_rss_mb']:.2f}" if ref and ref["peak_rss_mb"] else "-"
         )
         lines.append(
             f"| {r['rows']:,} | {r['model']} | {r['tool']} | {r.get('load_avg_1m', '-')} | "
             f"{r['wall_s']} | {r['rows_per_s']:,} | "
-            f"{r['peak_rss_mb']} | {r['peak_pss_mb']} | {speed_ref} | {speed_base} | {pss_ref} |"
+            f"{r['peak_rss_mb']} | {r['peak_pss_mb']} | {speed_ref} | {speed_base} | {rss_ref} |"
         )
     return "\n".join(lines)
 
