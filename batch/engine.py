@@ -273,9 +273,8 @@ def score(
             if engine == "spark":
                 from batch.spark import score_files_spark
 
-                counts, was_resumed = (
-                    score_files_spark(model_dir, job_files, out_path, opts, master=master),
-                    False,
+                counts, was_resumed = score_files_spark(
+                    model_dir, job_files, out_path, opts, master, resume, fingerprint_base, progress
                 )
             else:
                 assert pool is not None

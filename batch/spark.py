@@ -23,6 +23,8 @@ import logging
 import os
 import shutil
 import sys
+import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -186,25 +188,65 @@ def _coercions(specs: tuple[ColumnSpec, ...]) -> tuple[list[Any], Any]:
 
 
 def score_files_spark(
-    model_dir: str, files: list[InputFile], out: Path, opts: Any, master: str | None = None
-) -> Any:
+    model_dir: str,
+    files: list[InputFile],
+    out: Path,
+    opts: Any,
+    master: str | None = None,
+    resume: bool = True,
+    fingerprint_base: dict[str, Any] | None = None,
+    progress: Any = None,
+) -> tuple[Any, bool]:
     """Score ``files`` into ``out`` on Spark; same layout and guarantees as the local engine.
 
+    A checkpoint is written after each input file: a run killed (or interrupted) and rerun
+    with the same arguments skips the files already scored and produces the same bytes as
+    an uninterrupted run. The file being scored when the run stopped is scored again.
+    ``progress`` is called after each input file (the local engine's keys).
+
     Returns:
-        The run's counts (``rows_read``, ``rows_scored``, ``rows_rejected``, ``chunks``).
+        The run's counts (``rows_read``, ``rows_scored``, ``rows_rejected``, ``chunks``) and
+        whether it resumed from a checkpoint.
 
     Raises:
         ScoringError: Spark or Java is missing, the model fails on Spark, or rejected rows
             exceed the allowed rate (no output is left behind).
     """
-    from batch.engine import _Counts, _finish, _Partials
+    from batch.engine import (
+        CHECKPOINT_VERSION,
+        _Counts,
+        _fingerprint,
+        _finish,
+        _load_checkpoint,
+        _Partials,
+    )
 
     spark = get_spark(master)
     partials = _Partials.for_output(out)
-    partials.remove()
-    counts = _Counts()
+    fingerprint = _fingerprint({**(fingerprint_base or {}), "engine": "spark"}, files, out)
+    state = _load_checkpoint(partials, fingerprint) if resume else None
+    resumed = state is not None
+    if state is None:
+        partials.remove()
+        state = {
+            "version": CHECKPOINT_VERSION,
+            "fingerprint": fingerprint,
+            "file_index": 0,
+            "out_bytes": 0,
+            "rejects_bytes": 0,
+            "header": None,
+            "parts": 0,
+            "format": opts.fmt,
+            "counts": asdict(_Counts()),
+        }
+    else:
+        logger.info("resuming %s on Spark at input file %d", out, state["file_index"] + 1)
+    counts = _Counts(**state["counts"])
     try:
-        _score_on_spark(spark, model_dir, files, partials, opts, counts)
+        _score_on_spark(spark, model_dir, files, partials, opts, counts, state, progress)
+    except KeyboardInterrupt:
+        logger.warning("interrupted: rerun with the same arguments to resume %s", out)
+        raise
     except BaseException as exc:
         partials.remove()
         if type(exc).__module__.startswith(("pyspark", "py4j")):
@@ -212,17 +254,30 @@ def score_files_spark(
             raise ScoringError(f"Spark scoring of '{out}' failed: {line}") from exc
         raise
     _finish(out, partials, opts, counts)
-    return counts
+    return counts, resumed
 
 
 def _score_on_spark(
-    spark: Any, model_dir: str, files: list[InputFile], partials: Any, opts: Any, counts: Any
+    spark: Any,
+    model_dir: str,
+    files: list[InputFile],
+    partials: Any,
+    opts: Any,
+    counts: Any,
+    state: dict[str, Any],
+    progress: Any = None,
 ) -> None:
     import mlflow.pyfunc
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from batch.engine import REJECTS_HEADER, SOURCE_COLUMNS, _header_bytes
+    from batch.engine import (
+        REJECTS_HEADER,
+        SOURCE_COLUMNS,
+        _header_bytes,
+        _ParquetParts,
+        _save_checkpoint,
+    )
 
     result_type, struct_names = _result_type(model_dir)
     from lifecycle.workspaces import quiet_mlflow_progress
@@ -232,10 +287,20 @@ def _score_on_spark(
             spark, model_dir, result_type=result_type, env_manager="local"
         )
     specs = opts.schema.columns or ()
-    writer: Any = None
-    header: list[str] | None = None
-    with open(partials.out, "wb") as out_fh, open(partials.rejects, "wb") as rej_fh:
-        rejects_started = False
+    header: list[str] | None = state["header"]
+    resuming = state["file_index"] > 0
+    started, rows_at_start = time.time(), counts.rows_read
+    # Parquet goes into part files (one per input file) merged at the end, as in the local
+    # engine: a Parquet file is unreadable until its footer, so it cannot be resumed.
+    writer = _ParquetParts(partials.parts, state["parts"]) if opts.fmt == "parquet" else None
+    with (
+        open(partials.out, "r+b" if resuming else "wb") as out_fh,
+        open(partials.rejects, "r+b" if resuming and partials.rejects.exists() else "wb") as rej_fh,
+    ):
+        for fh, key in ((out_fh, "out_bytes"), (rej_fh, "rejects_bytes")):
+            fh.truncate(state[key])
+            fh.seek(state[key])
+        rejects_started = state["rejects_bytes"] > 0
 
         def write_rejects(rows: list[list[str]]) -> None:
             nonlocal rejects_started
@@ -248,7 +313,8 @@ def _score_on_spark(
             csv.writer(buf, lineterminator="\n").writerows(rows)
             rej_fh.write(buf.getvalue().encode("utf-8"))
 
-        for f in files:
+        for index in range(state["file_index"], len(files)):
+            f = files[index]
             df, names = _read(spark, f, opts.delimiter)
             df = df.cache()
             malformed = [
@@ -335,6 +401,22 @@ def _score_on_spark(
             scored.unpersist()
             checked.unpersist()
             df.unpersist()
+            state["file_index"] = index + 1
+            state["header"] = header
+            if writer is not None:
+                state["parts"] = writer.seal()
+            _save_checkpoint(partials, state, out_fh, rej_fh, counts)
+            if progress is not None:
+                elapsed = max(time.time() - started, 1e-9)
+                progress(
+                    {
+                        "rows_read": counts.rows_read,
+                        "rows_per_s": (counts.rows_read - rows_at_start) / elapsed,
+                        "bytes_done": sum(g.size for g in files[: index + 1]),
+                        "bytes_total": sum(g.size for g in files) or 1,
+                        "file": f.name,
+                    }
+                )
         if opts.fmt == "csv" and header is None:
             cols = (
                 (SOURCE_COLUMNS if opts.source_columns else [])
@@ -342,9 +424,7 @@ def _score_on_spark(
                 + ["prediction"]
             )
             out_fh.write(_header_bytes(cols, opts.delimiter))
-        if writer is not None:
-            writer.close()
-        elif opts.fmt == "parquet":
+        if writer is not None and not writer.merge(out_fh):
             import pyarrow.parquet as pq
 
             pq.write_table(pa.table({"prediction": pa.array([], pa.float64())}), out_fh)
@@ -505,9 +585,5 @@ def _write_rows(
             header = names
         out_fh.write(_render_csv(table, opts.delimiter))
         return header, writer
-    import pyarrow.parquet as pq
-
-    if writer is None:
-        writer = pq.ParquetWriter(out_fh, table.schema)
-    writer.write_table(table.cast(writer.schema))
+    writer.write(table)
     return names, writer

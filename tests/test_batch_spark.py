@@ -229,3 +229,99 @@ def test_model_failures_with_named_outputs_to_parquet_on_spark(
     rejects = pd.read_csv(tmp_path / "o.parquet.rejects.csv", keep_default_na=False)
     assert rejects["row_number"].tolist() == [3, 18]
     assert all(r.startswith("model error: f0 out of range") for r in rejects["reason"])
+
+
+def _three_inputs(tmp_path: Path) -> list[Path]:
+    """Three CSV files of 50 rows with one reject each (before and after a stop)."""
+    inputs = []
+    for i in range(3):
+        df = scoring_frame(50, seed=10 + i)
+        df["n"] = df["n"].astype(str)
+        df.loc[5 + i, "n"] = "bad"
+        df.to_csv(tmp_path / f"p{i}.csv", index=False)
+        inputs.append(tmp_path / f"p{i}.csv")
+    return inputs
+
+
+def test_killed_spark_run_resumes_to_byte_identical_output(
+    spark: object, ws: Workspace, tmp_path: Path
+) -> None:
+    """A real `lifecycle score --engine spark` process killed after its first input file:
+    the rerun skips that file and writes the same bytes as an uninterrupted run."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    model = save_code_model(tmp_path / "slow", sleep=0.5)  # widens the window between files
+    inputs = _three_inputs(tmp_path)
+    kwargs = {"keep_columns": ["id"], "max_error_rate": 0.1, "record": False}
+    ref = score(ws, str(model), inputs, tmp_path / "ref.csv", engine="spark", **kwargs)
+
+    out, checkpoint = tmp_path / "out.csv", tmp_path / ".out.csv.checkpoint.json"
+    cmd = [sys.executable, "-m", "lifecycle", "score", str(model), *map(str, inputs),
+           "-o", str(out), "--engine", "spark", "--master", "local[1]", "--keep-columns", "id",
+           "--max-error-rate", "0.1"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            if checkpoint.exists() and json.loads(checkpoint.read_text())["file_index"] >= 1:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its JVM
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    done = json.loads(checkpoint.read_text())["file_index"]
+    assert 1 <= done < 3 and not out.exists(), "killed between files, nothing renamed in place"
+
+    again = score(ws, str(model), inputs, out, engine="spark", **kwargs)
+    assert again.resumed is True
+    assert (again.rows_read, again.rows_scored, again.rows_rejected) == (150, 147, 3)
+    assert out.read_bytes() == (tmp_path / "ref.csv").read_bytes()
+    rejects = tmp_path / "out.csv.rejects.csv"
+    assert rejects.read_bytes() == (tmp_path / "ref.csv.rejects.csv").read_bytes()
+    assert (ref.rows_read, ref.rows_rejected) == (150, 3) and not checkpoint.exists()
+
+
+def test_interrupted_spark_run_resumes_parquet_and_reports_progress(
+    spark: object, ws: Workspace, tmp_path: Path
+) -> None:
+    """Ctrl-C after the first file keeps the checkpoint; the rerun writes the same Parquet
+    bytes as an uninterrupted run. Progress is reported after every input file."""
+    model = save_logreg(tmp_path / "logreg")
+    inputs = _three_inputs(tmp_path)
+    kwargs = {"keep_columns": ["id"], "max_error_rate": 0.1, "record": False}
+    seen: list[dict[str, object]] = []
+    ref = score(
+        ws, str(model), inputs, tmp_path / "ref.parquet", engine="spark", progress=seen.append,
+        **kwargs,
+    )  # fmt: skip
+    assert [p["file"] for p in seen] == ["p0.csv", "p1.csv", "p2.csv"]
+    assert [p["rows_read"] for p in seen] == [50, 100, 150]
+
+    def stop_after_first(p: dict[str, object]) -> None:
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        score(ws, str(model), inputs, out, engine="spark", progress=stop_after_first, **kwargs)
+    assert not out.exists() and (tmp_path / ".out.parquet.checkpoint.json").exists()
+    again = score(ws, str(model), inputs, out, engine="spark", **kwargs)
+    assert again.resumed is True and again.rows_read == ref.rows_read == 150
+    assert out.read_bytes() == (tmp_path / "ref.parquet").read_bytes()
+    assert (
+        pd.read_parquet(out)["id"].tolist()
+        == pd.read_parquet(tmp_path / "ref.parquet")["id"].tolist()
+    )
+    assert (tmp_path / "out.parquet.rejects.csv").read_bytes() == (
+        tmp_path / "ref.parquet.rejects.csv"
+    ).read_bytes()
