@@ -97,50 +97,35 @@ def test_entry_points_chain(work: Path) -> None:
     with quiet_mlflow_warnings():
         assert len(prod.client().search_model_versions("name='mlp'")) == 1
 
-    mlflow_run(
-        work,
-        "score_batch",
-        model_uri="models:/mlp/Production",
-        input=str(work / "nb" / "holdout.csv"),
-        output=str(work / "scored.csv"),
-        workers="1",
-        workspace="prod",
-    )
-    lines = (work / "scored.csv").read_text().splitlines()
-    assert lines[0] == "prediction" and len(lines) == len(
-        (work / "nb" / "holdout.csv").read_text().splitlines()
-    )
-
-    mlflow_run(
-        work,
-        "monitor",
-        model_uri="models:/mlp/Production",
-        input=str(work / "nb" / "holdout.csv"),
-        labels="target",
-        workspace="prod",
-    )
-    # The two Azure specs only read the registry: written side by side.
+    # Then two pairs side by side, each a writer of prod's store beside a reader of it (the
+    # Azure specs only read the registry), each `mlflow run` with its own launcher store.
+    holdout = str(work / "nb" / "holdout.csv")
+    pairs = [
+        [
+            ("score_batch", {"model_uri": "models:/mlp/Production", "input": holdout,
+                             "output": str(work / "scored.csv"), "workers": "1"}),
+            ("deploy_azure", {"target": "batch", "name": "mlp", "version": "1",
+                              "endpoint": "mlp-batch", "out": str(work / "azure-batch")}),
+        ],
+        [
+            ("monitor", {"model_uri": "models:/mlp/Production", "input": holdout,
+                         "labels": "target"}),
+            ("deploy_azure", {"target": "online", "name": "mlp", "version": "1",
+                              "endpoint": "mlp-rt", "out": str(work / "azure-online")}),
+        ],
+    ]  # fmt: skip
     with ThreadPoolExecutor(max_workers=2) as pool:
-        specs = [
-            pool.submit(
-                mlflow_run,
-                work,
-                "deploy_azure",
-                launcher_db=f"launcher-{tag}.db",
-                target=target,
-                name="mlp",
-                version="1",
-                endpoint=endpoint,
-                out=str(work / out),
-                workspace="prod",
-            )
-            for tag, target, endpoint, out in (
-                ("a", "batch", "mlp-batch", "azure-batch"),
-                ("b", "online", "mlp-rt", "azure-online"),
-            )
-        ]
-        for spec in specs:
-            spec.result()
+        for pair in pairs:
+            runs = [
+                pool.submit(mlflow_run, work, entry, launcher_db=db, workspace="prod", **params)
+                for db, (entry, params) in zip(
+                    ("launcher-a.db", "launcher-b.db"), pair, strict=True
+                )
+            ]
+            for run in runs:
+                run.result()
+    lines = (work / "scored.csv").read_text().splitlines()
+    assert lines[0] == "prediction" and len(lines) == len(Path(holdout).read_text().splitlines())
     assert (work / "azure-batch" / "deployment.yml").is_file()
     assert any((work / "azure-online").rglob("*.yml"))
 
