@@ -222,7 +222,6 @@ def score(
     pool: _WorkerPool | None = None
     lean: LeanPredictor | None = None
     fast_path: dict[str, Any] | None = None
-    background = cf.ThreadPoolExecutor(max_workers=2)
     with contextlib.ExitStack() as stack:
         # The model's libraries are not imported while a child resolves: the two processes'
         # modules side by side (~500 MB) would outweigh the scoring itself.
@@ -315,6 +314,7 @@ def score(
     duration = time.time() - started
     # The inputs' digests are computed now, beside MLflow's import for the run record (one
     # thread each: hashing releases the GIL, importing holds it), not during the scoring.
+    background = cf.ThreadPoolExecutor(max_workers=2)
     digest_futures = {f.path: background.submit(_sha256, f.path) for f in files}
     run_store = _open_run_store(ws) if record else None
     manifest = Manifest(
@@ -557,27 +557,8 @@ def _score_job(
     fingerprint_base: dict[str, Any],
     progress: ProgressCallback | None,
 ) -> tuple[_Counts, bool]:
-    partials = _Partials.for_output(out)
-    fingerprint = _fingerprint(fingerprint_base, files, out)
-    state = _load_checkpoint(partials, fingerprint) if resume else None
-    resumed = state is not None
-    if state is None:
-        partials.remove()
-        state = {
-            "version": CHECKPOINT_VERSION,
-            "fingerprint": fingerprint,
-            "file_index": 0,
-            "row_in_file": 0,
-            "offset": None,
-            "out_bytes": 0,
-            "rejects_bytes": 0,
-            "header": None,
-            "seq": 0,
-            "parts": 0,
-            "format": opts.fmt,
-            "counts": asdict(_Counts()),
-        }
-    else:
+    partials, state, resumed = _open_checkpoint(out, files, fingerprint_base, opts.fmt, resume)
+    if resumed:
         logger.info(
             "resuming %s at file %d row %d", out, state["file_index"], state["row_in_file"] + 1
         )
@@ -591,6 +572,35 @@ def _score_job(
         partials.remove()
         raise
     return counts, resumed
+
+
+def _open_checkpoint(
+    out: Path, files: list[InputFile], fingerprint_base: dict[str, Any], fmt: str, resume: bool
+) -> tuple[_Partials, dict[str, Any], bool]:
+    """The partial files of ``out`` and the state to continue from: the checkpoint left by a
+    run with the same arguments and inputs (when ``resume``), else a fresh state with the
+    partials removed. The third value says whether it resumes."""
+    partials = _Partials.for_output(out)
+    fingerprint = _fingerprint(fingerprint_base, files, out)
+    state = _load_checkpoint(partials, fingerprint) if resume else None
+    if state is not None:
+        return partials, state, True
+    partials.remove()
+    fresh = {
+        "version": CHECKPOINT_VERSION,
+        "fingerprint": fingerprint,
+        "file_index": 0,
+        "row_in_file": 0,
+        "offset": None,
+        "out_bytes": 0,
+        "rejects_bytes": 0,
+        "header": None,
+        "seq": 0,
+        "parts": 0,
+        "format": fmt,
+        "counts": asdict(_Counts()),
+    }
+    return partials, fresh, False
 
 
 def _load_checkpoint(partials: _Partials, fingerprint: str) -> dict[str, Any] | None:
@@ -790,7 +800,6 @@ def _scoring_memory_pool() -> Iterator[None]:
 def _release_unused_memory() -> None:
     """Return freed heap memory to the operating system (``malloc_trim`` on glibc)."""
     pa.default_memory_pool().release_unused()
-    pa.system_memory_pool().release_unused()
     with contextlib.suppress(OSError, AttributeError):
         import ctypes
 

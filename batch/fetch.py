@@ -31,12 +31,11 @@ class ModelFetch:
     waits. Downloaded files are removed on exit.
     """
 
-    def __init__(self, ws: Workspace, model_uri: str, child: bool | None = None) -> None:
+    def __init__(self, ws: Workspace, model_uri: str) -> None:
         self.ws = ws
         self.uri = model_uri
         self.ref = parse_model_uri(model_uri)
-        remote = self.ref.path is None
-        self.in_child = remote and ("mlflow" not in sys.modules if child is None else child)
+        self.in_child = self.ref.path is None and "mlflow" not in sys.modules
         self.tmp: str | None = None
         self._call: Any = None
 

@@ -24,7 +24,6 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -212,34 +211,12 @@ def score_files_spark(
         ScoringError: Spark or Java is missing, the model fails on Spark, or rejected rows
             exceed the allowed rate (no output is left behind).
     """
-    from batch.engine import (
-        CHECKPOINT_VERSION,
-        _Counts,
-        _fingerprint,
-        _finish,
-        _load_checkpoint,
-        _Partials,
-    )
+    from batch.engine import _Counts, _finish, _open_checkpoint
 
     spark = get_spark(master)
-    partials = _Partials.for_output(out)
-    fingerprint = _fingerprint({**(fingerprint_base or {}), "engine": "spark"}, files, out)
-    state = _load_checkpoint(partials, fingerprint) if resume else None
-    resumed = state is not None
-    if state is None:
-        partials.remove()
-        state = {
-            "version": CHECKPOINT_VERSION,
-            "fingerprint": fingerprint,
-            "file_index": 0,
-            "out_bytes": 0,
-            "rejects_bytes": 0,
-            "header": None,
-            "parts": 0,
-            "format": opts.fmt,
-            "counts": asdict(_Counts()),
-        }
-    else:
+    base = {**(fingerprint_base or {}), "engine": "spark"}
+    partials, state, resumed = _open_checkpoint(out, files, base, opts.fmt, resume)
+    if resumed:
         logger.info("resuming %s on Spark at input file %d", out, state["file_index"] + 1)
     counts = _Counts(**state["counts"])
     try:
