@@ -4,7 +4,7 @@ Owns the spec builder: a model registration (``AssetTypes.MLFLOW_MODEL``), a
 ``BatchEndpoint`` and a ``ModelBatchDeployment`` with ``ModelBatchDeploymentSettings``, built
 with azure-ai-ml's own entities and dumped as YAML that its loaders (``load_model``,
 ``load_batch_endpoint``, ``load_batch_deployment``) read back. ``apply`` is a thin layer
-over :mod:`lifecycle.azureml`, the only module that reaches Azure.
+over :mod:`lifecycle.base.azureml`, the only module that reaches Azure.
 
 Azure's no-code batch driver scores each input file whole (``mini_batch_size`` counts
 files) and appends headerless rows to ``predictions.csv``; its ``error_threshold`` counts
@@ -22,9 +22,10 @@ from typing import Any
 
 import yaml
 
-from lifecycle.azureml import entity_yaml_data, stage_model_files, write_text_atomic
-from lifecycle.errors import DeploymentError
-from lifecycle.workspaces import Workspace, quiet_mlflow_progress
+from lifecycle.base.azureml import entity_yaml_data, stage_model_files, write_text_atomic
+from lifecycle.base.errors import DeploymentError
+from lifecycle.base.tags import MODEL_NAME_TAG, MODEL_VERSION_TAG, SOURCE_WORKSPACE_NAME_TAG
+from lifecycle.base.workspaces import Workspace, quiet_mlflow_progress
 
 logger = logging.getLogger(__name__)
 # azure-ai-ml logs a warning for every experimental schema class it touches while loading.
@@ -122,7 +123,7 @@ def build_batch_deployment(
         )
     if not (Path(model_path) / "MLmodel").is_file():
         raise DeploymentError(f"'{model_path}' is not an MLflow model directory (no MLmodel file)")
-    all_tags = {"lifecycle.model_name": model_name, "lifecycle.model_version": str(version)}
+    all_tags = {MODEL_NAME_TAG: model_name, MODEL_VERSION_TAG: str(version)}
     all_tags.update(tags or {})
     model = Model(
         name=model_name,
@@ -245,8 +246,8 @@ def deploy_azure_batch(
 
     import mlflow.artifacts
 
-    from lifecycle.uris import get_model_version
-    from lifecycle.workspaces import use_workspace
+    from lifecycle.base.refs import get_model_version
+    from lifecycle.base.workspaces import use_workspace
 
     get_model_version(ws, model_name, version)
     with tempfile.TemporaryDirectory(prefix="lifecycle-azure-batch-") as tmp:
@@ -260,7 +261,7 @@ def deploy_azure_batch(
             endpoint=endpoint,
             compute=compute,
             model_path=local,
-            tags={"lifecycle.source_workspace": ws.name},
+            tags={SOURCE_WORKSPACE_NAME_TAG: ws.name},
             **settings,
         )
         files = write_batch_specs(spec, out_dir)
@@ -273,8 +274,8 @@ def deploy_azure_batch(
         "applied": False,
     }
     if apply:
-        from lifecycle import azureml
-        from lifecycle.deployments import record_deployment
+        from lifecycle.base import azureml
+        from lifecycle.base.deployments import record_deployment
 
         client = azureml.ml_client(azureml.azure_target(ws.extra.get("azure")))
         for entity in (checked.model, checked.endpoint, checked.deployment):

@@ -39,7 +39,6 @@ import pandas as pd
 import pyarrow as pa
 
 from batch.fastpath import LeanDisagreement, LeanPredictor, plan_lean
-from batch.fetch import ModelFetch
 from batch.readers import (
     DEFAULT_CHUNK_ROWS,
     Chunk,
@@ -60,8 +59,16 @@ from batch.schema import (
     input_schema_of,
     raw_text,
 )
-from lifecycle.errors import InvalidArgumentError, ScoringError
-from lifecycle.workspaces import Workspace
+from lifecycle.base.errors import InvalidArgumentError, ScoringError
+from lifecycle.base.fetch import ModelFetch
+from lifecycle.base.tags import (
+    ENGINE_TAG,
+    MODEL_NAME_TAG,
+    MODEL_URI_TAG,
+    MODEL_VERSION_TAG,
+    RUN_KIND_TAG,
+)
+from lifecycle.base.workspaces import Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +198,7 @@ def score(
         SchemaError: an input lacks a signature column (names missing and extra columns).
         ScoringError: an input cannot be read, or rejected rows exceed ``max_error_rate``.
     """
-    from lifecycle.audit import utcnow
+    from lifecycle.base.audit import utcnow
 
     started = time.time()
     started_at = utcnow()
@@ -226,7 +233,8 @@ def score(
         # The model's libraries are not imported while a child resolves: the two processes'
         # modules side by side (~500 MB) would outweigh the scoring itself.
         fetch = stack.enter_context(ModelFetch(ws, str(model_uri)))
-        resolved, model_dir = fetch.result()
+        fetched = fetch.result()
+        resolved, model_dir = fetched.resolved, fetched.path
         keep = _check_inputs(files, delimiter, keep_columns, keep_all)
         schema = input_schema_of(model_dir)
         for f in files:
@@ -1284,7 +1292,7 @@ def _prediction_columns(pred: Any, n: int) -> dict[str, Any]:
 
 
 def _sha256(path: Path) -> str:
-    from lifecycle.digest import sha256_file
+    from lifecycle.base.digest import sha256_file
 
     return "sha256:" + sha256_file(path)
 
@@ -1341,7 +1349,7 @@ class _RunStore:
 
 def _open_run_store(ws: Workspace) -> _RunStore:
     """Import MLflow and open ``ws``'s tracking store and the batch-scoring experiment."""
-    from lifecycle.workspaces import get_or_create_experiment
+    from lifecycle.base.workspaces import get_or_create_experiment
 
     try:
         with _no_gc():
@@ -1376,13 +1384,13 @@ def _record_run(
         tags = {
             "mlflow.runName": f"score {resolved.name or Path(model_uri).name}"
             + (f" v{resolved.version}" if resolved.version else ""),
-            "lifecycle.kind": "batch-scoring",
-            "lifecycle.model_uri": model_uri,
-            "lifecycle.engine": manifest.engine,
+            RUN_KIND_TAG: "batch-scoring",
+            MODEL_URI_TAG: model_uri,
+            ENGINE_TAG: manifest.engine,
         }
         if resolved.name:
-            tags["lifecycle.model_name"] = resolved.name
-            tags["lifecycle.model_version"] = str(resolved.version)
+            tags[MODEL_NAME_TAG] = resolved.name
+            tags[MODEL_VERSION_TAG] = str(resolved.version)
         run = client.create_run(store.experiment_id, start_time=int(started * 1000), tags=tags)
         run_id = str(run.info.run_id)
         now = int(time.time() * 1000)
@@ -1399,7 +1407,7 @@ def _record_run(
         client.log_dict(run_id, manifest.to_dict(), "manifest.json")
         client.set_terminated(run_id, end_time=now)
         if resolved.name and resolved.version:
-            from lifecycle.deployments import record_deployment
+            from lifecycle.base.deployments import record_deployment
 
             target = (
                 manifest.outputs[0]["path"]

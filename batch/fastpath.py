@@ -1,12 +1,12 @@
 """The lean scoring path for skops scikit-learn models with an all-numeric signature.
 
-Owns :class:`LeanPredictor`: the estimator loaded without MLflow (:mod:`models.lean`) in a
+Owns :class:`LeanPredictor`: the estimator loaded without MLflow (:mod:`lifecycle.base.lean`) in a
 background thread while the first CSV blocks are parsed, predicting on a NumPy matrix built
 straight from the Arrow columns (:func:`batch.schema.coerce_matrix`, no pandas frame), and
 the check that this path answers exactly like the model's ``pyfunc.predict``.
 
 The check is not assumed: unless a verdict for the same model digest and package versions
-is cached (:func:`models.lean.fastpath_verdict`), :meth:`LeanPredictor.confirm` imports
+is cached (:func:`lifecycle.base.lean.fastpath_verdict`), :meth:`LeanPredictor.confirm` imports
 MLflow, loads the model with ``mlflow.pyfunc.load_model`` and compares both paths on the
 model's input example plus a sample of the real rows of every chunk (the same rows through
 :func:`batch.schema.coerce` + ``pyfunc.predict`` and through the matrix + estimator, rejects
@@ -31,7 +31,7 @@ from batch.schema import InputSchema, coerce, coerce_matrix, is_numeric
 
 logger = logging.getLogger(__name__)
 
-#: The verdict-cache kind of this path (:func:`models.lean.fastpath_verdict`).
+#: The verdict-cache kind of this path (:func:`lifecycle.base.lean.fastpath_verdict`).
 VERDICT_KIND = "batch-sklearn-matrix"
 #: Rows of the first chunk of each input checked against pyfunc, and rows of every later one.
 FIRST_SAMPLE_ROWS = 256
@@ -56,8 +56,8 @@ class LeanPlan:
 
 def plan_lean(model_dir: str, schema: InputSchema) -> LeanPlan:
     """Decide from the model's files (no MLflow, no model load) whether the lean path applies."""
-    from lifecycle.digest import model_digest
-    from models.lean import fastpath_verdict, lean_eligible, read_mlmodel
+    from lifecycle.base.digest import model_digest
+    from lifecycle.base.lean import fastpath_verdict, lean_eligible, read_mlmodel
 
     try:
         why = lean_eligible(read_mlmodel(model_dir))
@@ -100,7 +100,7 @@ class LeanPredictor:
     # ------------------------------------------------------------------ loading, predicting
 
     def _load(self) -> Any:
-        from models.lean import load_lean_sklearn
+        from lifecycle.base.lean import load_lean_sklearn
 
         # The matrix has no column names: the estimator's own names were checked below.
         warnings.filterwarnings("ignore", message="X does not have valid feature names")
@@ -189,7 +189,7 @@ class LeanPredictor:
 
     def record_verdict(self) -> None:
         """Cache the outcome of this run's checks under the model digest (when checked)."""
-        from models.lean import save_fastpath_verdict
+        from lifecycle.base.lean import save_fastpath_verdict
 
         if self.plan.digest is None or (not self.verify and self.disagreement is None):
             return
@@ -217,7 +217,7 @@ class LeanPredictor:
 
     def _check_input_example(self) -> None:
         """Compare both paths on the model's saved input example, when it has one."""
-        from models.lean import read_mlmodel
+        from lifecycle.base.lean import read_mlmodel
 
         self.wait_loaded()
         if not read_mlmodel(self.model_dir).get("saved_input_example_info"):
@@ -246,7 +246,7 @@ class LeanPredictor:
     def _compare(self, table: pa.Table) -> None:
         """Both paths on the same rows: predictions, rejects and their reasons must match."""
         from batch.engine import _predict_isolating_errors
-        from models.lean import same_predictions
+        from lifecycle.base.lean import same_predictions
 
         generic = coerce(table, self.schema)
         lean = coerce_matrix(table, self.schema)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from lifecycle.errors import ScoringError
+from lifecycle.base.errors import ScoringError
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from lifecycle.errors import SchemaError
+from lifecycle.base.errors import SchemaError
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def input_schema_of(model_dir: str) -> InputSchema:
     Plain column signatures are read from the ``MLmodel`` YAML without importing MLflow
     (seconds saved per run); tensor and nested signatures go through MLflow.
     """
-    from models.lean import input_columns, read_mlmodel
+    from lifecycle.base.lean import input_columns, read_mlmodel
 
     mlmodel = read_mlmodel(model_dir)
     sig = mlmodel.get("signature") or {}

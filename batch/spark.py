@@ -31,7 +31,7 @@ import pyarrow as pa
 
 from batch.readers import InputFile, read_columns
 from batch.schema import ColumnSpec
-from lifecycle.errors import ScoringError
+from lifecycle.base.errors import ScoringError
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ def _score_on_spark(
     )
 
     result_type, struct_names = _result_type(model_dir)
-    from lifecycle.workspaces import quiet_mlflow_progress
+    from lifecycle.base.workspaces import quiet_mlflow_progress
 
     with quiet_mlflow_progress():
         predict = mlflow.pyfunc.spark_udf(

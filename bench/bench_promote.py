@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from lifecycle.mlflow_server import MlflowServer, premigrate_sqlite
-from lifecycle.promote import promote
-from lifecycle.workspaces import Workspace, quiet_mlflow_warnings, use_workspace
+from lifecycle.base.workspaces import Workspace, quiet_mlflow_warnings, use_workspace
+from lifecycle.registry.promote import promote
+from tests.support.mlflow_server import MlflowServer, premigrate_sqlite
 
 logger = logging.getLogger("bench.promote")
 

@@ -64,8 +64,8 @@ def build_model(root: Path) -> Path:
     from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
 
-    from lifecycle.registry import log_and_register
-    from lifecycle.workspaces import local_workspace
+    from lifecycle.base.workspaces import local_workspace
+    from lifecycle.registry.versions import log_and_register
 
     rng = np.random.default_rng(0)
     X = pd.DataFrame(rng.normal(size=(2000, N_FEATURES)), columns=COLUMNS)
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = build_model(root)
     bin_dir = Path(sys.executable).parent
     port, port2 = free_port(), free_port()
-    from lifecycle.workspaces import local_workspace
+    from lifecycle.base.workspaces import local_workspace
 
     dev = local_workspace("dev", root / ".lifecycle")
     registry_env = {

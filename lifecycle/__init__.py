@@ -1,12 +1,12 @@
 """Model lifecycle toolkit: workspaces, registry stages, gated promotion across workspaces.
 
-The base modules (:mod:`lifecycle.errors`, :mod:`lifecycle.workspaces`,
-:mod:`lifecycle.uris`) import none of ``models``, ``batch`` or ``serving``.
+The base modules (:mod:`lifecycle.base.errors`, :mod:`lifecycle.base.workspaces`,
+:mod:`lifecycle.base.refs`) import none of ``models``, ``batch`` or ``serving``.
 """
 
-from lifecycle.errors import LifecycleError
-from lifecycle.uris import canonical_stage, parse_model_uri, resolve_model
-from lifecycle.workspaces import Workspace, load_config
+from lifecycle.base.errors import LifecycleError
+from lifecycle.base.refs import canonical_stage, parse_model_uri, resolve_model
+from lifecycle.base.workspaces import Workspace, load_config
 
 __all__ = [
     "LifecycleError",

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from lifecycle.errors import ModelImportError
+from lifecycle.base.errors import ModelImportError
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,12 @@ from typing import Any
 
 import yaml
 
-from lifecycle.errors import ModelImportError, UntrustedPickleError
+from lifecycle.base.errors import ModelImportError, UntrustedPickleError
+from lifecycle.base.tags import (
+    AUTOML_DROPPED_REQUIREMENTS_TAG,
+    AUTOML_MODEL_SHA_TAG,
+    AUTOML_SCORING_FILE_TAG,
+)
 from models._unpickler import load_trusted_pickle, missing_modules, scan_pickle_globals
 from models.common import (
     BuiltModel,
@@ -388,9 +393,9 @@ def build_automl_model(
             source,
             sha,
             {
-                "lifecycle.automl.model_pkl_sha256": model_sha,
-                "lifecycle.automl.scoring_file": scoring.name,
-                "lifecycle.automl.dropped_requirements": ",".join(dropped),
+                AUTOML_MODEL_SHA_TAG: model_sha,
+                AUTOML_SCORING_FILE_TAG: scoring.name,
+                AUTOML_DROPPED_REQUIREMENTS_TAG: ",".join(dropped),
             },
         )
         with quiet_mlflow_save():

@@ -2,7 +2,7 @@
 signatures and input examples, skops trusted types, safe zip extraction and sample CSVs.
 
 Nothing here touches a registry: importers build an MLflow model directory and describe it
-with a :class:`BuiltModel`; ``lifecycle.imports`` registers it.
+with a :class:`BuiltModel`; ``lifecycle.registry.imports`` registers it.
 """
 
 from __future__ import annotations
@@ -19,8 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from lifecycle.errors import ModelImportError
-from lifecycle.workspaces import quiet_mlflow_progress
+from lifecycle.base.errors import ModelImportError
+from lifecycle.base.tags import (
+    IMPORTED_BY_TAG,
+    ORIGIN_FORMAT_TAG,
+    ORIGIN_KIND_TAG,
+    SOURCE_NAME_TAG,
+    SOURCE_SHA_TAG,
+)
+from lifecycle.base.workspaces import quiet_mlflow_progress
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +38,11 @@ BASE_PACKAGES = ("mlflow", "scikit-learn", "numpy", "pandas", "scipy", "skops")
 TRUSTED_PACKAGES = ("sklearn", "numpy", "scipy", "pandas")
 
 #: Provenance tag keys (set on the run and on the registered version).
-TAG_KIND = "lifecycle.origin.kind"
-TAG_FORMAT = "lifecycle.origin.format"
-TAG_SOURCE_NAME = "lifecycle.source_name"
-TAG_SOURCE_SHA = "lifecycle.source_sha256"
-TAG_IMPORTED_BY = "lifecycle.imported_by"
+TAG_KIND = ORIGIN_KIND_TAG
+TAG_FORMAT = ORIGIN_FORMAT_TAG
+TAG_SOURCE_NAME = SOURCE_NAME_TAG
+TAG_SOURCE_SHA = SOURCE_SHA_TAG
+TAG_IMPORTED_BY = IMPORTED_BY_TAG
 
 #: Where an importer's extra provenance files go among the run's artifacts.
 PROVENANCE_ARTIFACT_PATH = "provenance"

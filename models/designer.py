@@ -19,7 +19,8 @@ from typing import Any
 
 import yaml
 
-from lifecycle.errors import ModelImportError, UntrustedPickleError
+from lifecycle.base.errors import ModelImportError, UntrustedPickleError
+from lifecycle.base.tags import DESIGNER_ESTIMATOR_TAG, DESIGNER_LEARNER_TAG, DESIGNER_TASK_TAG
 from models import _designer_pyfunc as scoring
 from models._unpickler import designer_path_of, load_designer_pickle
 from models.common import (
@@ -461,9 +462,9 @@ def build_designer_model(
             source,
             sha,
             {
-                "lifecycle.designer.learner": spec["learner_class"],
-                "lifecycle.designer.estimator": spec["estimator_class"],
-                "lifecycle.designer.task": spec["task"],
+                DESIGNER_LEARNER_TAG: spec["learner_class"],
+                DESIGNER_ESTIMATOR_TAG: spec["estimator_class"],
+                DESIGNER_TASK_TAG: spec["task"],
             },
         )
         fresh_dir(out)

@@ -10,7 +10,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from lifecycle.errors import ModelImportError
+from lifecycle.base.errors import ModelImportError
 
 KINDS = ("notebook", "designer", "automl")
 

@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from lifecycle.errors import ModelImportError, UntrustedPickleError
+from lifecycle.base.errors import ModelImportError, UntrustedPickleError
+from lifecycle.base.tags import ESTIMATOR_TAG
 from models._unpickler import load_trusted_pickle
 from models.common import (
     BuiltModel,
@@ -208,9 +209,7 @@ def build_notebook_model(
             else:
                 logger.warning("no sample given: the model is saved without a signature")
             trusted = skops_trusted_types_for(model)
-            tags = provenance_tags(
-                "notebook", fmt, source, sha, {"lifecycle.estimator": estimator_name}
-            )
+            tags = provenance_tags("notebook", fmt, source, sha, {ESTIMATOR_TAG: estimator_name})
             with quiet_mlflow_save():
                 mlflow.sklearn.save_model(
                     model,

@@ -11,7 +11,7 @@ azure-ai-ml's own entities and dumped as YAML that its loaders (``load_model``,
 Blue/green: the version goes to its own deployment, which starts at 0% traffic, is
 smoke-invoked with the sample request, then traffic moves through the ``--traffic`` steps
 (default: all of it to the new deployment). ``apply`` is a thin layer over
-:mod:`lifecycle.azureml`, the only module that reaches Azure.
+:mod:`lifecycle.base.azureml`, the only module that reaches Azure.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from typing import Any
 
 import yaml
 
-from lifecycle.azureml import entity_yaml_data, stage_model_files, write_text_atomic
-from lifecycle.errors import DeploymentError
-from lifecycle.workspaces import Workspace, quiet_mlflow_progress
+from lifecycle.base.azureml import entity_yaml_data, stage_model_files, write_text_atomic
+from lifecycle.base.errors import DeploymentError
+from lifecycle.base.tags import MODEL_NAME_TAG, MODEL_VERSION_TAG, SOURCE_WORKSPACE_NAME_TAG
+from lifecycle.base.workspaces import Workspace, quiet_mlflow_progress
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +156,7 @@ def build_online_deployment(
     if not (Path(model_path) / "MLmodel").is_file():
         raise DeploymentError(f"'{model_path}' is not an MLflow model directory (no MLmodel file)")
     steps = parse_traffic(traffic, deployment_name)
-    all_tags = {"lifecycle.model_name": model_name, "lifecycle.model_version": str(version)}
+    all_tags = {MODEL_NAME_TAG: model_name, MODEL_VERSION_TAG: str(version)}
     all_tags.update(tags or {})
     model = Model(
         name=model_name,
@@ -277,7 +278,7 @@ def load_online_specs(out_dir: str | Path) -> OnlineDeploymentSpec:
 
 
 def apply_online(spec: OnlineDeploymentSpec, out_dir: str | Path, client: Any) -> list[str]:
-    """Carry out the rollout plan with an ``MLClient`` (through :mod:`lifecycle.azureml`).
+    """Carry out the rollout plan with an ``MLClient`` (through :mod:`lifecycle.base.azureml`).
 
     Returns:
         What was done, one line per step.
@@ -285,7 +286,7 @@ def apply_online(spec: OnlineDeploymentSpec, out_dir: str | Path, client: Any) -
     Raises:
         DeploymentError: the smoke invocation failed (traffic was not moved).
     """
-    from lifecycle import azureml
+    from lifecycle.base import azureml
 
     done = []
     azureml.begin_create_or_update(client, spec.model)
@@ -334,12 +335,12 @@ def deploy_online(
     """
     import mlflow.artifacts
 
-    from lifecycle.uris import get_model_version
-    from lifecycle.workspaces import use_workspace
+    from lifecycle.base.refs import get_model_version
+    from lifecycle.base.workspaces import use_workspace
 
     get_model_version(ws, model_name, version)
     if apply:
-        from lifecycle import azureml
+        from lifecycle.base import azureml
 
         target = azureml.azure_target(ws.extra.get("azure"))  # fail before writing anything
     with tempfile.TemporaryDirectory(prefix="lifecycle-azure-online-") as tmp:
@@ -356,7 +357,7 @@ def deploy_online(
             instance_type=instance_type,
             instance_count=instance_count,
             traffic=traffic,
-            tags={"lifecycle.source_workspace": ws.name},
+            tags={SOURCE_WORKSPACE_NAME_TAG: ws.name},
         )
         files = write_online_specs(spec, out_dir)
     checked = load_online_specs(out_dir)
@@ -369,7 +370,7 @@ def deploy_online(
         "applied": False,
     }
     if apply:
-        from lifecycle.deployments import record_deployment
+        from lifecycle.base.deployments import record_deployment
 
         client = azureml.ml_client(target)
         result["steps"] = apply_online(checked, out_dir, client)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from models.lean import same_predictions
+from lifecycle.base.lean import same_predictions
 from serving.protocol import (
     Reply,
     azure_input,
@@ -361,7 +361,7 @@ def load_scorer(model_path: str, info: ModelInfo, sink: InputSink | None = None)
     """
     import mlflow.pyfunc
 
-    from lifecycle.errors import ServingError
+    from lifecycle.base.errors import ServingError
 
     try:
         model = mlflow.pyfunc.load_model(model_path, suppress_warnings=True)

@@ -3,7 +3,7 @@
 A registered version's artifacts never change, so once a server has resolved
 ``models:/NAME/N`` in a workspace and loaded it, the next start does not need the registry
 (or MLflow, or its tracking store) before it can answer. What it keeps, per workspace,
-name and version (a *pin*, JSON under :func:`models.lean.cache_dir`):
+name and version (a *pin*, JSON under :func:`lifecycle.base.lean.cache_dir`):
 
 * where the model's files are (the artifact store's own directory for a local workspace,
   else a copy taken from the download) and their content digest;
@@ -12,7 +12,7 @@ name and version (a *pin*, JSON under :func:`models.lean.cache_dir`):
 A warm start checks the files against the digest, loads the scikit-learn model with skops
 (no MLflow), and serves the fast path that a previous start verified against
 ``pyfunc.predict`` for exactly this digest and these package versions (the verdict cache
-in :mod:`models.lean`). Once ``/health`` is ready, a background thread imports MLflow,
+in :mod:`lifecycle.base.lean`). Once ``/health`` is ready, a background thread imports MLflow,
 loads the pyfunc model for the general path (requests the fast path does not take wait
 for it), asks the registry whether the version still has the same source and digest, and
 swaps in the registry's version if it does not; a version the registry no longer has stops
@@ -34,8 +34,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lifecycle.workspaces import Workspace
-from models.lean import cache_dir, fastpath_verdict, load_lean_sklearn, save_fastpath_verdict
+from lifecycle.base.lean import (
+    cache_dir,
+    fastpath_verdict,
+    load_lean_sklearn,
+    save_fastpath_verdict,
+)
+from lifecycle.base.tags import DIGEST_TAG
+from lifecycle.base.workspaces import Workspace
 from serving.fastpath import FastPredictor, ModelInfo, Scorer, numpy_program
 
 logger = logging.getLogger(__name__)
@@ -76,7 +82,7 @@ def _pin_file(key: str) -> Path:
 
 def load_pin(ws: Workspace, name: str, version: str) -> Pin | None:
     """The pin of ``models:/name/version`` in ``ws`` if its files still match their digest."""
-    from lifecycle.digest import model_digest
+    from lifecycle.base.digest import model_digest
 
     key = _key(ws, name, version)
     try:
@@ -108,7 +114,7 @@ def save_pin(
 
     Failures are logged, never raised: the pin only saves time on the next start.
     """
-    from lifecycle.digest import model_digest
+    from lifecycle.base.digest import model_digest
 
     if info.name is None or info.version is None:
         return None
@@ -184,7 +190,7 @@ def prune_copies(keep: int | None = None) -> list[str]:
 
 def record_verdict(scorer: Scorer, path: str) -> None:
     """Remember that ``scorer``'s fast path agreed with ``pyfunc.predict`` for these files."""
-    from lifecycle.digest import model_digest
+    from lifecycle.base.digest import model_digest
 
     if scorer.fast is None:
         return
@@ -261,15 +267,15 @@ def attach_general(scorer: Scorer, path: str) -> None:
 
 def registry_agrees(ws: Workspace, pin: Pin) -> tuple[bool, str]:
     """Whether the registry still has ``pin``'s version with the same source and digest."""
-    from lifecycle.uris import ModelRef, resolve_model
-    from lifecycle.workspaces import one_http_attempt
+    from lifecycle.base.refs import ModelRef, resolve_model
+    from lifecycle.base.workspaces import one_http_attempt
 
     # One attempt, bounded: the caller keeps serving and asks again later, rather than sit
     # in MLflow's default retries (minutes) while /version says "pending".
     with one_http_attempt():
         resolved = resolve_model(ws, ModelRef(name=pin.name, version=pin.version))
     tags = dict(getattr(resolved.model_version, "tags", None) or {})
-    digest = tags.get("lifecycle.content_digest")
+    digest = tags.get(DIGEST_TAG)
     if resolved.source != pin.source:
         return False, f"source is now {resolved.source} (cached: {pin.source})"
     if digest != pin.registry_digest:

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from lifecycle.mlflow_server import MlflowServer
-from lifecycle.workspaces import Config, Workspace, load_config
+from lifecycle.base.workspaces import Config, Workspace, load_config
+from tests.support.mlflow_server import MlflowServer
 
 
 @pytest.fixture(autouse=True)

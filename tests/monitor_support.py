@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lifecycle.registry import log_and_register
-from lifecycle.workspaces import Workspace, local_workspace
+from lifecycle.base.workspaces import Workspace, local_workspace
+from lifecycle.registry.versions import log_and_register
 
 BASE_CAT_P = (0.45, 0.3, 0.15, 0.1)
 SHIFTED_CAT_P = (0.15, 0.3, 0.15, 0.4)

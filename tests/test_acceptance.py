@@ -23,9 +23,9 @@ import yaml
 from click.testing import CliRunner
 
 from lifecycle.cli import cli
-from lifecycle.mlflow_server import MlflowServer
-from serving.server import start_background
+from lifecycle.cli.background import start_background
 from tests import origins
+from tests.support.mlflow_server import MlflowServer
 
 
 @dataclass

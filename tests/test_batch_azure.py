@@ -15,7 +15,7 @@ from batch.azure import (
     load_batch_specs,
     write_batch_specs,
 )
-from lifecycle.errors import DeploymentError
+from lifecycle.base.errors import DeploymentError
 
 try:
     from tests.batch_fixtures import save_logreg
@@ -95,7 +95,7 @@ def test_cli_error_threshold_reaches_the_deployment(
     from click.testing import CliRunner
 
     from lifecycle.cli import cli
-    from lifecycle.registry import log_and_register
+    from lifecycle.registry.versions import log_and_register
 
     log_and_register(dev, model_dir, "batchy", experiment="t")  # type: ignore[arg-type]
     base = ["deploy", "azure-batch", "batchy", "--version", "1", "--endpoint", "e-batch"]

@@ -15,10 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from batch.engine import score
-from lifecycle.deployments import list_deployments
-from lifecycle.errors import InvalidArgumentError, SchemaError, ScoringError
-from lifecycle.registry import log_and_register
-from lifecycle.workspaces import Workspace, local_workspace
+from lifecycle.base.deployments import list_deployments
+from lifecycle.base.errors import InvalidArgumentError, SchemaError, ScoringError
+from lifecycle.base.workspaces import Workspace, local_workspace
+from lifecycle.registry.versions import log_and_register
 
 try:
     from tests.batch_fixtures import save_code_model, save_logreg, scoring_frame

@@ -16,9 +16,9 @@ import pytest
 
 from batch.engine import score
 from batch.fastpath import VERDICT_KIND
-from lifecycle.digest import model_digest
-from lifecycle.workspaces import Workspace, local_workspace
-from models.lean import fastpath_verdict
+from lifecycle.base.digest import model_digest
+from lifecycle.base.lean import fastpath_verdict
+from lifecycle.base.workspaces import Workspace, local_workspace
 
 try:
     from tests.batch_fixtures import save_code_model, save_logreg, scoring_frame, training_frame
@@ -300,7 +300,7 @@ def test_lean_load_refusal_rescores_through_pyfunc_at_once(ws: Workspace, tmp_pa
 LEAN_RUN_WITHOUT_MLFLOW = """
 import json, sys
 from batch.engine import score
-from lifecycle.workspaces import local_workspace
+from lifecycle.base.workspaces import local_workspace
 
 seen = []
 ws = local_workspace("dev", __import__("pathlib").Path(sys.argv[1]))
@@ -322,7 +322,7 @@ def test_lean_path_scores_without_mlflow_in_memory(
     import subprocess
     import sys
 
-    from lifecycle.registry import log_and_register
+    from lifecycle.registry.versions import log_and_register
 
     model = str(models["logreg"])
     if uri.startswith("models:/"):

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from batch.engine import score
-from lifecycle.workspaces import local_workspace
+from lifecycle.base.workspaces import local_workspace
 
 try:
     from tests.batch_fixtures import save_code_model, scoring_frame

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from batch.engine import score
-from lifecycle.errors import ScoringError
-from lifecycle.workspaces import Workspace, local_workspace
+from lifecycle.base.errors import ScoringError
+from lifecycle.base.workspaces import Workspace, local_workspace
 
 try:
     from tests.batch_fixtures import save_code_model, save_logreg, scoring_frame

@@ -1,4 +1,4 @@
-"""``lifecycle import``: thin commands over lifecycle.imports, checked through the registry."""
+"""``lifecycle import``: thin commands over lifecycle.registry.imports, checked through the registry."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 from origins import build_designer, build_notebook
 
+from lifecycle.base.workspaces import Workspace
 from lifecycle.cli import cli
-from lifecycle.workspaces import Workspace
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +140,8 @@ def test_designer_import_into_remote_server(remote: Workspace, tmp_path: Path) -
     import mlflow.pyfunc
     import pandas as pd
 
-    from lifecycle.imports import import_designer
-    from lifecycle.workspaces import use_workspace
+    from lifecycle.base.workspaces import use_workspace
+    from lifecycle.registry.imports import import_designer
 
     origin = build_designer(tmp_path, "binary", numeric_encoder="zscore", seed=3)
     name = f"designer_remote_{tmp_path.name}"

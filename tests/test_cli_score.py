@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from lifecycle.base.workspaces import Workspace, local_workspace
 from lifecycle.cli import cli
-from lifecycle.registry import log_and_register
-from lifecycle.workspaces import Workspace, local_workspace
+from lifecycle.registry.versions import log_and_register
 
 try:
     from tests.batch_fixtures import save_logreg, scoring_frame
@@ -74,7 +74,7 @@ def test_score_writes_one_prediction_per_row_with_header(churn: Path, project_di
 
 
 def test_score_json_and_stage_uri(churn: Path, dev: Workspace, project_dir: Path) -> None:
-    from lifecycle.workspaces import quiet_mlflow_warnings
+    from lifecycle.base.workspaces import quiet_mlflow_warnings
 
     with quiet_mlflow_warnings():
         dev.client().transition_model_version_stage("churn", "1", "Production")
@@ -150,7 +150,7 @@ def test_deploy_azure_batch_writes_specs_the_sdk_loads(churn: Path, project_dir:
 
 def test_registry_uri_resolved_in_a_child_process(churn: Path, project_dir: Path) -> None:
     """`lifecycle score models:/...` as users run it (a fresh process, MLflow not imported):
-    the version is resolved and downloaded by `python -m batch.fetch --child`, and its
+    the version is resolved and downloaded by `python -m lifecycle.base.fetch --child`, and its
     errors come back with the same one-line text as when resolved in process."""
     import subprocess
     import sys

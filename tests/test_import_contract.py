@@ -19,8 +19,8 @@ from origins import (
     build_notebook,
 )
 
-from lifecycle.imports import import_model
-from lifecycle.workspaces import Workspace, local_workspace, use_workspace
+from lifecycle.base.workspaces import Workspace, local_workspace, use_workspace
+from lifecycle.registry.imports import import_model
 from models.common import TAG_FORMAT, TAG_KIND, TAG_SOURCE_NAME, TAG_SOURCE_SHA, sha256_path
 
 

@@ -19,9 +19,9 @@ from origins import (
     build_notebook,
 )
 
-from lifecycle.errors import InvalidArgumentError, ModelImportError, UntrustedPickleError
-from lifecycle.imports import IMPORT_EXPERIMENT, import_model
-from lifecycle.workspaces import Workspace, local_workspace
+from lifecycle.base.errors import InvalidArgumentError, ModelImportError, UntrustedPickleError
+from lifecycle.base.workspaces import Workspace, local_workspace
+from lifecycle.registry.imports import IMPORT_EXPERIMENT, import_model
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from lifecycle.audit import read_history
+from lifecycle.base.audit import read_history
+from lifecycle.base.workspaces import load_config
 from lifecycle.cli import cli
-from lifecycle.lineage import find_workspace, lineage
-from lifecycle.registry import log_and_register
-from lifecycle.workspaces import load_config
+from lifecycle.registry.lineage import find_workspace, lineage
+from lifecycle.registry.versions import log_and_register
 from tests.helpers import save_sklearn_model
 
 
@@ -75,7 +75,7 @@ def test_promote_cli_then_lineage_after_workspace_rename(
 
 
 def test_lineage_ends_at_unreachable_source(project_dir: Path, model_dir: Path) -> None:
-    from lifecycle.promote import promote
+    from lifecycle.registry.promote import promote
 
     config = load_config()
     dev, prod = config.get("dev"), config.get("prod")

@@ -19,9 +19,9 @@ import pytest
 import requests
 import yaml
 
-from lifecycle.mlflow_server import free_port, premigrate_sqlite
-from lifecycle.uris import resolve_model
-from lifecycle.workspaces import load_config, quiet_mlflow_warnings
+from lifecycle.base.refs import resolve_model
+from lifecycle.base.workspaces import load_config, quiet_mlflow_warnings
+from tests.support.mlflow_server import free_port, premigrate_sqlite
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -130,7 +130,7 @@ def test_entry_points_chain(work: Path) -> None:
     assert any((work / "azure-online").rglob("*.yml"))
 
     # rollback needs a previous Production holder: promote a second (forced) version first.
-    from lifecycle.promote import promote
+    from lifecycle.registry.promote import promote
 
     second = promote(dev, prod, "mlp", version="1", force=True, smoke=False)
     assert second.version == "2"

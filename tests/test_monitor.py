@@ -16,14 +16,15 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats
 
-from lifecycle.audit import read_history
+from lifecycle.base.audit import read_history
+from lifecycle.base.errors import MonitoringError
+from lifecycle.base.tags import BASELINE_TAG
+from lifecycle.base.workspaces import Workspace, load_config
 from lifecycle.cli import cli
-from lifecycle.errors import MonitoringError
 from lifecycle.monitor import attach_baseline, load_baseline
 from lifecycle.monitor.drift import compare_column
 from lifecycle.monitor.monitor import MonitorResult, monitor, monitor_history
-from lifecycle.monitor.profile import BASELINE_ARTIFACT, BASELINE_TAG, sketch_column
-from lifecycle.workspaces import Workspace, load_config
+from lifecycle.monitor.profile import BASELINE_ARTIFACT, sketch_column
 from tests.monitor_support import SHIFTED_CAT_P, fit_model, make_data, register, write_config
 
 N = 8000

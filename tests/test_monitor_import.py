@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from lifecycle.imports import import_notebook
+from lifecycle.base.tags import BASELINE_TAG
+from lifecycle.base.workspaces import Config, Workspace
 from lifecycle.monitor import load_baseline
 from lifecycle.monitor.monitor import monitor
-from lifecycle.monitor.profile import BASELINE_TAG
 from lifecycle.monitor.status import status
-from lifecycle.promote import promote
-from lifecycle.workspaces import Config, Workspace
+from lifecycle.registry.imports import import_notebook
+from lifecycle.registry.promote import promote
 from tests.origins import build_notebook
 
 

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 import yaml
 
-from lifecycle.audit import read_history
-from lifecycle.errors import ConfigError
+from lifecycle.base.audit import read_history
+from lifecycle.base.errors import ConfigError
+from lifecycle.base.refs import resolve_model
+from lifecycle.base.workspaces import Workspace, load_config
 from lifecycle.monitor import attach_baseline, load_policy
 from lifecycle.monitor.monitor import monitor
-from lifecycle.stages import transition
-from lifecycle.uris import resolve_model
-from lifecycle.workspaces import Workspace, load_config
+from lifecycle.registry.stages import transition
 from tests.monitor_support import SHIFTED_CAT_P, fit_model, make_data, register, write_config
 
 NAME = "fraud"

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from lifecycle.base.workspaces import load_config
 from lifecycle.monitor import attach_baseline, load_baseline
 from lifecycle.monitor.monitor import monitor
 from lifecycle.monitor.status import status
-from lifecycle.workspaces import load_config
 from tests.monitor_support import SHIFTED_CAT_P, fit_model, make_data, register
 
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from lifecycle.base.workspaces import load_config
 from lifecycle.monitor import attach_baseline
 from lifecycle.monitor.monitor import MonitorResult, monitor
-from lifecycle.workspaces import load_config
 from tests.monitor_support import SHIFTED_CAT_P, fit_model, make_data, register, write_config
 
 NAME = "report-model"

@@ -16,15 +16,16 @@ import pytest
 from click.testing import CliRunner
 from sklearn.dummy import DummyClassifier
 
-from lifecycle.audit import read_history
+from lifecycle.base.audit import read_history
+from lifecycle.base.errors import GateFailedError, InvalidArgumentError, PromotionError
+from lifecycle.base.refs import resolve_model, search_versions
+from lifecycle.base.tags import DIGEST_TAG, SOURCE_VERSION_TAG, SOURCE_WORKSPACE_TAG
+from lifecycle.base.workspaces import Workspace, load_config, use_workspace
 from lifecycle.cli import cli
-from lifecycle.errors import GateFailedError, InvalidArgumentError, PromotionError
-from lifecycle.lineage import lineage
-from lifecycle.promote import SOURCE_VERSION_TAG, SOURCE_WORKSPACE_TAG, promote
-from lifecycle.registry import DIGEST_TAG, log_and_register
-from lifecycle.stages import versions_in_stage
-from lifecycle.uris import resolve_model, search_versions
-from lifecycle.workspaces import Workspace, load_config, use_workspace
+from lifecycle.registry.lineage import lineage
+from lifecycle.registry.promote import promote
+from lifecycle.registry.stages import versions_in_stage
+from lifecycle.registry.versions import log_and_register
 from tests.helpers import save_sklearn_model
 
 
@@ -297,7 +298,7 @@ def test_promote_logged_model_source(
 
 
 def test_select_source_by_stage_or_alias(dev: Workspace, prod: Workspace, logreg_dir: Path) -> None:
-    from lifecycle.stages import transition
+    from lifecycle.registry.stages import transition
 
     v = _register(dev, logreg_dir, "sel")
     transition(dev, "sel", v, "Staging", alias="champion")

@@ -9,11 +9,12 @@ import mlflow.pyfunc
 import numpy as np
 import pytest
 
-from lifecycle.digest import model_digest
-from lifecycle.errors import ModelImportError, PromotionError
-from lifecycle.registry import DIGEST_TAG, log_and_register
-from lifecycle.uris import search_versions
-from lifecycle.workspaces import Workspace, use_workspace
+from lifecycle.base.digest import model_digest
+from lifecycle.base.errors import ModelImportError, PromotionError
+from lifecycle.base.refs import search_versions
+from lifecycle.base.tags import DIGEST_TAG
+from lifecycle.base.workspaces import Workspace, use_workspace
+from lifecycle.registry.versions import log_and_register
 from tests.helpers import save_sklearn_model
 
 

@@ -13,9 +13,9 @@ import pytest
 from click.testing import CliRunner
 from serving_support import FEATURES, save_logreg
 
-from lifecycle.errors import DeploymentError
-from lifecycle.registry import log_and_register
-from lifecycle.workspaces import Workspace
+from lifecycle.base.errors import DeploymentError
+from lifecycle.base.workspaces import Workspace
+from lifecycle.registry.versions import log_and_register
 from serving.azure import deploy_online, load_online_specs, parse_traffic
 
 pytest.importorskip("azure.ai.ml")
@@ -92,7 +92,7 @@ def test_bad_traffic_is_refused_with_a_clear_message(traffic: str, message: str)
 def test_bad_names_and_missing_versions_write_nothing(
     registered: Workspace, tmp_path: Path
 ) -> None:
-    from lifecycle.errors import ModelNotFoundError
+    from lifecycle.base.errors import ModelNotFoundError
 
     with pytest.raises(DeploymentError, match="endpoint name 'x'"):
         deploy_online(registered, "churn", "1", endpoint="x", out_dir=tmp_path / "a")

@@ -15,10 +15,10 @@ import pytest
 import requests
 from serving_support import FEATURES, MlflowScoringServer, save_logreg
 
-from lifecycle.mlflow_server import free_port
-from lifecycle.registry import log_and_register
-from lifecycle.workspaces import local_workspace
-from serving.server import BackgroundServer, start_background
+from lifecycle.base.workspaces import local_workspace
+from lifecycle.cli.background import BackgroundServer, start_background
+from lifecycle.registry.versions import log_and_register
+from tests.support.mlflow_server import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -17,12 +17,12 @@ import pytest
 import requests
 from serving_support import save_logreg, save_slow_model
 
-from lifecycle.deployments import list_deployments
-from lifecycle.errors import ModelNotFoundError, ServingError
-from lifecycle.registry import log_and_register
-from lifecycle.uris import resolve_model
-from lifecycle.workspaces import Workspace, local_workspace, quiet_mlflow_warnings
-from serving.server import BackgroundServer, start_background
+from lifecycle.base.deployments import list_deployments
+from lifecycle.base.errors import ModelNotFoundError, ServingError
+from lifecycle.base.refs import resolve_model
+from lifecycle.base.workspaces import Workspace, local_workspace, quiet_mlflow_warnings
+from lifecycle.cli.background import BackgroundServer, start_background
+from lifecycle.registry.versions import log_and_register
 
 pytestmark = pytest.mark.slow
 
@@ -295,7 +295,7 @@ def _serve_cli(root: Path, monkeypatch: pytest.MonkeyPatch, uri: str) -> Any:
     from click.testing import CliRunner
 
     from lifecycle.cli import cli
-    from lifecycle.mlflow_server import free_port
+    from tests.support.mlflow_server import free_port
 
     monkeypatch.chdir(root)
     return CliRunner().invoke(cli, ["serve", uri, "-w", "dev", "--port", str(free_port())])

@@ -18,11 +18,11 @@ import pytest
 import requests
 from serving_support import numeric_frame, save_logreg
 
-from lifecycle.errors import ServingError
-from lifecycle.registry import log_and_register
-from lifecycle.workspaces import Workspace, local_workspace, quiet_mlflow_warnings
-from models.lean import cache_dir
-from serving.server import BackgroundServer, start_background
+from lifecycle.base.errors import ServingError
+from lifecycle.base.lean import cache_dir
+from lifecycle.base.workspaces import Workspace, local_workspace, quiet_mlflow_warnings
+from lifecycle.cli.background import BackgroundServer, start_background
+from lifecycle.registry.versions import log_and_register
 
 pytestmark = pytest.mark.slow
 
@@ -161,7 +161,7 @@ def test_a_deleted_version_stops_the_warm_server_with_exit_1(tmp_path: Path) -> 
 def test_a_remote_version_starts_warm_even_while_the_registry_is_down(
     tmp_path: Path,
 ) -> None:
-    from lifecycle.mlflow_server import MlflowServer
+    from tests.support.mlflow_server import MlflowServer
 
     registry = MlflowServer(tmp_path / "server").start()
     try:

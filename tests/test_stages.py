@@ -12,11 +12,12 @@ import pytest
 from click.testing import CliRunner
 from mlflow.exceptions import MlflowException
 
-from lifecycle.audit import read_history
+from lifecycle.base.audit import read_history
+from lifecycle.base.errors import InvalidStageError, ModelNotFoundError
+from lifecycle.base.refs import resolve_model
+from lifecycle.base.workspaces import Workspace
 from lifecycle.cli import cli
-from lifecycle.errors import InvalidStageError, ModelNotFoundError
-from lifecycle.registry import log_and_register
-from lifecycle.stages import (
+from lifecycle.registry.stages import (
     STAGE_TAG,
     _unsupported,
     capabilities,
@@ -24,8 +25,7 @@ from lifecycle.stages import (
     transition,
     versions_in_stage,
 )
-from lifecycle.uris import resolve_model
-from lifecycle.workspaces import Workspace
+from lifecycle.registry.versions import log_and_register
 from tests.helpers import save_sklearn_model
 
 

@@ -10,13 +10,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from lifecycle.base.deployments import record_deployment
+from lifecycle.base.workspaces import load_config
 from lifecycle.cli import cli
-from lifecycle.deployments import record_deployment
 from lifecycle.monitor import attach_baseline
 from lifecycle.monitor.monitor import monitor
 from lifecycle.monitor.status import status
-from lifecycle.stages import transition
-from lifecycle.workspaces import load_config
+from lifecycle.registry.stages import transition
 from tests.monitor_support import SHIFTED_CAT_P, fit_model, make_data, register, write_config
 
 NAME = "loans"

@@ -8,10 +8,10 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from lifecycle.errors import InvalidArgumentError, InvalidStageError, ModelNotFoundError
-from lifecycle.registry import log_and_register
-from lifecycle.uris import ModelRef, canonical_stage, parse_model_uri, resolve_model
-from lifecycle.workspaces import Workspace, quiet_mlflow_warnings
+from lifecycle.base.errors import InvalidArgumentError, InvalidStageError, ModelNotFoundError
+from lifecycle.base.refs import ModelRef, canonical_stage, parse_model_uri, resolve_model
+from lifecycle.base.workspaces import Workspace, quiet_mlflow_warnings
+from lifecycle.registry.versions import log_and_register
 from tests.helpers import save_sklearn_model
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lifecycle.errors import ConfigError, WorkspaceError
-from lifecycle.mlflow_server import MlflowServer
-from lifecycle.workspaces import check_reachable, load_config, use_workspace
+from lifecycle.base.errors import ConfigError, WorkspaceError
+from lifecycle.base.workspaces import check_reachable, load_config, use_workspace
+from tests.support.mlflow_server import MlflowServer
 
 
 def test_embedded_default_has_dev_and_prod_under_cwd(project_dir: Path) -> None:
@@ -95,7 +95,7 @@ def test_use_workspace_sets_and_restores_mlflow_uris(project_dir: Path) -> None:
 
 
 def test_remote_server_is_reachable(mlflow_server: MlflowServer) -> None:
-    from lifecycle.workspaces import Workspace
+    from lifecycle.base.workspaces import Workspace
 
     ws = Workspace("remote", mlflow_server.url, mlflow_server.url)
     assert check_reachable(ws) == (True, "ok")
@@ -111,7 +111,7 @@ def test_foreign_mlflow_run_id_is_hidden_inside_a_workspace(
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///launcher.db")
     monkeypatch.setenv("MLFLOW_RUN_ID", "0123456789abcdef0123456789abcdef")
-    from lifecycle.workspaces import get_or_create_experiment
+    from lifecycle.base.workspaces import get_or_create_experiment
 
     dev = load_config().get("dev")
     exp_id = get_or_create_experiment(dev, "t")

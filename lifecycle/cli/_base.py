@@ -2,7 +2,7 @@
 
 Each command lives in a module of this package, is a few lines over one library call,
 and uses :func:`workspace_option`, :func:`json_option` and :func:`emit`. Library errors
-(:class:`lifecycle.errors.LifecycleError`) become one line on stderr and their exit code;
+(:class:`lifecycle.base.errors.LifecycleError`) become one line on stderr and their exit code;
 usage errors exit 2; ``--debug`` shows the traceback.
 """
 
@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 import click
 
-from lifecycle.errors import LifecycleError
-from lifecycle.workspaces import Config, Workspace, load_config
+from lifecycle.base.errors import LifecycleError
+from lifecycle.base.workspaces import Config, Workspace, load_config
 
 F = TypeVar("F", bound=Callable[..., Any])
 

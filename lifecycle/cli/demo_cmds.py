@@ -36,12 +36,12 @@ def demo_cmd(work_dir: str, origins: tuple[str, ...], rows: int, as_json: bool) 
       lifecycle demo
       lifecycle demo --dir /tmp/demo --origin notebook
     """
-    from lifecycle.demo import ORIGINS, run_demo
+    from lifecycle.cli.demo import ORIGINS, run_demo
 
     if not as_json:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("  %(message)s"))
-        demo_logger = logging.getLogger("lifecycle.demo")
+        demo_logger = logging.getLogger("lifecycle.cli.demo")
         demo_logger.addHandler(handler)
         demo_logger.setLevel(logging.INFO)
         demo_logger.propagate = False
@@ -52,7 +52,7 @@ def demo_cmd(work_dir: str, origins: tuple[str, ...], rows: int, as_json: bool) 
 
 
 def _table(report: object) -> str:
-    from lifecycle.demo import DemoReport
+    from lifecycle.cli.demo import DemoReport
 
     assert isinstance(report, DemoReport)
     head = (
@@ -145,7 +145,7 @@ def train_cmd(
       lifecycle train --out-dir nb --dataset breast_cancer -w dev
       lifecycle import notebook nb/model.joblib --name churn --sample nb/sample.csv --target target --trust-pickle
     """
-    from lifecycle.train import train
+    from lifecycle.cli.train import train
 
     ws = None if no_log else state.workspace_obj(workspace)
     result = train(

@@ -7,8 +7,8 @@ from typing import Any
 
 import click
 
+from lifecycle.base.errors import GateFailedError
 from lifecycle.cli._base import State, cli, emit, json_option, pass_state, workspace_option
-from lifecycle.errors import GateFailedError
 
 _BAR_MIN_BYTES = 10 * 1024 * 1024
 
@@ -87,7 +87,7 @@ def transition_cmd(
     Example:
       lifecycle transition churn 3 production -w prod --alias champion
     """
-    from lifecycle.stages import transition
+    from lifecycle.registry.stages import transition
 
     ws = state.workspace_obj(workspace)
     result = transition(ws, name, version, stage, alias=alias, archive_existing=not no_archive)
@@ -154,7 +154,7 @@ def promote_cmd(
           --gate "accuracy>=0.9" --holdout holdout.csv --target label
       lifecycle promote churn --stage Staging --from test --to prod --dry-run
     """
-    from lifecycle.promote import promote
+    from lifecycle.registry.promote import promote
 
     source_stage, target_stage = _split_stages(stages, selected=bool(version or alias))
     bars = _Bars()
@@ -232,7 +232,7 @@ def rollback_cmd(state: State, name: str, stage: str, workspace: str | None, as_
     Example:
       lifecycle rollback churn -w prod --stage Production
     """
-    from lifecycle.stages import rollback
+    from lifecycle.registry.stages import rollback
 
     result = rollback(state.workspace_obj(workspace), name, stage)
     emit(
@@ -257,7 +257,7 @@ def history_cmd(state: State, name: str, workspace: str | None, as_json: bool) -
     Example:
       lifecycle history churn -w prod --json
     """
-    from lifecycle.audit import read_history
+    from lifecycle.base.audit import read_history
 
     events = read_history(state.workspace_obj(workspace), name)
 
@@ -299,7 +299,7 @@ def lineage_cmd(
     Example:
       lifecycle lineage churn 2 -w prod
     """
-    from lifecycle.lineage import lineage
+    from lifecycle.registry.lineage import lineage
 
     chain = lineage(state.config, state.workspace_obj(workspace), name, version)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from lifecycle.base.workspaces import check_reachable
 from lifecycle.cli._base import State, cli, emit, json_option, pass_state
-from lifecycle.workspaces import check_reachable
 
 
 @cli.command("workspaces")

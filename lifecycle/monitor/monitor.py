@@ -22,8 +22,15 @@ from typing import Any
 
 import pandas as pd
 
-from lifecycle.audit import record_event, utcnow
-from lifecycle.errors import DriftDetectedError, MonitoringError
+from lifecycle.base.audit import record_event, utcnow
+from lifecycle.base.errors import DriftDetectedError, MonitoringError
+from lifecycle.base.tags import (
+    MONITOR_DRIFT_TAG,
+    MONITOR_LAST_TAG,
+    MONITOR_MODEL_TAG,
+    MONITOR_VERSION_TAG,
+)
+from lifecycle.base.workspaces import Workspace, get_or_create_experiment, quiet_mlflow_progress
 from lifecycle.monitor.drift import DriftReport, compare, finite_or_none
 from lifecycle.monitor.policy import ActionContext, Policy, apply_actions, load_policy
 from lifecycle.monitor.profile import (
@@ -31,15 +38,14 @@ from lifecycle.monitor.profile import (
     load_baseline,
     split_labels,
 )
-from lifecycle.workspaces import Workspace, get_or_create_experiment, quiet_mlflow_progress
 
 logger = logging.getLogger(__name__)
 
 MONITOR_EXPERIMENT = "lifecycle-monitoring"
-MODEL_TAG = "lifecycle.monitor.model"
-VERSION_TAG = "lifecycle.monitor.version"
-DRIFT_TAG = "lifecycle.monitor.drift"
-LAST_TAG = "lifecycle.monitor.last"
+MODEL_TAG = MONITOR_MODEL_TAG
+VERSION_TAG = MONITOR_VERSION_TAG
+DRIFT_TAG = MONITOR_DRIFT_TAG
+LAST_TAG = MONITOR_LAST_TAG
 DATA_SUFFIXES = (".csv", ".parquet", ".pq")
 _FEATURE_KEYS = (
     "name",
@@ -271,8 +277,8 @@ def monitor(
     """
     import mlflow.pyfunc
 
-    from lifecycle.uris import resolve_model
-    from lifecycle.workspaces import use_workspace
+    from lifecycle.base.refs import resolve_model
+    from lifecycle.base.workspaces import use_workspace
 
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
     resolved = resolve_model(ws, model_uri)
@@ -433,8 +439,8 @@ def baseline_from_files(
     Raises:
         ModelNotFoundError, MonitoringError: as :func:`lifecycle.monitor.profile.attach_baseline`.
     """
+    from lifecycle.base.refs import resolve_model
     from lifecycle.monitor.profile import attach_baseline
-    from lifecycle.uris import resolve_model
 
     resolved = resolve_model(ws, model_uri)
     if resolved.name is None or resolved.version is None:

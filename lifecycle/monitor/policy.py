@@ -25,7 +25,7 @@ A policy is a YAML file with two keys, both optional::
 Without a file the default policy applies: the thresholds above, actions ``tag`` and ``exit``.
 Parameter values of ``retrain`` may use ``{model}``, ``{version}``, ``{workspace}``,
 ``{model_uri}``, ``{inputs}`` and ``{run_id}`` (the monitor run). Every action is recorded in
-the model's audit history (:mod:`lifecycle.audit`).
+the model's audit history (:mod:`lifecycle.base.audit`).
 """
 
 from __future__ import annotations
@@ -39,15 +39,14 @@ from typing import Any
 
 import yaml
 
-from lifecycle.audit import record_event
-from lifecycle.errors import ConfigError, LifecycleError
+from lifecycle.base.audit import record_event
+from lifecycle.base.errors import ConfigError, LifecycleError
+from lifecycle.base.tags import NEEDS_RETRAINING_REASON_TAG, NEEDS_RETRAINING_TAG
+from lifecycle.base.workspaces import Workspace
 from lifecycle.monitor.drift import Thresholds
-from lifecycle.workspaces import Workspace
 
 logger = logging.getLogger(__name__)
 
-NEEDS_RETRAINING_TAG = "needs_retraining"
-NEEDS_RETRAINING_REASON_TAG = "lifecycle.needs_retraining.reason"
 DRIFT_EXIT_CODE = 3
 ACTIONS = ("tag", "exit", "rollback", "retrain")
 _ACTION_OPTIONS: dict[str, set[str]] = {
@@ -243,8 +242,8 @@ def _exit(action: Action, ctx: ActionContext) -> dict[str, Any]:
 
 
 def _rollback(action: Action, ctx: ActionContext) -> dict[str, Any]:
-    from lifecycle.errors import ModelNotFoundError
-    from lifecycle.stages import current_stage, rollback, versions_in_stage
+    from lifecycle.base.errors import ModelNotFoundError
+    from lifecycle.registry.stages import current_stage, rollback, versions_in_stage
 
     stage = action.options.get("stage") or current_stage(ctx.ws, ctx.name, ctx.version)
     if stage not in ("Staging", "Production") or ctx.version not in versions_in_stage(
@@ -274,7 +273,7 @@ def _rollback(action: Action, ctx: ActionContext) -> dict[str, Any]:
 def _retrain(action: Action, ctx: ActionContext) -> dict[str, Any]:
     import mlflow.projects
 
-    from lifecycle.workspaces import get_or_create_experiment, use_workspace
+    from lifecycle.base.workspaces import get_or_create_experiment, use_workspace
 
     values = {
         "model": ctx.name,

@@ -21,14 +21,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lifecycle.errors import MonitoringError
-from lifecycle.workspaces import Workspace, quiet_mlflow_progress
+from lifecycle.base.errors import MonitoringError
+from lifecycle.base.tags import BASELINE_TAG
+from lifecycle.base.workspaces import Workspace, quiet_mlflow_progress
 
 logger = logging.getLogger(__name__)
 
 PROFILE_FORMAT = "lifecycle.baseline/1"
 BASELINE_ARTIFACT = "lifecycle/baseline.json"
-BASELINE_TAG = "lifecycle.baseline"
 PREDICTION = "prediction"
 #: Numeric columns with at most this many distinct values are sketched by value frequencies.
 DISCRETE_MAX_VALUES = 20
@@ -290,16 +290,16 @@ def attach_baseline(
     """
     import mlflow.pyfunc
 
-    from lifecycle.audit import record_event
-    from lifecycle.uris import get_model_version
-    from lifecycle.workspaces import use_workspace
+    from lifecycle.base.audit import record_event
+    from lifecycle.base.refs import get_model_version
+    from lifecycle.base.workspaces import use_workspace
 
     mv = get_model_version(ws, name, version)
     with use_workspace(ws), quiet_mlflow_progress():
         model = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
     profile = build_profile(model, sample_df, labels)
     profile.update(model=name, version=str(mv.version))
-    from lifecycle.audit import utcnow
+    from lifecycle.base.audit import utcnow
 
     profile["created_at"] = utcnow()
     client = ws.client()
@@ -307,7 +307,7 @@ def attach_baseline(
     tag_value = BASELINE_ARTIFACT
     if not run_id:
         # A version registered without a run: keep the profile in a run of its own.
-        from lifecycle.workspaces import get_or_create_experiment
+        from lifecycle.base.workspaces import get_or_create_experiment
 
         exp = get_or_create_experiment(ws, "lifecycle-baselines")
         run = client.create_run(exp, run_name=f"baseline {name} v{mv.version}")
@@ -343,7 +343,7 @@ def load_baseline(ws: Workspace, name: str, version: str | int) -> dict[str, Any
     """
     from mlflow.artifacts import download_artifacts
 
-    from lifecycle.uris import get_model_version
+    from lifecycle.base.refs import get_model_version
 
     mv = get_model_version(ws, name, version)
     tag = (mv.tags or {}).get(BASELINE_TAG) or BASELINE_ARTIFACT

@@ -1,7 +1,7 @@
 """``status``: every model of every workspace at a glance.
 
 Per workspace, each registered model; per version its stage and aliases, where it is deployed
-(:func:`lifecycle.deployments.list_deployments`), whether it has a baseline, the last monitor
+(:func:`lifecycle.base.deployments.list_deployments`), whether it has a baseline, the last monitor
 result (the ``lifecycle.monitor.last`` tag) and its flags (``needs_retraining``, ``drift``,
 ``failed``). A workspace that cannot be reached is reported with its error, not raised.
 """
@@ -14,23 +14,29 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from lifecycle.deployments import list_deployments
-from lifecycle.monitor.monitor import LAST_TAG
-from lifecycle.monitor.policy import NEEDS_RETRAINING_REASON_TAG, NEEDS_RETRAINING_TAG
-from lifecycle.monitor.profile import BASELINE_ARTIFACT, BASELINE_TAG
-from lifecycle.uris import search_versions
-from lifecycle.workspaces import (
+from lifecycle.base.deployments import list_deployments
+from lifecycle.base.refs import search_versions
+from lifecycle.base.tags import (
+    BASELINE_TAG,
+    FAILED_TAG,
+    NEEDS_RETRAINING_REASON_TAG,
+    NEEDS_RETRAINING_TAG,
+    STAGE_TAG,
+)
+from lifecycle.base.workspaces import (
     Config,
     Workspace,
     _sqlite_path,
     check_reachable,
     quiet_mlflow_warnings,
 )
+from lifecycle.monitor.monitor import LAST_TAG
+from lifecycle.monitor.profile import BASELINE_ARTIFACT
 
 logger = logging.getLogger(__name__)
 
-_STAGE_TAG = "lifecycle.stage"
-_FAILED_TAG = "lifecycle.failed"
+_STAGE_TAG = STAGE_TAG
+_FAILED_TAG = FAILED_TAG
 
 
 def status(config: Config, workspace: str | None = None) -> dict[str, Any]:
@@ -119,7 +125,7 @@ def _version_status(ws: Workspace, name: str, mv: Any, aliases: list[str]) -> di
             last = {"raw": tags[LAST_TAG]}
     flags = []
     if tags.get(NEEDS_RETRAINING_TAG, "").lower() == "true":
-        flags.append("needs_retraining")
+        flags.append(NEEDS_RETRAINING_TAG)
     if last and last.get("drift"):
         flags.append("drift")
     if tags.get(_FAILED_TAG) == "true":

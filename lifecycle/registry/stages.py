@@ -12,7 +12,7 @@ Which of the first two mechanisms a workspace has comes from its configuration
 (``supports_stages`` / ``supports_aliases``) or, when not configured, is detected on the first
 call the backend refuses; the result is remembered per registry URI for the process. Nothing
 is decided from the URI scheme alone. Every transition and rollback is recorded in the
-workspace's audit history (:mod:`lifecycle.audit`).
+workspace's audit history (:mod:`lifecycle.base.audit`).
 """
 
 from __future__ import annotations
@@ -21,21 +21,20 @@ import logging
 import threading
 from typing import Any
 
-from lifecycle.audit import read_history, record_event
-from lifecycle.errors import LifecycleError, ModelNotFoundError
-from lifecycle.uris import (
+from lifecycle.base.audit import read_history, record_event
+from lifecycle.base.errors import LifecycleError, ModelNotFoundError
+from lifecycle.base.refs import (
     STAGE_ALIASES,
     canonical_stage,
     get_model_version,
     get_registered_model,
     search_versions,
 )
-from lifecycle.workspaces import Workspace, quiet_mlflow_warnings
+from lifecycle.base.tags import FAILED_TAG, STAGE_TAG
+from lifecycle.base.workspaces import Workspace, quiet_mlflow_warnings
 
 logger = logging.getLogger(__name__)
 
-STAGE_TAG = "lifecycle.stage"
-FAILED_TAG = "lifecycle.failed"
 
 _CAPS: dict[tuple[str, str], dict[str, bool]] = {}
 _CAPS_LOCK = threading.Lock()

@@ -1,4 +1,4 @@
-"""``python -m lifecycle.mlproject ENTRY ...``: MLproject entry points with flat parameters.
+"""``python -m lifecycle.cli.mlproject ENTRY ...``: MLproject entry points with flat parameters.
 
 MLproject parameters cannot be optional flags or repeated options, so the entry points that
 need them come through here: an empty string means "not given", ``true``/``false`` become a
@@ -12,7 +12,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lifecycle.errors import InvalidArgumentError
+from lifecycle.base.errors import InvalidArgumentError
 
 
 def _opt(args: list[str], flag: str, value: str | None) -> None:
@@ -40,7 +40,7 @@ def translate(argv: Sequence[str]) -> list[str]:
     Raises:
         InvalidArgumentError: an unknown entry point or a malformed value.
     """
-    parser = argparse.ArgumentParser(prog="python -m lifecycle.mlproject")
+    parser = argparse.ArgumentParser(prog="python -m lifecycle.cli.mlproject")
     sub = parser.add_subparsers(dest="entry", required=True)
     p = sub.add_parser("import")
     for name in ("--path", "--name", "--kind", "--sample", "--target", "--trust-pickle", "-w"):

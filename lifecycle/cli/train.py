@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lifecycle.errors import InvalidArgumentError
-from lifecycle.workspaces import Workspace, get_or_create_experiment
+from lifecycle.base.errors import InvalidArgumentError
+from lifecycle.base.workspaces import Workspace, get_or_create_experiment
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def _log_training_run(
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
-    from lifecycle.workspaces import use_workspace
+    from lifecycle.base.workspaces import use_workspace
     from models.common import pinned_requirements
 
     with use_workspace(ws):

@@ -29,8 +29,8 @@ from typing import Any
 
 import yaml
 
-from lifecycle.errors import LifecycleError
-from lifecycle.workspaces import Workspace, load_config
+from lifecycle.base.errors import LifecycleError
+from lifecycle.base.workspaces import Workspace, load_config
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def _origins_module() -> Any:
 
 
 def _build_notebook(root: Path) -> _Origin:
-    from lifecycle.train import train
+    from lifecycle.cli.train import train
 
     trained = train(root / "notebook")
     import pandas as pd
@@ -229,9 +229,9 @@ def _run_origin(
     rows_per_file: int,
     files: int,
 ) -> None:
-    from lifecycle.imports import import_model
-    from lifecycle.promote import promote
-    from lifecycle.stages import transition
+    from lifecycle.registry.imports import import_model
+    from lifecycle.registry.promote import promote
+    from lifecycle.registry.stages import transition
 
     name = f"{origin}-demo"
     t0 = time.monotonic()
@@ -311,7 +311,7 @@ def _real_time(
 ) -> None:
     import requests
 
-    from serving.server import start_background
+    from lifecycle.cli.background import start_background
 
     t0 = time.monotonic()
     try:

@@ -12,12 +12,12 @@ import logging
 import re
 from typing import Any
 
-from lifecycle.audit import utcnow
-from lifecycle.workspaces import Workspace
+from lifecycle.base.audit import utcnow
+from lifecycle.base.tags import DEPLOYMENT_TAG_PREFIX
+from lifecycle.base.workspaces import Workspace
 
 logger = logging.getLogger(__name__)
 
-DEPLOYMENT_TAG_PREFIX = "lifecycle.deployment."
 KINDS = ("serving", "batch", "azure-online", "azure-batch", "spark")
 
 

@@ -7,10 +7,10 @@
 2. download the model and the source run's other artifacts, and run every gate (metric
    thresholds, holdout comparison with the target's champion, smoke test in a fresh process)
    before anything is written to the target; a failing gate raises
-   :class:`~lifecycle.errors.GateFailedError` carrying the gate table;
+   :class:`~lifecycle.base.errors.GateFailedError` carrying the gate table;
 3. deep-copy into the target: a run of its own (params, full metric history, tags, artifacts)
    in the experiment ``promoted/<name>``, and a version registered from that run's artifacts
-   (:func:`lifecycle.registry.log_and_register`), tagged with its lineage;
+   (:func:`lifecycle.registry.versions.log_and_register`), tagged with its lineage;
 4. check that the target serves every file at its full size, move the version to the
    requested stage, and record the promotion in the target's audit history.
 
@@ -30,15 +30,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lifecycle.audit import current_user, record_event, utcnow
-from lifecycle.digest import model_digest
-from lifecycle.errors import (
+from lifecycle.base.audit import current_user, record_event, utcnow
+from lifecycle.base.digest import model_digest
+from lifecycle.base.errors import (
     GateFailedError,
     InvalidArgumentError,
     ModelNotFoundError,
     PromotionError,
 )
-from lifecycle.gates import (
+from lifecycle.base.refs import ModelRef, canonical_stage, resolve_model, search_versions
+from lifecycle.base.tags import (
+    DIGEST_TAG,
+    FAILED_TAG,
+    LINEAGE_TAGS,
+    PROMOTED_AT_TAG,
+    PROMOTED_BY_TAG,
+    REGISTERED_MODEL_TAG,
+    SOURCE_MODEL_TAG,
+    SOURCE_REGISTRY_URI_TAG,
+    SOURCE_RUN_TAG,
+    SOURCE_TRACKING_URI_TAG,
+    SOURCE_VERSION_TAG,
+    SOURCE_WORKSPACE_TAG,
+)
+from lifecycle.base.workspaces import Workspace, quiet_mlflow_progress, use_workspace
+from lifecycle.registry.gates import (
     GateResult,
     check_holdout,
     check_metric_gates,
@@ -46,39 +62,18 @@ from lifecycle.gates import (
     parse_gate,
     smoke_test,
 )
-from lifecycle.registry import DIGEST_TAG, find_version_by_tag, log_and_register
-from lifecycle.stages import FAILED_TAG, _move, aliases_of, versions_in_stage
-from lifecycle.uris import ModelRef, canonical_stage, resolve_model, search_versions
-from lifecycle.workspaces import Workspace, quiet_mlflow_progress, use_workspace
+from lifecycle.registry.stages import _move, aliases_of, versions_in_stage
+from lifecycle.registry.versions import find_version_by_tag, log_and_register
 
 logger = logging.getLogger(__name__)
 
-#: Lineage tags written on the target version and run.
-SOURCE_WORKSPACE_TAG = "lifecycle.source.workspace"
-SOURCE_TRACKING_URI_TAG = "lifecycle.source.tracking_uri"
-SOURCE_REGISTRY_URI_TAG = "lifecycle.source.registry_uri"
-SOURCE_MODEL_TAG = "lifecycle.source.model"
-SOURCE_VERSION_TAG = "lifecycle.source.version"
-SOURCE_RUN_TAG = "lifecycle.source.run_id"
-PROMOTED_AT_TAG = "lifecycle.promoted_at"
-PROMOTED_BY_TAG = "lifecycle.promoted_by"
-LINEAGE_TAGS = (
-    SOURCE_WORKSPACE_TAG,
-    SOURCE_TRACKING_URI_TAG,
-    SOURCE_REGISTRY_URI_TAG,
-    SOURCE_MODEL_TAG,
-    SOURCE_VERSION_TAG,
-    SOURCE_RUN_TAG,
-    PROMOTED_AT_TAG,
-    PROMOTED_BY_TAG,
-)
 # Source run tags that describe the source run itself, not the model: not copied.
 _SKIP_RUN_TAGS = {
     "mlflow.runName",
     "mlflow.log-model.history",
     "mlflow.parentRunId",
     "mlflow.rootRunId",
-    "lifecycle.registered_model",
+    REGISTERED_MODEL_TAG,
     DIGEST_TAG,
     *LINEAGE_TAGS,
 }
@@ -423,7 +418,7 @@ def _same_workspace(a: Workspace, b: Workspace) -> bool:
 
 
 def _model_exists(ws: Workspace, name: str) -> bool:
-    from lifecycle.uris import get_registered_model
+    from lifecycle.base.refs import get_registered_model
 
     try:
         get_registered_model(ws, name)
@@ -653,7 +648,7 @@ def _restore(
 
 def _discard(ws: Workspace, name: str, version: str, run_id: str, model_existed: bool) -> None:
     """Delete a version (and its run) created by a failed promotion; tag it failed if refused."""
-    from lifecycle.stages import _delete_alias
+    from lifecycle.registry.stages import _delete_alias
 
     client = ws.client()
     deleted = False
@@ -686,4 +681,4 @@ def _discard(ws: Workspace, name: str, version: str, run_id: str, model_existed:
         logger.warning("could not delete run %s after a failed promotion", run_id)
 
 
-__all__ = ["LINEAGE_TAGS", "PromotionResult", "promote"]
+__all__ = ["PromotionResult", "promote"]

@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lifecycle.digest import model_digest
-from lifecycle.errors import ModelImportError, PromotionError
-from lifecycle.uris import search_versions
-from lifecycle.workspaces import Workspace, get_or_create_experiment
+from lifecycle.base.digest import model_digest
+from lifecycle.base.errors import ModelImportError, PromotionError
+from lifecycle.base.refs import search_versions
+from lifecycle.base.tags import DIGEST_TAG, FAILED_TAG, REGISTERED_MODEL_TAG
+from lifecycle.base.workspaces import Workspace, get_or_create_experiment
 
 logger = logging.getLogger(__name__)
 
-DIGEST_TAG = "lifecycle.content_digest"
 MODEL_ARTIFACT_PATH = "model"
 
 
@@ -69,7 +69,7 @@ def find_version_by_tag(ws: Workspace, name: str, key: str, value: str) -> Any |
     hits = [
         v
         for v in versions
-        if (v.tags or {}).get(key) == value and (v.tags or {}).get("lifecycle.failed") != "true"
+        if (v.tags or {}).get(key) == value and (v.tags or {}).get(FAILED_TAG) != "true"
     ]
     return max(hits, key=lambda v: int(v.version)) if hits else None
 
@@ -143,7 +143,7 @@ def log_and_register(
 
     client = ws.client()
     exp_id = get_or_create_experiment(ws, experiment)
-    tags = {"lifecycle.registered_model": name, DIGEST_TAG: digest, **(run_tags or {})}
+    tags = {REGISTERED_MODEL_TAG: name, DIGEST_TAG: digest, **(run_tags or {})}
     run = client.create_run(exp_id, run_name=run_name, tags=tags)
     run_id = run.info.run_id
     created_model = False
@@ -249,7 +249,7 @@ def _undo(ws: Workspace, name: str, run_id: str, mv: Any, created_model: bool) -
         except Exception:  # deletion refused (e.g. Azure ML): mark it unusable instead
             logger.warning("could not delete %s v%s; tagging it failed", name, mv.version)
             try:
-                client.set_model_version_tag(name, str(mv.version), "lifecycle.failed", "true")
+                client.set_model_version_tag(name, str(mv.version), FAILED_TAG, "true")
                 client.transition_model_version_stage(name, str(mv.version), "Archived")
             except Exception:
                 logger.exception("could not tag %s v%s as failed", name, mv.version)

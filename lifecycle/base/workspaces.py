@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from lifecycle.errors import ConfigError, WorkspaceError
+from lifecycle.base.errors import ConfigError, WorkspaceError
 
 logger = logging.getLogger(__name__)
 

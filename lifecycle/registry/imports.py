@@ -1,7 +1,7 @@
 """Importing origin artifacts (notebook, Designer, AutoML) into a workspace's registry.
 
 The importers in :mod:`models` build an MLflow model directory; this module registers it
-with :func:`lifecycle.registry.log_and_register` in a run of the ``lifecycle-imports``
+with :func:`lifecycle.registry.versions.log_and_register` in a run of the ``lifecycle-imports``
 experiment, with the importer's params and metrics, provenance tags on the run and on the
 version, and the origin's metadata files (Designer conda env, AutoML scoring file...) as
 run artifacts under ``provenance/``.
@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lifecycle.errors import InvalidArgumentError, ModelImportError
-from lifecycle.registry import find_version_by_tag, log_and_register
-from lifecycle.workspaces import Workspace
+from lifecycle.base.errors import InvalidArgumentError, ModelImportError
+from lifecycle.base.tags import BASELINE_TAG, DIGEST_TAG
+from lifecycle.base.workspaces import Workspace
+from lifecycle.registry.versions import find_version_by_tag, log_and_register
 from models.common import (
     PROVENANCE_ARTIFACT_PATH,
     TAG_FORMAT,
@@ -140,7 +141,7 @@ def import_model(
                 source=str(src),
                 source_sha256=sha,
                 run_id=str(existing.run_id or ""),
-                digest=tags.get("lifecycle.content_digest", ""),
+                digest=tags.get(DIGEST_TAG, ""),
                 summary="already imported",
                 detected=detection.describe() if detection else None,
                 tags=tags,
@@ -272,9 +273,9 @@ def _after_register(ws: Workspace, result: ImportResult, sample_df: Any, labels:
         "new" if result.created else "existing",
         rows,
     )
-    if rows and (result.created or "lifecycle.baseline" not in (result.tags or {})):
+    if rows and (result.created or BASELINE_TAG not in (result.tags or {})):
         # Monitoring's baseline: a profile of the sample stored with the version.
-        from lifecycle.errors import LifecycleError
+        from lifecycle.base.errors import LifecycleError
         from lifecycle.monitor.profile import attach_baseline
 
         try:

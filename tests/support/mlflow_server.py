@@ -18,7 +18,7 @@ from types import TracebackType
 
 import requests
 
-from lifecycle.errors import WorkspaceError
+from lifecycle.base.errors import WorkspaceError
 
 logger = logging.getLogger(__name__)
 

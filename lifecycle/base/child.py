@@ -5,7 +5,7 @@ downloading the version) is better done in another process: beside this one's ow
 on a second core, and without MLflow's modules (~110 MB) staying in this process's memory.
 The child is ``python -m MODULE --child``; it reads a JSON spec on stdin and writes one JSON
 document on stdout: ``{"result": ...}`` or ``{"error": CLASS, "message": ...}``, where CLASS
-is a :class:`~lifecycle.errors.LifecycleError` subclass, re-raised here with the same message.
+is a :class:`~lifecycle.base.errors.LifecycleError` subclass, re-raised here with the same message.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from lifecycle import errors
-from lifecycle.workspaces import Workspace
+from lifecycle.base import errors
+from lifecycle.base.workspaces import Workspace
 
 CHILD_FLAG = "--child"
 
@@ -85,9 +85,11 @@ class ChildCall:
 def child_main(handler: Callable[[dict[str, Any]], Any], fallback: str) -> None:
     """The child's side: ``handler(spec)``'s result, or its error, as JSON on stdout.
 
-    ``fallback`` names the error class reported for exceptions outside the toolkit's own.
+    ``fallback`` names the error class reported for exceptions outside the toolkit's own
+    (the spec's ``error`` key, when present, names it instead).
     """
     spec = json.loads(sys.stdin.read())
+    fallback = str(spec.get("error") or fallback)
     try:
         doc: dict[str, Any] = {"result": handler(spec)}
     except errors.LifecycleError as exc:

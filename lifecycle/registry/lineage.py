@@ -1,7 +1,7 @@
 """Lineage of a model version: the chain of promotions back to where it was first registered.
 
 Each promotion tags the target version with the source workspace (name and URIs), model,
-version and run (see :mod:`lifecycle.promote`). :func:`lineage` follows those tags hop by hop
+version and run (see :mod:`lifecycle.registry.promote`). :func:`lineage` follows those tags hop by hop
 (prod -> test -> dev -> ...), finding each source workspace in the configuration by its
 recorded tracking URI first and its name second, so a renamed workspace is still found; a
 workspace missing from the configuration is opened from its recorded URIs.
@@ -12,8 +12,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from lifecycle.errors import LifecycleError
-from lifecycle.promote import (
+from lifecycle.base.errors import LifecycleError
+from lifecycle.base.refs import get_model_version
+from lifecycle.base.tags import DIGEST_TAG
+from lifecycle.base.workspaces import Config, Workspace
+from lifecycle.registry.promote import (
     PROMOTED_AT_TAG,
     PROMOTED_BY_TAG,
     SOURCE_MODEL_TAG,
@@ -23,10 +26,7 @@ from lifecycle.promote import (
     SOURCE_VERSION_TAG,
     SOURCE_WORKSPACE_TAG,
 )
-from lifecycle.registry import DIGEST_TAG
-from lifecycle.stages import current_stage
-from lifecycle.uris import get_model_version
-from lifecycle.workspaces import Config, Workspace
+from lifecycle.registry.stages import current_stage
 
 logger = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lifecycle.errors import InvalidArgumentError
-from lifecycle.workspaces import Workspace, use_workspace
+from lifecycle.base.errors import InvalidArgumentError
+from lifecycle.base.workspaces import Workspace, use_workspace
 
 logger = logging.getLogger(__name__)
 

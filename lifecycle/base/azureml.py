@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lifecycle.errors import DeploymentError
+from lifecycle.base.errors import DeploymentError
 
 logger = logging.getLogger(__name__)
 

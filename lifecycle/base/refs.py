@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lifecycle.errors import InvalidArgumentError, InvalidStageError, ModelNotFoundError
-from lifecycle.workspaces import Workspace, quiet_mlflow_warnings
+from lifecycle.base.errors import InvalidArgumentError, InvalidStageError, ModelNotFoundError
+from lifecycle.base.workspaces import Workspace, quiet_mlflow_warnings
 
 logger = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ import os
 import secrets
 from typing import Any
 
-from lifecycle.workspaces import Workspace
+from lifecycle.base.tags import AUDIT_TAG_PREFIX, LAST_EVENT_TAG
+from lifecycle.base.workspaces import Workspace
 
 logger = logging.getLogger(__name__)
 
-AUDIT_TAG_PREFIX = "lifecycle.audit."
 _MAX_VALUE = 90_000  # MLflow allows 100,000 characters in a registry tag value
 
 
@@ -76,16 +76,14 @@ def record_event(
     client = ws.client()
     client.set_registered_model_tag(model_name, key, value)
     if version is not None:
-        client.set_model_version_tag(
-            model_name, str(version), "lifecycle.last_event", f"{action} {now}"
-        )
+        client.set_model_version_tag(model_name, str(version), LAST_EVENT_TAG, f"{action} {now}")
     logger.info("audit %s %s v%s in %s", action, model_name, version, ws.name)
     return event
 
 
 def read_history(ws: Workspace, model_name: str) -> list[dict[str, Any]]:
     """All audit events of ``model_name`` in ``ws``, oldest first."""
-    from lifecycle.uris import get_registered_model
+    from lifecycle.base.refs import get_registered_model
 
     rm = get_registered_model(ws, model_name)
     tags = rm.tags or {}

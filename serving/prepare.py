@@ -1,0 +1,188 @@
+"""Getting a model ready to serve: a URI pinned to a version and made local (through the
+base's one fetch, :mod:`lifecycle.base.fetch`), or a warm start from the verified local
+cache (:mod:`serving.warmstart`), and the bookkeeping around it (the cache entries for the
+next start, the deployment record on the version)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from lifecycle.base.errors import ServingError
+from lifecycle.base.fetch import FetchedModel, ModelFetch, fetch_model
+from lifecycle.base.refs import ModelRef, parse_model_uri
+from lifecycle.base.workspaces import Workspace
+from serving.fastpath import ModelInfo, Scorer, load_scorer
+from serving.options import ServeOptions
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedModel:
+    """A model URI pinned to a version and downloaded to a local directory."""
+
+    path: str
+    info: ModelInfo
+    follows: bool = False
+    #: The registry's source URI of the version (None for a local directory).
+    source: str | None = None
+    #: True when ``path`` is a download (not the artifact store's own directory).
+    downloaded: bool = False
+    #: ``warm``: from the local cache, registry not asked yet; ``cold``: through the registry.
+    start: str = "cold"
+    pin: Any = None
+
+
+def prepared_from(fetched: FetchedModel, ws: Workspace) -> PreparedModel:
+    """The :class:`PreparedModel` of a fetched version."""
+    resolved = fetched.resolved
+    ref = resolved.ref
+    info = ModelInfo(
+        name=resolved.name,
+        version=resolved.version,
+        uri=str(ref),
+        stage=resolved.stage if resolved.stage not in (None, "None") else None,
+        alias=ref.alias,
+        digest=fetched.digest,
+        workspace=ws.name,
+    )
+    return PreparedModel(
+        path=fetched.path,
+        info=info,
+        follows=ref.follows_registry,
+        source=resolved.source if ref.path is None else None,
+        downloaded=fetched.downloaded,
+    )
+
+
+def prepare_model(ws: Workspace, model_uri: str | ModelRef, dst: str) -> PreparedModel:
+    """Resolve ``model_uri`` in ``ws`` and make that version local (``dst`` for a download;
+    a local artifact store is loaded in place).
+
+    Raises:
+        ModelNotFoundError: the model, version, stage or alias does not exist.
+        ServingError: the artifacts cannot be downloaded.
+    """
+    fetched = fetch_model(ws, model_uri, dst, in_place=True, digest=True, error=ServingError)
+    return prepared_from(fetched, ws)
+
+
+def fetch_child(ws: Workspace, model_uri: str | ModelRef, dst: str) -> ModelFetch:
+    """:func:`prepare_model`'s fetch, run in a child process (enter it, then ``result()``)."""
+    return ModelFetch(
+        ws, model_uri, dst=dst, in_place=True, digest=True, error=ServingError, child=True
+    )
+
+
+def warm_start(pin: Any, sink: Any) -> tuple[PreparedModel, Scorer] | None:
+    """A prepared model and scorer from the local cache for ``pin``, or None."""
+    from serving.warmstart import lean_scorer
+
+    scorer = lean_scorer(pin, sink)
+    if scorer is None:
+        return None
+    prepared = PreparedModel(
+        path=pin.path,
+        info=scorer.info,
+        source=pin.source,
+        downloaded=pin.copied,
+        start="warm",
+        pin=pin,
+    )
+    return prepared, scorer
+
+
+def cached_pin(ws: Workspace, ref: ModelRef) -> Any:
+    """The warm-start cache's pin for a pinned-version reference (files matching their digest)."""
+    from serving.warmstart import load_pin
+
+    if ref.name is None or ref.version is None:
+        return None
+    return load_pin(ws, ref.name, ref.version)
+
+
+def remember(ws: Workspace, prepared: PreparedModel, scorer: Scorer) -> None:
+    """Cache a cold start's resolution and fast-path verdict for the next (warm) start."""
+    from serving.warmstart import record_verdict, save_pin
+
+    if prepared.info.version is None:
+        return
+    record_verdict(scorer, prepared.path)
+    save_pin(ws, prepared.path, prepared.info, prepared.source, prepared.downloaded)
+
+
+def record_start(ws: Workspace | None, info: ModelInfo, options: ServeOptions) -> None:
+    """Record that this server serves ``info``'s version (a deployment tag); never raises."""
+    if ws is None or not options.record or info.name is None or info.version is None:
+        return
+    from lifecycle.base.deployments import record_deployment
+    from lifecycle.base.workspaces import one_http_attempt
+
+    try:
+        with one_http_attempt():  # a registry that is down must not hold the server up
+            record_deployment(
+                ws,
+                info.name,
+                info.version,
+                kind="serving",
+                target=f"{options.host}:{options.port}",
+                details={"uri": info.uri, "pid": os.getpid(), "workers": options.workers},
+            )
+    except Exception as exc:  # recording is bookkeeping; serving goes on
+        logger.warning(
+            "could not record the deployment on %s v%s: %s", info.name, info.version, exc
+        )
+
+
+@contextlib.contextmanager
+def model_dir() -> Iterator[str]:
+    """A temporary folder for downloaded model files, removed on exit."""
+    with tempfile.TemporaryDirectory(prefix="lifecycle-serve-") as tmp:
+        yield tmp
+
+
+def prepare_cache(ws: Workspace, model_uri: str) -> dict[str, Any]:
+    """Resolve, download, load and verify a pinned version into the warm-start cache.
+
+    For container images and deploy scripts: run it where the server will run, and the
+    server's first start is warm.
+
+    Returns:
+        What was cached: name, version, path, digest, fast path method.
+
+    Raises:
+        InvalidArgumentError: the URI is not a pinned version (``models:/NAME/N``).
+        ModelNotFoundError, ServingError: as for :func:`serving.server.serve`.
+    """
+    from lifecycle.base.errors import InvalidArgumentError
+    from serving.warmstart import lean_scorer, load_pin
+
+    ref = parse_model_uri(model_uri)
+    if ref.name is None or ref.version is None:
+        raise InvalidArgumentError(
+            f"Cannot cache {model_uri}: only a pinned version (models:/NAME/N) is served warm; "
+            "a stage, alias or latest URI is resolved at every start"
+        )
+    with contextlib.suppress(ImportError):
+        import skops.io  # noqa: F401
+    with model_dir() as tmp:
+        prepared = prepare_model(ws, ref, tmp)
+        scorer = load_scorer(prepared.path, prepared.info)
+        remember(ws, prepared, scorer)
+    pin = load_pin(ws, ref.name, ref.version)
+    warm = lean_scorer(pin) if pin is not None else None
+    return {
+        "name": ref.name,
+        "version": ref.version,
+        "workspace": ws.name,
+        "path": pin.path if pin else None,
+        "digest": pin.digest if pin else None,
+        "fast_path": scorer.fast.method if scorer.fast else None,
+        "warm_start": warm is not None,
+    }
