@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from batch.predict import predict_isolating_errors
 from batch.schema import InputSchema, coerce, coerce_matrix, is_numeric
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ VERDICT_KIND = "batch-sklearn-matrix"
 FIRST_SAMPLE_ROWS = 256
 SAMPLE_ROWS = 16
 
-Predict = Any  # a callable (rows) -> predictions, as _predict_isolating_errors takes
+Predict = Any  # a callable (rows) -> predictions, as predict_isolating_errors takes
 
 
 class LeanDisagreement(Exception):
@@ -245,7 +246,6 @@ class LeanPredictor:
 
     def _compare(self, table: pa.Table) -> None:
         """Both paths on the same rows: predictions, rejects and their reasons must match."""
-        from batch.engine import _predict_isolating_errors
         from lifecycle.base.lean import same_predictions
 
         generic = coerce(table, self.schema)
@@ -253,8 +253,8 @@ class LeanPredictor:
         if not np.array_equal(generic.ok, lean.ok) or generic.reasons != lean.reasons:
             self.disagreement = "the matrix coercion rejects other rows than the frame's"
             return
-        want, want_err = _predict_isolating_errors(self._pyfunc_model(), generic.frame)
-        got, got_err = _predict_isolating_errors(self._model.result(), lean.matrix)
+        want, want_err = predict_isolating_errors(self._pyfunc_model(), generic.frame)
+        got, got_err = predict_isolating_errors(self._model.result(), lean.matrix)
         if got_err != want_err:
             self.disagreement = f"model errors differ: lean {got_err}, pyfunc {want_err}"
         elif list(got) != list(want) or not all(

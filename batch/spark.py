@@ -29,6 +29,16 @@ from typing import Any
 
 import pyarrow as pa
 
+from batch.checkpoint import Counts, finish, open_checkpoint, save_checkpoint
+from batch.output import (
+    REJECTS_HEADER,
+    SOURCE_COLUMNS,
+    ParquetParts,
+    header_bytes,
+    render_csv,
+    unique_names,
+)
+from batch.predict import predict_isolating_errors
 from batch.readers import InputFile, read_columns
 from batch.schema import ColumnSpec
 from lifecycle.base.errors import ScoringError
@@ -211,14 +221,12 @@ def score_files_spark(
         ScoringError: Spark or Java is missing, the model fails on Spark, or rejected rows
             exceed the allowed rate (no output is left behind).
     """
-    from batch.engine import _Counts, _finish, _open_checkpoint
-
     spark = get_spark(master)
     base = {**(fingerprint_base or {}), "engine": "spark"}
-    partials, state, resumed = _open_checkpoint(out, files, base, opts.fmt, resume)
+    partials, state, resumed = open_checkpoint(out, files, base, opts.fmt, resume)
     if resumed:
         logger.info("resuming %s on Spark at input file %d", out, state["file_index"] + 1)
-    counts = _Counts(**state["counts"])
+    counts = Counts(**state["counts"])
     try:
         _score_on_spark(spark, model_dir, files, partials, opts, counts, state, progress)
     except KeyboardInterrupt:
@@ -230,7 +238,7 @@ def score_files_spark(
             line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ScoringError(f"Spark scoring of '{out}' failed: {line}") from exc
         raise
-    _finish(out, partials, opts, counts)
+    finish(out, partials, opts, counts)
     return counts, resumed
 
 
@@ -248,14 +256,6 @@ def _score_on_spark(
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from batch.engine import (
-        REJECTS_HEADER,
-        SOURCE_COLUMNS,
-        _header_bytes,
-        _ParquetParts,
-        _save_checkpoint,
-    )
-
     result_type, struct_names = _result_type(model_dir)
     from lifecycle.base.workspaces import quiet_mlflow_progress
 
@@ -269,7 +269,7 @@ def _score_on_spark(
     started, rows_at_start = time.time(), counts.rows_read
     # Parquet goes into part files (one per input file) merged at the end, as in the local
     # engine: a Parquet file is unreadable until its footer, so it cannot be resumed.
-    writer = _ParquetParts(partials.parts, state["parts"]) if opts.fmt == "parquet" else None
+    writer = ParquetParts(partials.parts, state["parts"]) if opts.fmt == "parquet" else None
     with (
         open(partials.out, "r+b" if resuming else "wb") as out_fh,
         open(partials.rejects, "r+b" if resuming and partials.rejects.exists() else "wb") as rej_fh,
@@ -284,7 +284,7 @@ def _score_on_spark(
             if not rows:
                 return
             if not rejects_started:
-                rej_fh.write(_header_bytes(REJECTS_HEADER, ","))
+                rej_fh.write(header_bytes(REJECTS_HEADER, ","))
                 rejects_started = True
             buf = io.StringIO()
             csv.writer(buf, lineterminator="\n").writerows(rows)
@@ -382,7 +382,7 @@ def _score_on_spark(
             state["header"] = header
             if writer is not None:
                 state["parts"] = writer.seal()
-            _save_checkpoint(partials, state, out_fh, rej_fh, counts)
+            save_checkpoint(partials, state, out_fh, rej_fh, counts)
             if progress is not None:
                 elapsed = max(time.time() - started, 1e-9)
                 progress(
@@ -400,7 +400,7 @@ def _score_on_spark(
                 + list(opts.keep or [])
                 + ["prediction"]
             )
-            out_fh.write(_header_bytes(cols, opts.delimiter))
+            out_fh.write(header_bytes(cols, opts.delimiter))
         if writer is not None and not writer.merge(out_fh):
             import pyarrow.parquet as pq
 
@@ -454,8 +454,6 @@ def _score_isolating(
     def run(batches: Any) -> Any:
         import pandas as pd
 
-        from batch.engine import _predict_isolating_errors
-
         local = SparkFiles.get(model_name)
         import mlflow.pyfunc
 
@@ -463,7 +461,7 @@ def _score_isolating(
         for pdf in batches:
             pdf = pdf.reset_index(drop=True)
             frame = pd.DataFrame({name: pdf[f"c_{i}"] for i, name in enumerate(sig_names)})
-            preds, errors = _predict_isolating_errors(model, frame)
+            preds, errors = predict_isolating_errors(model, frame)
             out = pd.DataFrame({f"k_{i}": pdf[f"k_{i}"] for i in range(n_keep)})
             out[_ROW] = pdf[_ROW]
             good = [i for i in range(len(pdf)) if i not in errors]
@@ -538,8 +536,6 @@ def _write_rows(
     header: list[str] | None,
     writer: Any,
 ) -> tuple[list[str] | None, Any]:
-    from batch.engine import _header_bytes, _render_csv, _unique_names
-
     if not rows:
         return header, writer
     cols: dict[str, Any] = {}
@@ -554,13 +550,13 @@ def _write_rows(
             cols[name] = pa.array([p[j] if p is not None else None for p in preds])
     else:
         cols[struct_names[0] if struct_names else "prediction"] = pa.array(preds)
-    names = _unique_names(list(cols))
+    names = unique_names(list(cols))
     table = pa.table(list(cols.values()), names=names)
     if opts.fmt == "csv":
         if header is None:
-            out_fh.write(_header_bytes(names, opts.delimiter))
+            out_fh.write(header_bytes(names, opts.delimiter))
             header = names
-        out_fh.write(_render_csv(table, opts.delimiter))
+        out_fh.write(render_csv(table, opts.delimiter))
         return header, writer
     writer.write(table)
     return names, writer
