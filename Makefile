@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: demo test lint typecheck pytest bench clean browser
+.PHONY: demo demo-data test lint typecheck pytest bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,9 +24,15 @@ $(VENV)/.all: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.demo
 	$(BIN)/lifecycle demo
 
+# The demo's shipped Designer/AutoML sample artifacts (lifecycle/cli/demo_data/), rebuilt
+# with the test suite's origin builders.
+demo-data: $(VENV)/.all
+	$(BIN)/python tests/support/make_demo_data.py
+
 lint: $(VENV)/.all
 	$(BIN)/ruff check --no-cache .
 	$(BIN)/ruff format --no-cache --check .
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(VENV)/.all
 	$(BIN)/mypy

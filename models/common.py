@@ -2,7 +2,7 @@
 signatures and input examples, skops trusted types, safe zip extraction and sample CSVs.
 
 Nothing here touches a registry: importers build an MLflow model directory and describe it
-with a :class:`BuiltModel`; ``lifecycle.registry.imports`` registers it.
+with a :class:`BuiltModel`; ``lifecycle.imports`` registers it.
 """
 
 from __future__ import annotations
@@ -38,11 +38,6 @@ BASE_PACKAGES = ("mlflow", "scikit-learn", "numpy", "pandas", "scipy", "skops")
 TRUSTED_PACKAGES = ("sklearn", "numpy", "scipy", "pandas")
 
 #: Provenance tag keys (set on the run and on the registered version).
-TAG_KIND = ORIGIN_KIND_TAG
-TAG_FORMAT = ORIGIN_FORMAT_TAG
-TAG_SOURCE_NAME = SOURCE_NAME_TAG
-TAG_SOURCE_SHA = SOURCE_SHA_TAG
-TAG_IMPORTED_BY = IMPORTED_BY_TAG
 
 #: Where an importer's extra provenance files go among the run's artifacts.
 PROVENANCE_ARTIFACT_PATH = "provenance"
@@ -128,11 +123,11 @@ def provenance_tags(
 ) -> dict[str, str]:
     """The provenance tags of an import (origin kind and format, source name and sha256)."""
     tags = {
-        TAG_KIND: kind,
-        TAG_FORMAT: fmt,
-        TAG_SOURCE_NAME: source.name,
-        TAG_SOURCE_SHA: sha,
-        TAG_IMPORTED_BY: f"mlflow-lifecycle {installed_version('mlflow-lifecycle') or 'dev'}",
+        ORIGIN_KIND_TAG: kind,
+        ORIGIN_FORMAT_TAG: fmt,
+        SOURCE_NAME_TAG: source.name,
+        SOURCE_SHA_TAG: sha,
+        IMPORTED_BY_TAG: f"mlflow-lifecycle {installed_version('mlflow-lifecycle') or 'dev'}",
     }
     for key, value in (extra or {}).items():
         tags[key] = str(value)[:5000]

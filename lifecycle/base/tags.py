@@ -67,6 +67,8 @@ MONITOR_MODEL_TAG = "lifecycle.monitor.model"
 MONITOR_VERSION_TAG = "lifecycle.monitor.version"
 MONITOR_DRIFT_TAG = "lifecycle.monitor.drift"
 MONITOR_LAST_TAG = "lifecycle.monitor.last"
+MONITOR_MODEL_URI_TAG = "lifecycle.monitor.model_uri"
+MONITOR_WORKSPACE_TAG = "lifecycle.monitor.workspace"
 #: Set to ``true`` by a monitor policy; deliberately without the prefix (users filter on it).
 NEEDS_RETRAINING_TAG = "needs_retraining"
 NEEDS_RETRAINING_REASON_TAG = "lifecycle.needs_retraining.reason"

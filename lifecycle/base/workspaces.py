@@ -93,7 +93,7 @@ class Workspace:
     def ensure_local_dirs(self) -> None:
         """Create the folders of a local store on first use."""
         if urlparse(self.tracking_uri).scheme == "sqlite":
-            db_path = _sqlite_path(self.tracking_uri)
+            db_path = sqlite_path(self.tracking_uri)
             if db_path is not None:
                 db_path.parent.mkdir(parents=True, exist_ok=True)
         if self.artifact_location and self.artifact_location.startswith("file:"):
@@ -116,7 +116,8 @@ class Workspace:
         }
 
 
-def _sqlite_path(uri: str) -> Path | None:
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:`` URI (None for an in-memory database)."""
     # sqlite:////abs/path.db -> /abs/path.db ; sqlite:///rel.db -> rel.db
     rest = uri[len("sqlite://") :]
     if not rest or rest == "/:memory:":
@@ -291,7 +292,7 @@ def check_reachable(ws: Workspace, timeout: float = 5.0) -> tuple[bool, str]:
         except requests.RequestException as exc:
             return False, f"{type(exc).__name__}: {exc}".splitlines()[0]
     if scheme == "sqlite":
-        db = _sqlite_path(ws.tracking_uri)
+        db = sqlite_path(ws.tracking_uri)
         if db is None:
             return True, "in-memory"
         parent = db.parent if db.parent.exists() else db.parent.parent

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from lifecycle.cli._base import State, cli, emit, json_option, pass_state, workspace_option
-from lifecycle.registry.imports import ImportResult, import_model
+from lifecycle.imports import ImportResult, import_model
 
 
 class _ImportGroup(click.Group):

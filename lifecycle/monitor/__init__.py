@@ -16,10 +16,11 @@ Public surface:
 from __future__ import annotations
 
 from lifecycle.monitor.drift import Thresholds, compare
-from lifecycle.monitor.monitor import MonitorResult, baseline_from_files, read_inputs
+from lifecycle.monitor.monitor import baseline_from_files, read_inputs
 from lifecycle.monitor.policy import Policy, default_policy, load_policy
 from lifecycle.monitor.profile import attach_baseline, build_profile, load_baseline
 from lifecycle.monitor.report import write_report
+from lifecycle.monitor.result import MonitorResult
 
 __all__ = [
     "MonitorResult",

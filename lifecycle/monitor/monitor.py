@@ -16,119 +16,35 @@ import re
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from lifecycle.base.audit import record_event, utcnow
-from lifecycle.base.errors import DriftDetectedError, MonitoringError
+from lifecycle.base.errors import MonitoringError
 from lifecycle.base.tags import (
     MONITOR_DRIFT_TAG,
     MONITOR_LAST_TAG,
     MONITOR_MODEL_TAG,
+    MONITOR_MODEL_URI_TAG,
     MONITOR_VERSION_TAG,
+    MONITOR_WORKSPACE_TAG,
 )
 from lifecycle.base.workspaces import Workspace, get_or_create_experiment, quiet_mlflow_progress
-from lifecycle.monitor.drift import DriftReport, compare, finite_or_none
+from lifecycle.monitor.drift import DriftReport, compare
 from lifecycle.monitor.policy import ActionContext, Policy, apply_actions, load_policy
 from lifecycle.monitor.profile import (
     as_prediction_series,
     load_baseline,
     split_labels,
 )
+from lifecycle.monitor.result import MonitorResult, json_clean
 
 logger = logging.getLogger(__name__)
 
 MONITOR_EXPERIMENT = "lifecycle-monitoring"
-MODEL_TAG = MONITOR_MODEL_TAG
-VERSION_TAG = MONITOR_VERSION_TAG
-DRIFT_TAG = MONITOR_DRIFT_TAG
-LAST_TAG = MONITOR_LAST_TAG
 DATA_SUFFIXES = (".csv", ".parquet", ".pq")
-_FEATURE_KEYS = (
-    "name",
-    "kind",
-    "psi",
-    "ks_statistic",
-    "ks_pvalue",
-    "chi2_pvalue",
-    "tvd",
-    "missing_rate",
-    "baseline_missing_rate",
-    "drift",
-    "reasons",
-)
-
-
-@dataclass
-class MonitorResult:
-    """The outcome of :func:`monitor`; ``to_dict()`` is the ``--json`` output."""
-
-    model: str
-    version: str
-    workspace: str
-    model_uri: str
-    drift: bool
-    rows: int
-    features: list[dict[str, Any]]
-    prediction: dict[str, Any]
-    metrics: dict[str, float]
-    baseline_metrics: dict[str, float]
-    metric_changes: dict[str, float]
-    reasons: list[str]
-    actions: list[dict[str, Any]] = field(default_factory=list)
-    exit_code: int = 0
-    run_id: str | None = None
-    report: str | None = None
-    policy: dict[str, Any] = field(default_factory=dict)
-    inputs: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON-friendly result (strict JSON: NaN becomes null)."""
-        return _json_clean(
-            {
-                "model": self.model,
-                "version": self.version,
-                "workspace": self.workspace,
-                "model_uri": self.model_uri,
-                "drift": self.drift,
-                "rows": self.rows,
-                "features": [{k: f.get(k) for k in _FEATURE_KEYS} for f in self.features],
-                "prediction": {k: self.prediction.get(k) for k in _FEATURE_KEYS},
-                "metrics": self.metrics,
-                "baseline_metrics": self.baseline_metrics,
-                "metric_changes": self.metric_changes,
-                "reasons": self.reasons,
-                "actions": self.actions,
-                "exit_code": self.exit_code,
-                "run_id": self.run_id,
-                "report": self.report,
-                "policy": self.policy,
-                "inputs": self.inputs,
-            }
-        )
-
-    def raise_for_drift(self) -> None:
-        """Raise :class:`DriftDetectedError` (exit code 3) when the policy asked for it."""
-        if self.exit_code:
-            first = self.reasons[0] if self.reasons else "drift"
-            more = f" (+{len(self.reasons) - 1} more)" if len(self.reasons) > 1 else ""
-            raise DriftDetectedError(
-                f"Drift detected for {self.model} v{self.version} in '{self.workspace}': "
-                f"{first}{more}"
-            )
-
-
-def _json_clean(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_clean(v) for v in obj]
-    if hasattr(obj, "item") and not isinstance(obj, (str, bytes)):
-        obj = obj.item()  # numpy scalars
-    return finite_or_none(obj)
 
 
 def find_data_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -231,7 +147,7 @@ def monitor_history(ws: Workspace, name: str, version: str | int) -> list[dict[s
     esc = name.replace("'", "\\'")
     runs = client.search_runs(
         [exp.experiment_id],
-        filter_string=f"tags.`{MODEL_TAG}` = '{esc}' and tags.`{VERSION_TAG}` = '{version}'",
+        filter_string=f"tags.`{MONITOR_MODEL_TAG}` = '{esc}' and tags.`{MONITOR_VERSION_TAG}` = '{version}'",
         order_by=["attribute.start_time ASC"],
         max_results=1000,
     )
@@ -239,7 +155,7 @@ def monitor_history(ws: Workspace, name: str, version: str | int) -> list[dict[s
         {
             "run_id": r.info.run_id,
             "start_time": r.info.start_time,
-            "drift": r.data.tags.get(DRIFT_TAG) == "true",
+            "drift": r.data.tags.get(MONITOR_DRIFT_TAG) == "true",
             "metrics": dict(r.data.metrics),
         }
         for r in runs
@@ -322,11 +238,11 @@ def monitor(
         exp_id,
         run_name=f"monitor {name} v{version}",
         tags={
-            MODEL_TAG: name,
-            VERSION_TAG: str(version),
-            DRIFT_TAG: "true" if report.drift else "false",
-            "lifecycle.monitor.model_uri": str(model_uri),
-            "lifecycle.monitor.workspace": ws.name,
+            MONITOR_MODEL_TAG: name,
+            MONITOR_VERSION_TAG: str(version),
+            MONITOR_DRIFT_TAG: "true" if report.drift else "false",
+            MONITOR_MODEL_URI_TAG: str(model_uri),
+            MONITOR_WORKSPACE_TAG: ws.name,
         },
     )
     run_id = run.info.run_id
@@ -397,12 +313,12 @@ def monitor(
             "rows": report.rows,
             "actions": [a.get("action") for a in result.actions],
         }
-        last_json = json.dumps(_json_clean(last))
+        last_json = json.dumps(json_clean(last))
         if len(last_json) > 4900:  # MLflow caps version tag values at 5000 characters
             last["drifted_features"] = drifted[:3]
             last["metrics"] = {}
-            last_json = json.dumps(_json_clean(last))
-        client.set_model_version_tag(name, str(version), LAST_TAG, last_json)
+            last_json = json.dumps(json_clean(last))
+        client.set_model_version_tag(name, str(version), MONITOR_LAST_TAG, last_json)
         if report_dir is not None:
             from lifecycle.monitor.report import write_report
 

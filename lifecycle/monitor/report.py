@@ -23,7 +23,7 @@ from lifecycle.monitor.drift import Thresholds
 from lifecycle.monitor.profile import OTHER
 
 if TYPE_CHECKING:
-    from lifecycle.monitor.monitor import MonitorResult
+    from lifecycle.monitor.result import MonitorResult
 
 logger = logging.getLogger(__name__)
 

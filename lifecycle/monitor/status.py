@@ -19,6 +19,7 @@ from lifecycle.base.refs import search_versions
 from lifecycle.base.tags import (
     BASELINE_TAG,
     FAILED_TAG,
+    MONITOR_LAST_TAG,
     NEEDS_RETRAINING_REASON_TAG,
     NEEDS_RETRAINING_TAG,
     STAGE_TAG,
@@ -26,17 +27,13 @@ from lifecycle.base.tags import (
 from lifecycle.base.workspaces import (
     Config,
     Workspace,
-    _sqlite_path,
     check_reachable,
     quiet_mlflow_warnings,
+    sqlite_path,
 )
-from lifecycle.monitor.monitor import LAST_TAG
 from lifecycle.monitor.profile import BASELINE_ARTIFACT
 
 logger = logging.getLogger(__name__)
-
-_STAGE_TAG = STAGE_TAG
-_FAILED_TAG = FAILED_TAG
 
 
 def status(config: Config, workspace: str | None = None) -> dict[str, Any]:
@@ -71,7 +68,7 @@ def workspace_status(ws: Workspace) -> dict[str, Any]:
             out.update(reachable=False, error=reason)
             return out
     if scheme == "sqlite":
-        db = _sqlite_path(ws.tracking_uri)
+        db = sqlite_path(ws.tracking_uri)
         if db is not None and not db.exists():
             out["note"] = "empty: the store has not been created yet"
             return out
@@ -115,20 +112,20 @@ def _model_status(ws: Workspace, rm: Any) -> dict[str, Any]:
 def _version_status(ws: Workspace, name: str, mv: Any, aliases: list[str]) -> dict[str, Any]:
     tags = dict(mv.tags or {})
     stage = str(getattr(mv, "current_stage", None) or "None")
-    if stage == "None" and tags.get(_STAGE_TAG):
-        stage = tags[_STAGE_TAG]  # workspaces without MLflow stages keep the stage in a tag
+    if stage == "None" and tags.get(STAGE_TAG):
+        stage = tags[STAGE_TAG]  # workspaces without MLflow stages keep the stage in a tag
     last = None
-    if tags.get(LAST_TAG):
+    if tags.get(MONITOR_LAST_TAG):
         try:
-            last = json.loads(tags[LAST_TAG])
+            last = json.loads(tags[MONITOR_LAST_TAG])
         except json.JSONDecodeError:
-            last = {"raw": tags[LAST_TAG]}
+            last = {"raw": tags[MONITOR_LAST_TAG]}
     flags = []
     if tags.get(NEEDS_RETRAINING_TAG, "").lower() == "true":
         flags.append(NEEDS_RETRAINING_TAG)
     if last and last.get("drift"):
         flags.append("drift")
-    if tags.get(_FAILED_TAG) == "true":
+    if tags.get(FAILED_TAG) == "true":
         flags.append("failed")
     return {
         "version": str(mv.version),

@@ -42,10 +42,8 @@ from lifecycle.base.refs import ModelRef, canonical_stage, resolve_model, search
 from lifecycle.base.tags import (
     DIGEST_TAG,
     FAILED_TAG,
-    LINEAGE_TAGS,
     PROMOTED_AT_TAG,
     PROMOTED_BY_TAG,
-    REGISTERED_MODEL_TAG,
     SOURCE_MODEL_TAG,
     SOURCE_REGISTRY_URI_TAG,
     SOURCE_RUN_TAG,
@@ -53,7 +51,16 @@ from lifecycle.base.tags import (
     SOURCE_VERSION_TAG,
     SOURCE_WORKSPACE_TAG,
 )
-from lifecycle.base.workspaces import Workspace, quiet_mlflow_progress, use_workspace
+from lifecycle.base.workspaces import Workspace
+from lifecycle.registry.copy import (
+    Progress,
+    download_model,
+    download_run_artifacts,
+    run_data,
+    upload_progress,
+    user_version_tags,
+    verify_copy,
+)
 from lifecycle.registry.gates import (
     GateResult,
     check_holdout,
@@ -62,24 +69,10 @@ from lifecycle.registry.gates import (
     parse_gate,
     smoke_test,
 )
-from lifecycle.registry.stages import _move, aliases_of, versions_in_stage
+from lifecycle.registry.stages import aliases_of, move_stage, versions_in_stage
 from lifecycle.registry.versions import find_version_by_tag, log_and_register
 
 logger = logging.getLogger(__name__)
-
-# Source run tags that describe the source run itself, not the model: not copied.
-_SKIP_RUN_TAGS = {
-    "mlflow.runName",
-    "mlflow.log-model.history",
-    "mlflow.parentRunId",
-    "mlflow.rootRunId",
-    REGISTERED_MODEL_TAG,
-    DIGEST_TAG,
-    *LINEAGE_TAGS,
-}
-
-Progress = Callable[[str, int, int], None]
-"""``progress(phase, bytes_done, bytes_total)``; phases ``download`` and ``upload``."""
 
 
 @dataclass
@@ -224,10 +217,8 @@ def promote(
     with tempfile.TemporaryDirectory(prefix="lifecycle-promote-") as tmp:
         model_dir = Path(tmp) / "model"
         started = time.perf_counter()
-        _download_model(src_ws, name, src_version, model_dir, progress)
-        run_artifacts = _download_run_artifacts(
-            src_ws, run, source_uri, Path(tmp) / "run", progress
-        )
+        download_model(src_ws, name, src_version, model_dir, progress)
+        run_artifacts = download_run_artifacts(src_ws, run, source_uri, Path(tmp) / "run", progress)
         digest = model_digest(model_dir)
         logger.info("downloaded and hashed the source in %.1fs", time.perf_counter() - started)
         existing = None if force else find_version_by_tag(dst_ws, name, DIGEST_TAG, digest)
@@ -340,7 +331,7 @@ def _write(
     reg = None
     try:
         if existing is None:
-            params, metrics, tags = _run_data(src_ws, run)
+            params, metrics, tags = run_data(src_ws, run)
             reg = log_and_register(
                 dst_ws,
                 model_dir,
@@ -350,15 +341,15 @@ def _write(
                 params=params,
                 metrics=metrics,
                 run_tags={**tags, **lineage},
-                version_tags={**_user_version_tags(src.model_version), **lineage},
+                version_tags={**user_version_tags(src.model_version), **lineage},
                 description=getattr(src.model_version, "description", None) or None,
                 force=True,
                 extra_artifacts={k: str(v) for k, v in run_artifacts.items()},
                 before_register=before_register,
-                progress=_upload_progress(progress),
+                progress=upload_progress(progress),
             )
             result.version, result.run_id = reg.version, reg.run_id
-            _verify_copy(dst_ws, name, reg.version, model_dir)
+            verify_copy(dst_ws, name, reg.version, model_dir)
         assert result.version is not None
         if before_stage is not None:
             before_stage(result.version)
@@ -366,7 +357,7 @@ def _write(
             "None" if existing is None else canonical_stage(existing.current_stage or "None")
         )
         if stage_to != "None":
-            moved = _move(dst_ws, name, result.version, stage_to, alias=None, archive=True)
+            moved = move_stage(dst_ws, name, result.version, stage_to, alias=None, archive=True)
             result.archived = moved["archived"]
             from_stage = moved["from_stage"]
         record_event(
@@ -500,128 +491,6 @@ def _record_gates(
         logger.warning("could not record gate results in '%s': %s", src_ws.name, exc)
 
 
-def _walk(repo: Any, path: str = "") -> list[tuple[str, int]]:
-    files: list[tuple[str, int]] = []
-    for info in repo.list_artifacts(path or None):
-        if info.is_dir:
-            files.extend(_walk(repo, info.path))
-        else:
-            files.append((info.path, int(info.file_size or 0)))
-    return files
-
-
-def _download_model(
-    ws: Workspace, name: str, version: str, dst: Path, progress: Progress | None
-) -> None:
-    """Download the files of ``name`` v``version`` (run artifacts or a logged model) to ``dst``."""
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-    dst.mkdir(parents=True, exist_ok=True)
-    client = ws.client()
-    with use_workspace(ws), quiet_mlflow_progress():
-        uri = client.get_model_version_download_uri(name, version)
-        repo = get_artifact_repository(uri)
-        files = _walk(repo)
-        if not any(p.rsplit("/", 1)[-1] == "MLmodel" for p, _ in files):
-            raise PromotionError(
-                f"{name} v{version} in '{ws.name}' has no MLmodel file at its source {uri}"
-            )
-        total, done = sum(s for _, s in files), 0
-        for path, size in files:
-            repo.download_artifacts(path, str(dst))
-            done += size
-            if progress is not None:
-                progress("download", done, total)
-
-
-def _download_run_artifacts(
-    ws: Workspace, run: Any, model_source: str, dst: Path, progress: Progress | None
-) -> dict[str, Path]:
-    """Download the source run's artifacts other than the model; returns top-level entries."""
-    if run is None:
-        return {}
-    client = ws.client()
-    run_id = run.info.run_id
-    base = str(run.info.artifact_uri).rstrip("/") + "/"
-    model_top = None
-    if model_source.startswith(base):
-        model_top = model_source[len(base) :].split("/", 1)[0]
-    elif model_source.startswith(f"runs:/{run_id}/"):
-        model_top = model_source[len(f"runs:/{run_id}/") :].split("/", 1)[0]
-    entries = [a for a in client.list_artifacts(run_id) if a.path != model_top]
-    out: dict[str, Path] = {}
-    if not entries:
-        return out
-    dst.mkdir(parents=True, exist_ok=True)
-    total = sum(int(a.file_size or 0) for a in entries)
-    done = 0
-    for entry in entries:
-        with quiet_mlflow_progress():
-            local = client.download_artifacts(run_id, entry.path, str(dst))
-        target = entry.path if entry.path != "model" else "source_model"
-        out[target] = Path(local)
-        done += int(entry.file_size or 0)
-        if progress is not None and total:
-            progress("download", done, total)
-    return out
-
-
-def _run_data(ws: Workspace, run: Any) -> tuple[dict[str, str], list[Any], dict[str, str]]:
-    """Params, full metric history and copyable tags of the source run."""
-    if run is None:
-        return {}, [], {}
-    client = ws.client()
-    run_id = run.info.run_id
-    history: list[Any] = []
-    for key in run.data.metrics:
-        history.extend(client.get_metric_history(run_id, key))
-    tags = {k: v for k, v in run.data.tags.items() if k not in _SKIP_RUN_TAGS}
-    return dict(run.data.params), history, tags
-
-
-def _user_version_tags(mv: Any) -> dict[str, str]:
-    """The source version's own tags, minus ours and MLflow's (they describe the source:
-    stage, digest, audit marks, references into the source server)."""
-    tags = dict(getattr(mv, "tags", None) or {})
-    return {k: v for k, v in tags.items() if not k.startswith(("lifecycle.", "mlflow."))}
-
-
-def _upload_progress(progress: Progress | None) -> Callable[[int, int], None] | None:
-    if progress is None:
-        return None
-    report = progress
-
-    def upload(done: int, total: int) -> None:
-        report("upload", done, total)
-
-    return upload
-
-
-def _verify_copy(ws: Workspace, name: str, version: str, model_dir: Path) -> None:
-    """The target must serve every file that passed the gates, at its full size.
-
-    Listing the target's files is cheap; downloading them again to re-hash would double the
-    transfer of a large model. The content digest itself is checked by the smoke test's copy
-    and recorded on the version.
-    """
-    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-    expected = {
-        p.relative_to(model_dir).as_posix(): p.stat().st_size
-        for p in model_dir.rglob("*")
-        if p.is_file()
-    }
-    with use_workspace(ws):
-        uri = ws.client().get_model_version_download_uri(name, version)
-        got = dict(_walk(get_artifact_repository(uri)))
-    bad = sorted(k for k, size in expected.items() if got.get(k) != size)
-    if bad:
-        raise PromotionError(
-            f"{name} v{version} in '{ws.name}' is incomplete: {len(bad)} file(s) missing or of "
-            f"the wrong size, e.g. {bad[0]}"
-        )
-
-
 def _restore(
     ws: Workspace,
     name: str,
@@ -637,9 +506,9 @@ def _restore(
         if new_version not in _holders(ws, name, stage):
             return  # the move never happened
         for old in reversed(holders):
-            _move(ws, name, old, stage, alias=None, archive=False)
+            move_stage(ws, name, old, stage, alias=None, archive=False)
         if new_version not in holders:
-            _move(ws, name, new_version, new_prev_stage or "None", alias=None, archive=False)
+            move_stage(ws, name, new_version, new_prev_stage or "None", alias=None, archive=False)
     except Exception:
         logger.exception(
             "could not restore %s's %s holders %s in %s", name, stage, holders, ws.name
@@ -648,7 +517,7 @@ def _restore(
 
 def _discard(ws: Workspace, name: str, version: str, run_id: str, model_existed: bool) -> None:
     """Delete a version (and its run) created by a failed promotion; tag it failed if refused."""
-    from lifecycle.registry.stages import _delete_alias
+    from lifecycle.registry.stages import delete_alias
 
     client = ws.client()
     deleted = False
@@ -663,8 +532,8 @@ def _discard(ws: Workspace, name: str, version: str, run_id: str, model_existed:
             client.set_model_version_tag(name, version, FAILED_TAG, "true")
             for al, v in aliases_of(ws, name).items():
                 if v == version:
-                    _delete_alias(ws, name, al)
-            _move(ws, name, version, "Archived", alias=None, archive=False)
+                    delete_alias(ws, name, al)
+            move_stage(ws, name, version, "Archived", alias=None, archive=False)
         except Exception:
             logger.exception("could not tag %s v%s as failed", name, version)
     if deleted and not model_existed:

@@ -115,7 +115,7 @@ def _set_alias(ws: Workspace, name: str, alias: str, version: str) -> bool:
         raise
 
 
-def _delete_alias(ws: Workspace, name: str, alias: str) -> None:
+def delete_alias(ws: Workspace, name: str, alias: str) -> None:
     if not capabilities(ws)["aliases"]:
         return
     try:
@@ -162,7 +162,7 @@ def current_stage(ws: Workspace, name: str, version: str) -> str:
     return str((mv.tags or {}).get(STAGE_TAG) or "None")
 
 
-def _move(
+def move_stage(
     ws: Workspace, name: str, version: str, stage: str, *, alias: str | None, archive: bool
 ) -> dict[str, Any]:
     """Do a transition without recording it; returns what changed."""
@@ -185,7 +185,7 @@ def _move(
     held = aliases_of(ws, name)
     for st, al in STAGE_ALIASES.items():
         if st != stage and held.get(al) == version:
-            _delete_alias(ws, name, al)
+            delete_alias(ws, name, al)
     client.set_model_version_tag(name, version, STAGE_TAG, stage)
     archived: list[str] = []
     if archive:
@@ -255,7 +255,7 @@ def transition(
         CapabilityError: the workspace can express the state neither way.
     """
     stage = canonical_stage(stage)
-    result = _move(ws, name, str(version), stage, alias=alias, archive=archive_existing)
+    result = move_stage(ws, name, str(version), stage, alias=alias, archive=archive_existing)
     if record:
         record_event(ws, name, "transition", version=result["version"], details=_audit(result))
     return result
@@ -295,10 +295,10 @@ def rollback(
             f"No earlier version of model '{name}' held stage '{stage}' in workspace "
             f"'{ws.name}' (current: version {current}); nothing to roll back to"
         )
-    moved = _move(ws, name, target, stage, alias=None, archive=True)
+    moved = move_stage(ws, name, target, stage, alias=None, archive=True)
     for other in holders:
         if other != target and other not in moved["archived"]:
-            _move(ws, name, other, "Archived", alias=None, archive=False)
+            move_stage(ws, name, other, "Archived", alias=None, archive=False)
             moved["archived"].append(other)
     result = {
         "workspace": ws.name,

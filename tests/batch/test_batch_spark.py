@@ -1,0 +1,319 @@
+"""The Spark engine on Spark local mode: same outputs, rejects and counts as the local engine.
+
+Needs Java 17 (`java` on PATH) and pyspark (the `spark` extra). When either is missing
+these tests FAIL with a message saying which (set LIFECYCLE_SKIP_SPARK=1 to skip them
+instead on a machine that cannot run Spark).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from batch.engine import score
+from lifecycle.base.errors import ScoringError
+from lifecycle.base.workspaces import Workspace, local_workspace
+from tests.support.batch_models import save_code_model, save_logreg, scoring_frame
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[object]:
+    """One local SparkSession for the module (starting Spark costs ~20-40 s here)."""
+    if os.environ.get("LIFECYCLE_SKIP_SPARK"):
+        pytest.skip("LIFECYCLE_SKIP_SPARK is set")
+    if shutil.which("java") is None:
+        pytest.fail(
+            "Spark tests need Java 17: no 'java' on PATH (apt-get install openjdk-17-jre-headless)"
+        )
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        pytest.fail("Spark tests need pyspark: pip install -e '.[spark]'")
+    from batch.spark import get_spark
+
+    session = get_spark("local[1]")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    return local_workspace("dev", tmp_path_factory.mktemp("ws"))
+
+
+def test_spark_matches_local_engine_with_rejects(
+    spark: object, ws: Workspace, tmp_path: Path
+) -> None:
+    model = save_logreg(tmp_path / "logreg")
+    a = scoring_frame(60, seed=4)
+    a["n"] = a["n"].astype(str)
+    a.loc[7, "n"] = "x"  # coercion reject
+    a.loc[11, "comment"] = 'quoted, "with"\nnewline'
+    a.to_csv(tmp_path / "a.csv", index=False)
+    with (tmp_path / "a.csv").open("a", encoding="utf-8") as fh:
+        fh.write("z,1,2\n")  # malformed record
+    scoring_frame(30, seed=5).to_parquet(tmp_path / "b.parquet", index=False)
+    inputs = [tmp_path / "a.csv", tmp_path / "b.parquet"]
+
+    kwargs = {"keep_columns": ["id", "comment"], "max_error_rate": 0.1, "record": False}
+    local = score(ws, str(model), inputs, tmp_path / "local.csv", workers=1, **kwargs)
+    sparked = score(
+        ws, str(model), inputs, tmp_path / "spark.csv", engine="spark", master="local[1]", **kwargs
+    )
+    assert (sparked.rows_read, sparked.rows_scored, sparked.rows_rejected) == (91, 89, 2)
+    assert (local.rows_read, local.rows_scored, local.rows_rejected) == (91, 89, 2)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "spark.csv"), pd.read_csv(tmp_path / "local.csv")
+    )
+    rejects = pd.read_csv(tmp_path / "spark.csv.rejects.csv", keep_default_na=False)
+    assert rejects["reason"].tolist() == [
+        "column 'n': cannot convert 'x' to long",
+        "malformed record: expected 6 fields, got 3",
+    ]
+    assert rejects["row_number"].tolist() == ["8", ""]
+
+
+def test_spark_designer_outputs_parquet_and_error_rate(
+    spark: object, ws: Workspace, tmp_path: Path
+) -> None:
+    from mlflow.models import Model, ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    model = save_code_model(tmp_path / "designer", designer_style=True)
+    meta = Model.load(str(model))
+    assert meta.signature is not None
+    # Declare the DataFrame outputs so spark_udf returns a struct with Designer's names.
+    meta.signature = ModelSignature(
+        inputs=meta.signature.inputs,
+        outputs=Schema(
+            [ColSpec("long", "Scored Labels"), ColSpec("double", "Scored Probabilities")]
+        ),
+    )
+    meta.save(str(model / "MLmodel"))
+    df = scoring_frame(40, seed=6)
+    df.to_csv(tmp_path / "in.csv", index=False)
+    out = tmp_path / "o.parquet"
+    m = score(
+        ws, str(model), tmp_path / "in.csv", out, engine="spark", keep_columns=["id"], record=False
+    )
+    assert m.rows_scored == 40
+    result = pd.read_parquet(out)
+    assert list(result.columns) == ["id", "Scored Labels", "Scored Probabilities"]
+    assert result["id"].tolist() == df["id"].tolist()
+
+    df["f0"] = df["f0"].astype(str)
+    df.loc[3, "f0"] = "oops"
+    df.to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(ScoringError, match="1 of 40 rows rejected"):
+        score(
+            ws,
+            str(model),
+            tmp_path / "bad.csv",
+            tmp_path / "bad.out.csv",
+            engine="spark",
+            record=False,
+        )
+    assert not (tmp_path / "bad.out.csv").exists()
+
+
+def test_rows_the_model_fails_on_become_rejects_on_spark(
+    spark: object, ws: Workspace, tmp_path: Path
+) -> None:
+    # LogisticRegression refuses NaN: rows with an empty f0 pass coercion (a double may be
+    # missing) and fail in the model, which fails spark_udf's whole batch.
+    model = save_logreg(tmp_path / "logreg")
+    df = scoring_frame(50, seed=8)
+    df["f0"] = df["f0"].astype(object)
+    df.loc[[4, 31], "f0"] = None
+    df["n"] = df["n"].astype(str)
+    df.loc[9, "n"] = "x"  # a coercion reject too
+    df.to_csv(tmp_path / "in.csv", index=False)
+    kwargs = {"keep_columns": ["id"], "max_error_rate": 0.1, "record": False}
+    local = score(ws, str(model), tmp_path / "in.csv", tmp_path / "local.csv", workers=1, **kwargs)
+    sparked = score(
+        ws,
+        str(model),
+        tmp_path / "in.csv",
+        tmp_path / "spark.csv",
+        engine="spark",
+        master="local[1]",
+        **kwargs,
+    )
+    assert (sparked.rows_read, sparked.rows_scored, sparked.rows_rejected) == (50, 47, 3)
+    assert (local.rows_read, local.rows_scored, local.rows_rejected) == (50, 47, 3)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "spark.csv"), pd.read_csv(tmp_path / "local.csv")
+    )
+    spark_rejects = pd.read_csv(tmp_path / "spark.csv.rejects.csv", keep_default_na=False)
+    local_rejects = pd.read_csv(tmp_path / "local.csv.rejects.csv", keep_default_na=False)
+    assert spark_rejects["row_number"].tolist() == [5, 10, 32]
+    assert spark_rejects["row_number"].tolist() == local_rejects["row_number"].tolist()
+    assert spark_rejects["raw_text"].tolist() == local_rejects["raw_text"].tolist()
+    reasons = spark_rejects["reason"].tolist()
+    assert reasons[0].startswith("model error:") and reasons[2].startswith("model error:")
+    assert reasons[1] == "column 'n': cannot convert 'x' to long"
+
+
+_PICKY = """
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+
+class Picky(PythonModel):
+    def predict(self, context, model_input, params=None):
+        if (model_input["f0"] > 1e6).any():
+            raise ValueError("f0 out of range")
+        x = model_input["f0"] * 2 + model_input["n"]
+        return pd.DataFrame({"Scored Labels": (x > 0).astype(int), "Scored Probabilities": x / 10})
+
+
+mlflow.models.set_model(Picky())
+"""
+
+
+def test_model_failures_with_named_outputs_to_parquet_on_spark(
+    spark: object, ws: Workspace, tmp_path: Path
+) -> None:
+    import mlflow.pyfunc
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    code = tmp_path / "picky.py"
+    code.write_text(_PICKY, encoding="utf-8")
+    cols = [ColSpec("double", "f0"), ColSpec("double", "f1"), ColSpec("double", "f2")]
+    mlflow.pyfunc.save_model(
+        str(tmp_path / "picky"),
+        python_model=str(code),
+        signature=ModelSignature(
+            inputs=Schema([*cols, ColSpec("long", "n")]),
+            outputs=Schema(
+                [ColSpec("long", "Scored Labels"), ColSpec("double", "Scored Probabilities")]
+            ),
+        ),
+    )
+    df = scoring_frame(30, seed=9)
+    df.loc[[2, 17], "f0"] = 5e6
+    df.to_csv(tmp_path / "in.csv", index=False)
+    kwargs = {"keep_columns": ["id"], "max_error_rate": 0.1, "record": False}
+    m = score(
+        ws, str(tmp_path / "picky"), tmp_path / "in.csv", tmp_path / "o.parquet",
+        engine="spark", master="local[1]", **kwargs,
+    )  # fmt: skip
+    local = score(
+        ws, str(tmp_path / "picky"), tmp_path / "in.csv", tmp_path / "l.parquet",
+        workers=1, **kwargs,
+    )  # fmt: skip
+    assert (m.rows_read, m.rows_scored, m.rows_rejected) == (30, 28, 2)
+    assert (local.rows_scored, local.rows_rejected) == (28, 2)
+    got, expected = pd.read_parquet(tmp_path / "o.parquet"), pd.read_parquet(tmp_path / "l.parquet")
+    assert list(got.columns) == ["id", "Scored Labels", "Scored Probabilities"]
+    assert got["id"].tolist() == expected["id"].tolist() == df.drop(index=[2, 17])["id"].tolist()
+    assert got["Scored Labels"].tolist() == expected["Scored Labels"].tolist()
+    assert got["Scored Probabilities"].tolist() == expected["Scored Probabilities"].tolist()
+    rejects = pd.read_csv(tmp_path / "o.parquet.rejects.csv", keep_default_na=False)
+    assert rejects["row_number"].tolist() == [3, 18]
+    assert all(r.startswith("model error: f0 out of range") for r in rejects["reason"])
+
+
+def _three_inputs(tmp_path: Path) -> list[Path]:
+    """Three CSV files of 50 rows with one reject each (before and after a stop)."""
+    inputs = []
+    for i in range(3):
+        df = scoring_frame(50, seed=10 + i)
+        df["n"] = df["n"].astype(str)
+        df.loc[5 + i, "n"] = "bad"
+        df.to_csv(tmp_path / f"p{i}.csv", index=False)
+        inputs.append(tmp_path / f"p{i}.csv")
+    return inputs
+
+
+def test_killed_spark_run_resumes_to_byte_identical_output(
+    spark: object, ws: Workspace, tmp_path: Path
+) -> None:
+    """A real `lifecycle score --engine spark` process killed after its first input file:
+    the rerun skips that file and writes the same bytes as an uninterrupted run."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    model = save_code_model(tmp_path / "slow", sleep=0.5)  # widens the window between files
+    inputs = _three_inputs(tmp_path)
+    kwargs = {"keep_columns": ["id"], "max_error_rate": 0.1, "record": False}
+    ref = score(ws, str(model), inputs, tmp_path / "ref.csv", engine="spark", **kwargs)
+
+    out, checkpoint = tmp_path / "out.csv", tmp_path / ".out.csv.checkpoint.json"
+    cmd = [sys.executable, "-m", "lifecycle", "score", str(model), *map(str, inputs),
+           "-o", str(out), "--engine", "spark", "--master", "local[1]", "--keep-columns", "id",
+           "--max-error-rate", "0.1"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            if checkpoint.exists() and json.loads(checkpoint.read_text())["file_index"] >= 1:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its JVM
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    done = json.loads(checkpoint.read_text())["file_index"]
+    assert 1 <= done < 3 and not out.exists(), "killed between files, nothing renamed in place"
+
+    again = score(ws, str(model), inputs, out, engine="spark", **kwargs)
+    assert again.resumed is True
+    assert (again.rows_read, again.rows_scored, again.rows_rejected) == (150, 147, 3)
+    assert out.read_bytes() == (tmp_path / "ref.csv").read_bytes()
+    rejects = tmp_path / "out.csv.rejects.csv"
+    assert rejects.read_bytes() == (tmp_path / "ref.csv.rejects.csv").read_bytes()
+    assert (ref.rows_read, ref.rows_rejected) == (150, 3) and not checkpoint.exists()
+
+
+def test_interrupted_spark_run_resumes_parquet_and_reports_progress(
+    spark: object, ws: Workspace, tmp_path: Path
+) -> None:
+    """Ctrl-C after the first file keeps the checkpoint; the rerun writes the same Parquet
+    bytes as an uninterrupted run. Progress is reported after every input file."""
+    model = save_logreg(tmp_path / "logreg")
+    inputs = _three_inputs(tmp_path)
+    kwargs = {"keep_columns": ["id"], "max_error_rate": 0.1, "record": False}
+    seen: list[dict[str, object]] = []
+    ref = score(
+        ws, str(model), inputs, tmp_path / "ref.parquet", engine="spark", progress=seen.append,
+        **kwargs,
+    )  # fmt: skip
+    assert [p["file"] for p in seen] == ["p0.csv", "p1.csv", "p2.csv"]
+    assert [p["rows_read"] for p in seen] == [50, 100, 150]
+
+    def stop_after_first(p: dict[str, object]) -> None:
+        raise KeyboardInterrupt
+
+    out = tmp_path / "out.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        score(ws, str(model), inputs, out, engine="spark", progress=stop_after_first, **kwargs)
+    assert not out.exists() and (tmp_path / ".out.parquet.checkpoint.json").exists()
+    again = score(ws, str(model), inputs, out, engine="spark", **kwargs)
+    assert again.resumed is True and again.rows_read == ref.rows_read == 150
+    assert out.read_bytes() == (tmp_path / "ref.parquet").read_bytes()
+    assert (
+        pd.read_parquet(out)["id"].tolist()
+        == pd.read_parquet(tmp_path / "ref.parquet")["id"].tolist()
+    )
+    assert (tmp_path / "out.parquet.rejects.csv").read_bytes() == (
+        tmp_path / "ref.parquet.rejects.csv"
+    ).read_bytes()

@@ -1,0 +1,156 @@
+"""``lifecycle import``: thin commands over lifecycle.imports, checked through the registry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from lifecycle.base.workspaces import Workspace
+from lifecycle.cli import cli
+from tests.support.origins import build_designer, build_notebook
+
+
+@pytest.fixture(scope="module")
+def notebook(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_notebook(tmp_path_factory.mktemp("nb"), "joblib").path
+
+
+@pytest.fixture(scope="module")
+def designer(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_designer(
+        tmp_path_factory.mktemp("designer"), "multiclass", numeric_encoder="zscore"
+    ).path
+
+
+def _nb_args(path: Path) -> list[str]:
+    return [
+        str(path),
+        "--name",
+        "churn",
+        "--sample",
+        str(path.parent / "train.csv"),
+        "--target",
+        "target",
+    ]
+
+
+def test_notebook_pickle_needs_consent(dev: Workspace, notebook: Path) -> None:
+    result = CliRunner().invoke(cli, ["import", "notebook", *_nb_args(notebook)])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "runs code" in lines[0] and "--trust-pickle" in lines[0]
+    assert dev.client().search_registered_models() == []
+
+
+def test_notebook_import_reimport_and_force(dev: Workspace, notebook: Path) -> None:
+    runner = CliRunner()
+    first = runner.invoke(cli, ["import", "notebook", *_nb_args(notebook), "--trust-pickle"])
+    assert first.exit_code == 0, first.output
+    assert first.stdout.strip() == "churn version 1"
+
+    again = runner.invoke(
+        cli, ["import", "notebook", *_nb_args(notebook), "--trust-pickle", "--json"]
+    )
+    assert again.exit_code == 0, again.output
+    data = json.loads(again.stdout)
+    assert (data["version"], data["created"], data["kind"], data["format"]) == (
+        "1",
+        False,
+        "notebook",
+        "joblib",
+    )
+
+    forced = runner.invoke(
+        cli, ["import", "notebook", *_nb_args(notebook), "--trust-pickle", "--force", "-w", "dev"]
+    )
+    assert forced.exit_code == 0, forced.output
+    assert forced.stdout.strip() == "churn version 2"
+    versions = dev.client().search_model_versions("name='churn'")
+    assert sorted(str(v.version) for v in versions) == ["1", "2"]
+    v1 = dev.client().get_model_version("churn", "1")
+    assert v1.tags["lifecycle.origin.kind"] == "notebook"
+
+
+def test_import_without_kind_detects_designer(dev: Workspace, designer: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["import", str(designer), "--name", "credit", "--trust-pickle"]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("Detected designer (model_directory)")
+    assert lines[-1] == "credit version 1"
+    assert dev.client().get_model_version("credit", "1").tags["lifecycle.origin.kind"] == "designer"
+
+
+def test_import_into_other_workspace(prod: Workspace, dev: Workspace, designer: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        ["import", "designer", str(designer), "--name", "credit", "--trust-pickle", "-w", "prod"],
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        prod.client().get_model_version("credit", "1").tags["lifecycle.origin.kind"] == "designer"
+    )
+    assert dev.client().search_registered_models() == []
+
+
+def test_missing_file_is_one_line(dev: Workspace, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["import", "notebook", str(tmp_path / "nope.joblib"), "--name", "x"]
+    )
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        f"Error: Source '{tmp_path / 'nope.joblib'}' does not exist"
+    ]
+
+
+def test_automl_bad_folder(dev: Workspace, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["import", "automl", str(tmp_path), "--name", "x", "--trust-pickle"]
+    )
+    assert result.exit_code == 1
+    assert "is not an AutoML output" in result.stderr
+
+
+def test_usage_errors_exit_2(dev: Workspace, notebook: Path) -> None:
+    runner = CliRunner()
+    assert runner.invoke(cli, ["import", "notebook", str(notebook)]).exit_code == 2  # no --name
+    assert (
+        runner.invoke(
+            cli, ["import", "notebook", str(notebook), "--name", "x", "--bogus"]
+        ).exit_code
+        == 2
+    )
+
+
+def test_help_has_examples() -> None:
+    runner = CliRunner()
+    for args in (["import"], ["import", "notebook"], ["import", "designer"], ["import", "automl"]):
+        result = runner.invoke(cli, [*args, "--help"])
+        assert result.exit_code == 0
+        assert "Example" in result.output and "lifecycle import" in result.output
+
+
+def test_designer_import_into_remote_server(remote: Workspace, tmp_path: Path) -> None:
+    """Over HTTP into a real ``mlflow server``: registered, loadable, same predictions."""
+    import mlflow.pyfunc
+    import pandas as pd
+
+    from lifecycle.base.workspaces import use_workspace
+    from lifecycle.imports import import_designer
+
+    origin = build_designer(tmp_path, "binary", numeric_encoder="zscore", seed=3)
+    name = f"designer_remote_{tmp_path.name}"
+    result = import_designer(remote, origin.path, name, trust_pickle=True)
+    assert result.created and result.workspace == "remote"
+    with use_workspace(remote):
+        model = mlflow.pyfunc.load_model(f"models:/{name}/{result.version}")
+    pd.testing.assert_frame_equal(
+        model.predict(origin.holdout).reset_index(drop=True), origin.expected, check_dtype=False
+    )
+    again = import_designer(remote, origin.path, name, trust_pickle=True)
+    assert (again.created, again.version) == (False, result.version)

@@ -1,0 +1,348 @@
+"""Bad input to the importers: one clear one-line error each, and nothing registered."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import zipfile
+from pathlib import Path
+
+import joblib
+import pytest
+
+from lifecycle.base.errors import InvalidArgumentError, ModelImportError, UntrustedPickleError
+from lifecycle.base.workspaces import Workspace, local_workspace
+from lifecycle.imports import IMPORT_EXPERIMENT, import_model
+from tests.support.origins import (
+    _skops_untrusted,
+    build_automl_mlflow_model,
+    build_automl_outputs,
+    build_designer,
+    build_notebook,
+)
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    return local_workspace("dev", tmp_path_factory.mktemp("errors-ws"))
+
+
+@pytest.fixture(scope="module")
+def designer_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_designer(tmp_path_factory.mktemp("designer"), "binary").path
+
+
+@pytest.fixture(scope="module")
+def automl_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_automl_outputs(tmp_path_factory.mktemp("automl")).path
+
+
+@pytest.fixture(scope="module")
+def notebook_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_notebook(tmp_path_factory.mktemp("notebook"), "joblib").path
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / src.name
+    shutil.copytree(src, dest)
+    return dest
+
+
+def _fails(ws: Workspace, exc: type[Exception], match: str, path: Path, **kw: object) -> str:
+    kw.setdefault("trust_pickle", True)
+    with pytest.raises(exc, match=match) as info:
+        import_model(ws, path, "bad", **kw)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "\n" not in message
+    client = ws.client()
+    assert [m.name for m in client.search_registered_models()] == []
+    exp = client.get_experiment_by_name(IMPORT_EXPERIMENT)
+    if exp is not None:
+        assert client.search_runs([exp.experiment_id]) == []
+    return message
+
+
+# ------------------------------------------------------------------------ common
+
+
+def test_missing_source(ws: Workspace, tmp_path: Path) -> None:
+    _fails(ws, ModelImportError, "does not exist", tmp_path / "nope.joblib")
+
+
+def test_unknown_kind(ws: Workspace, notebook_src: Path) -> None:
+    _fails(
+        ws, InvalidArgumentError, "one of notebook, designer, automl", notebook_src, kind="spark"
+    )
+
+
+def test_undetectable_folder(ws: Workspace, tmp_path: Path) -> None:
+    (tmp_path / "stuff").mkdir()
+    (tmp_path / "stuff" / "readme.txt").write_text("hi")
+    _fails(ws, ModelImportError, "Cannot tell the origin", tmp_path / "stuff")
+
+
+def test_zip_slip_is_refused_and_nothing_written(
+    ws: Workspace, tmp_path: Path, designer_src: Path
+) -> None:
+    bad = tmp_path / "evil.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        for f in designer_src.iterdir():
+            zf.write(f, f"trained_model_outputs/{f.name}")
+        zf.writestr("../../escaped.txt", "gotcha")
+    msg = _fails(ws, ModelImportError, "zip slip", bad, kind="designer")
+    assert "../../escaped.txt" in msg
+    assert not list(tmp_path.parent.rglob("escaped.txt"))
+
+
+# ----------------------------------------------------------------------- Designer
+
+
+@pytest.mark.parametrize("missing", ["_meta.yaml", "_data.pkl", "_schema.json", "_samples.json"])
+def test_designer_missing_file(
+    ws: Workspace, tmp_path: Path, designer_src: Path, missing: str
+) -> None:
+    src = _copy(designer_src, tmp_path)
+    (src / missing).unlink()
+    _fails(ws, ModelImportError, missing.replace(".", r"\."), src, kind="designer")
+
+
+def test_designer_without_consent(ws: Workspace, designer_src: Path) -> None:
+    msg = _fails(
+        ws,
+        UntrustedPickleError,
+        "--trust-pickle",
+        designer_src,
+        kind="designer",
+        trust_pickle=False,
+    )
+    assert "runs code" in msg
+
+
+class _Exploit:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_designer_pickle_outside_allow_list(
+    ws: Workspace, tmp_path: Path, designer_src: Path
+) -> None:
+    src = _copy(designer_src, tmp_path)
+    marker = tmp_path / "pwned"
+    (src / "_data.pkl").write_bytes(pickle.dumps(_Exploit(marker)))
+    msg = _fails(ws, ModelImportError, "outside the allow list", src, kind="designer")
+    assert "system" in msg
+    assert not marker.exists()
+
+
+def test_designer_encoder_not_reproducible(ws: Workspace, tmp_path: Path) -> None:
+    src = build_designer(tmp_path, "binary", numeric_encoder="lognormal").path
+    _fails(ws, ModelImportError, "NamedLogNormalEncoder", src, kind="designer")
+
+
+def test_designer_learner_without_probabilities(ws: Workspace, tmp_path: Path) -> None:
+    from sklearn.svm import LinearSVC
+
+    src = build_designer(
+        tmp_path,
+        "binary",
+        learner="TwoClassSupportVectorMachineBiClassifier",
+        estimator=LinearSVC(),
+    ).path
+    _fails(
+        ws,
+        ModelImportError,
+        "TwoClassSupportVectorMachineBiClassifier.*predict_proba",
+        src,
+        kind="designer",
+    )
+
+
+def test_designer_samples_in_unknown_shape(
+    ws: Workspace, tmp_path: Path, designer_src: Path
+) -> None:
+    src = _copy(designer_src, tmp_path)
+    (src / "_samples.json").write_text(json.dumps({"rows": [{"age": 1}]}))
+    _fails(ws, ModelImportError, "list of row records", src, kind="designer")
+
+
+def test_designer_schema_disagrees_with_features(
+    ws: Workspace, tmp_path: Path, designer_src: Path
+) -> None:
+    src = _copy(designer_src, tmp_path)
+    schema = json.loads((src / "_schema.json").read_text())
+    schema["columnAttributes"] = [a for a in schema["columnAttributes"] if a["name"] != "income"]
+    (src / "_schema.json").write_text(json.dumps(schema))
+    _fails(
+        ws, ModelImportError, "disagrees with the model's features.*income", src, kind="designer"
+    )
+
+
+def test_designer_schema_type_disagrees(ws: Workspace, tmp_path: Path, designer_src: Path) -> None:
+    src = _copy(designer_src, tmp_path)
+    schema = json.loads((src / "_schema.json").read_text())
+    for a in schema["columnAttributes"]:
+        if a["name"] == "age":
+            a["type"], a["elementType"]["typeName"] = "String", "str"
+    (src / "_schema.json").write_text(json.dumps(schema))
+    _fails(ws, ModelImportError, "'age' is string in the schema but numeric", src, kind="designer")
+
+
+def test_designer_generic_model_spec_not_implemented(
+    ws: Workspace, tmp_path: Path, designer_src: Path
+) -> None:
+    src = _copy(designer_src, tmp_path)
+    (src / "model_spec.yaml").write_text("flavor:\n  framework: sklearn\nmodel_file: model.pkl\n")
+    _fails(ws, ModelImportError, "not implemented", src, kind="designer")
+
+
+# ------------------------------------------------------------------------- AutoML
+
+
+def test_automl_scoring_file_without_samples(
+    ws: Workspace, tmp_path: Path, automl_src: Path
+) -> None:
+    src = _copy(automl_src, tmp_path)
+    scoring = next(src.glob("scoring_file_v_*.py"))
+    text = "\n".join(
+        line
+        for line in scoring.read_text().splitlines()
+        if not line.startswith(("input_sample", "output_sample"))
+    )
+    scoring.write_text(text)
+    _fails(ws, ModelImportError, "has no input sample", src, kind="automl")
+
+
+def test_automl_scoring_file_is_never_executed(
+    ws: Workspace, tmp_path: Path, automl_src: Path
+) -> None:
+    src = _copy(automl_src, tmp_path)
+    marker = tmp_path / "executed"
+    scoring = next(src.glob("scoring_file_v_*.py"))
+    scoring.write_text(f"open({str(marker)!r}, 'w').write('x')\n" + "input_sample = make_frame()\n")
+    _fails(ws, ModelImportError, "has no input sample", src, kind="automl")
+    assert not marker.exists()
+
+
+def test_automl_schema_disagrees_with_features(
+    ws: Workspace, tmp_path: Path, automl_src: Path
+) -> None:
+    src = _copy(automl_src, tmp_path)
+    scoring = next(src.glob("scoring_file_v_*.py"))
+    scoring.write_text(scoring.read_text().replace('"income"', '"salary"'))
+    _fails(
+        ws,
+        ModelImportError,
+        "disagrees with the model's features: missing \\['income'\\]",
+        src,
+        kind="automl",
+    )
+
+
+def test_automl_missing_conda_env(ws: Workspace, tmp_path: Path, automl_src: Path) -> None:
+    src = _copy(automl_src, tmp_path)
+    next(src.glob("conda_env_v_*.yml")).unlink()
+    _fails(ws, ModelImportError, "conda environment", src, kind="automl")
+
+
+def test_automl_runtime_classes_listed_as_missing(ws: Workspace, tmp_path: Path) -> None:
+    src = build_automl_outputs(tmp_path, runtime_classes=True).path
+    msg = _fails(ws, ModelImportError, "not installed", src, kind="automl")
+    assert "azureml.automl.runtime.featurization.data_transformer" in msg
+    assert "azureml.automl.runtime.shared.model_wrappers" in msg
+
+
+def test_automl_mlflow_model_needing_runtime_is_refused(ws: Workspace, tmp_path: Path) -> None:
+    # The mlflow-model folder is checked by reading its pickle's opcodes: no consent needed.
+    src = build_automl_mlflow_model(tmp_path, runtime_classes=True).path
+    msg = _fails(ws, ModelImportError, "not installed", src, kind="automl", trust_pickle=False)
+    assert "azureml.automl.runtime.featurization.data_transformer" in msg
+
+
+def test_automl_without_consent(ws: Workspace, automl_src: Path) -> None:
+    _fails(
+        ws, UntrustedPickleError, "--trust-pickle", automl_src, kind="automl", trust_pickle=False
+    )
+
+
+# ----------------------------------------------------------------------- notebook
+
+
+def test_notebook_pickle_without_consent(ws: Workspace, notebook_src: Path) -> None:
+    msg = _fails(ws, UntrustedPickleError, "--trust-pickle", notebook_src, trust_pickle=False)
+    assert "runs code" in msg
+
+
+def test_notebook_sample_missing_target(ws: Workspace, notebook_src: Path) -> None:
+    sample = notebook_src.parent / "train.csv"
+    _fails(
+        ws,
+        ModelImportError,
+        "Target column 'churned' is not in sample",
+        notebook_src,
+        sample=sample,
+        target="churned",
+    )
+
+
+def test_notebook_sample_missing_feature(ws: Workspace, tmp_path: Path, notebook_src: Path) -> None:
+    import pandas as pd
+
+    sample = tmp_path / "partial.csv"
+    pd.read_csv(notebook_src.parent / "train.csv").drop(columns=["plan"]).to_csv(
+        sample, index=False
+    )
+    _fails(
+        ws,
+        ModelImportError,
+        "lacks the model's feature column.*plan",
+        notebook_src,
+        sample=sample,
+        target="target",
+    )
+
+
+def test_notebook_file_not_an_estimator(ws: Workspace, tmp_path: Path) -> None:
+    path = tmp_path / "thing.joblib"
+    joblib.dump({"weights": [1, 2, 3]}, path)
+    _fails(ws, ModelImportError, "not a fitted scikit-learn estimator", path)
+
+
+def test_notebook_folder_without_mlmodel(ws: Workspace, tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.pkl").write_bytes(b"\x80\x04N.")
+    _fails(ws, ModelImportError, "not an MLflow model directory", tmp_path / "m", kind="notebook")
+
+
+def test_notebook_mlflow_dir_without_signature_gets_one_from_the_sample(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    # Not an error: the one bad-looking input the importer repairs (and says so in the model).
+    import mlflow.sklearn
+    from mlflow.models import Model
+
+    origin = build_notebook(tmp_path / "o", "joblib")
+    bare = tmp_path / "bare_mlflow_model"
+    mlflow.sklearn.save_model(
+        origin.model,
+        str(bare),
+        pip_requirements=["scikit-learn"],
+        skops_trusted_types=_skops_untrusted(origin.model),
+    )
+    assert Model.load(str(bare / "MLmodel")).signature is None
+    result = import_model(ws, bare, "bare", sample=origin.sample_csv, target="target")
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            f"{ws.client().get_model_version('bare', result.version).source}",
+            dst_path=str(tmp_path / "dl"),
+        )
+    )
+    signature = Model.load(str(local / "MLmodel")).signature
+    assert signature is not None
+    assert "target" not in signature.inputs.input_names()
+    assert "plan" in signature.inputs.input_names()
+    ws.client().delete_registered_model("bare")

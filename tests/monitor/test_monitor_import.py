@@ -1,0 +1,58 @@
+"""The baseline travels with the model: stored at import from the user's sample, carried by a
+promotion (which copies the run's artifacts), and usable by ``monitor`` in the target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from lifecycle.base.tags import BASELINE_TAG
+from lifecycle.base.workspaces import Config, Workspace
+from lifecycle.imports import import_notebook
+from lifecycle.monitor import load_baseline
+from lifecycle.monitor.monitor import monitor
+from lifecycle.monitor.status import status
+from lifecycle.registry.promote import promote
+from tests.support.origins import build_notebook
+
+
+def test_import_with_sample_stores_a_baseline_that_promotion_carries(
+    tmp_path: Path, config: Config, dev: Workspace, prod: Workspace
+) -> None:
+    origin = build_notebook(tmp_path / "nb", "skops")
+    res = import_notebook(dev, origin.path, "nbmodel", sample=origin.sample_csv, target="target")
+    assert res.created
+    base = load_baseline(dev, "nbmodel", res.version)
+    sample = pd.read_csv(origin.sample_csv)
+    assert base["rows"] == len(sample) == 180
+    assert "target" not in base["feature_order"]
+    assert base["features"]["color"]["kind"] == "categorical"
+    assert base["features"]["color"]["missing_rate"] > 0
+    assert base["features"]["age"]["kind"] == "numeric"
+    assert base["task"] == "classification" and base["metrics"]["accuracy"] > 0.7
+    assert dev.client().get_model_version("nbmodel", res.version).tags[BASELINE_TAG]
+
+    promoted = promote(dev, prod, "nbmodel", version=res.version, smoke=False)
+    assert promoted.version is not None
+    assert load_baseline(prod, "nbmodel", promoted.version) == base
+    (row,) = status(config, "prod")["workspaces"]
+    (model,) = row["models"]
+    assert model["versions"][0]["baseline"] is True
+    holdout = tmp_path / "holdout.csv"
+    origin.holdout.to_csv(holdout, index=False)
+    result = monitor(prod, "models:/nbmodel/Production", [holdout], policy=_quiet(tmp_path))
+    assert result.version == promoted.version and result.rows == len(origin.holdout)
+
+
+def test_import_without_sample_still_works_without_baseline(tmp_path: Path, dev: Workspace) -> None:
+    origin = build_notebook(tmp_path / "nb", "skops", seed=1)
+    res = import_notebook(dev, origin.path, "nosample")
+    assert res.created
+    assert BASELINE_TAG not in dev.client().get_model_version("nosample", res.version).tags
+
+
+def _quiet(tmp_path: Path) -> Path:
+    path = tmp_path / "quiet.yaml"
+    path.write_text("actions: []\n", encoding="utf-8")
+    return path
