@@ -24,8 +24,9 @@ import yaml
 
 from lifecycle.base.azureml import entity_yaml_data, stage_model_files, write_text_atomic
 from lifecycle.base.errors import DeploymentError
+from lifecycle.base.fetch import fetch_model
 from lifecycle.base.tags import MODEL_NAME_TAG, MODEL_VERSION_TAG, SOURCE_WORKSPACE_NAME_TAG
-from lifecycle.base.workspaces import Workspace, quiet_mlflow_progress
+from lifecycle.base.workspaces import Workspace
 
 logger = logging.getLogger(__name__)
 # azure-ai-ml logs a warning for every experimental schema class it touches while loading.
@@ -244,17 +245,11 @@ def deploy_azure_batch(
     """
     import tempfile
 
-    import mlflow.artifacts
-
     from lifecycle.base.refs import get_model_version
-    from lifecycle.base.workspaces import use_workspace
 
     get_model_version(ws, model_name, version)
     with tempfile.TemporaryDirectory(prefix="lifecycle-azure-batch-") as tmp:
-        with use_workspace(ws), quiet_mlflow_progress():
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{model_name}/{version}", dst_path=tmp
-            )
+        local = fetch_model(ws, f"models:/{model_name}/{version}", tmp, error=DeploymentError).path
         spec = build_batch_deployment(
             model_name,
             version,

@@ -15,8 +15,8 @@ from batch.pool import JobOptions
 from batch.readers import (
     InputFile,
 )
-from batch.record import atomic_write_text
 from lifecycle.base.errors import ScoringError
+from lifecycle.base.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 

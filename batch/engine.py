@@ -36,7 +36,6 @@ from batch.readers import (
 )
 from batch.record import (
     Manifest,
-    atomic_write_text,
     open_run_store,
     package_versions,
     record_run,
@@ -49,6 +48,7 @@ from batch.schema import (
 from batch.tuning import freeze_gc, no_gc, quick_gil_handoffs, scoring_memory_pool
 from lifecycle.base.errors import InvalidArgumentError, ScoringError
 from lifecycle.base.fetch import ModelFetch
+from lifecycle.base.files import atomic_write_text
 from lifecycle.base.workspaces import Workspace
 
 logger = logging.getLogger(__name__)

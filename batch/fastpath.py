@@ -28,7 +28,8 @@ import numpy as np
 import pyarrow as pa
 
 from batch.predict import predict_isolating_errors
-from batch.schema import InputSchema, coerce, coerce_matrix, is_numeric
+from batch.schema import InputSchema, coerce, coerce_matrix
+from lifecycle.base.loader import load_pyfunc
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +59,16 @@ class LeanPlan:
 def plan_lean(model_dir: str, schema: InputSchema) -> LeanPlan:
     """Decide from the model's files (no MLflow, no model load) whether the lean path applies."""
     from lifecycle.base.digest import model_digest
-    from lifecycle.base.lean import fastpath_verdict, lean_eligible, read_mlmodel
+    from lifecycle.base.lean import fastpath_verdict, lean_eligible, matrix_columns, read_mlmodel
 
     try:
-        why = lean_eligible(read_mlmodel(model_dir))
+        mlmodel = read_mlmodel(model_dir)
     except (OSError, ValueError) as exc:
         return LeanPlan(False, f"cannot read MLmodel: {exc}")
+    why = lean_eligible(mlmodel)
     if why is not None:
         return LeanPlan(False, why)
-    if not is_numeric(schema):
+    if matrix_columns(mlmodel) != tuple(schema.names):
         return LeanPlan(False, "the signature is not all required numeric columns")
     digest = model_digest(model_dir)
     verdict = fastpath_verdict(digest, VERDICT_KIND)
@@ -210,10 +212,9 @@ class LeanPredictor:
     def _pyfunc_model(self) -> Any:
         if self._pyfunc is None:
             self.wait_loaded()
-            import mlflow.pyfunc
 
             logging.getLogger("mlflow").setLevel(logging.ERROR)
-            self._pyfunc = mlflow.pyfunc.load_model(self.model_dir)
+            self._pyfunc = load_pyfunc(self.model_dir)
         return self._pyfunc
 
     def _check_input_example(self) -> None:

@@ -27,6 +27,8 @@ from batch.schema import (
     coerce_matrix,
     raw_text,
 )
+from lifecycle.base.loader import load_pyfunc
+from lifecycle.base.typemaps import ARROW_TYPES, NUMERIC_TYPES
 
 
 @dataclass
@@ -57,13 +59,11 @@ def _load_model(model_dir: str) -> None:
     """Load the model once per process (before forking, the workers inherit it)."""
     import warnings
 
-    import mlflow.pyfunc
-
     warnings.filterwarnings("ignore")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     with _WORKER_LOCK:  # scoring threads may ask at the same time
         if _WORKER.get("model_dir") != model_dir:
-            _WORKER["model"] = mlflow.pyfunc.load_model(model_dir)
+            _WORKER["model"] = load_pyfunc(model_dir)
             _WORKER["model_dir"] = model_dir
 
 
@@ -237,12 +237,7 @@ class JobOptions:
 def typed_columns(opts: JobOptions) -> dict[str, pa.DataType]:
     """Signature columns Arrow may parse straight to their type (numbers not passed through:
     passthrough columns keep their text exactly as read)."""
-    arrow = {
-        "double": pa.float64(),
-        "float": pa.float32(),
-        "long": pa.int64(),
-        "integer": pa.int32(),
-    }
+    arrow = {t: ARROW_TYPES[t] for t in NUMERIC_TYPES}
     kept = set(opts.keep) if opts.keep is not None else None
     out = {}
     for spec in opts.schema.columns or ():

@@ -20,49 +20,25 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from lifecycle.base.errors import SchemaError
+from lifecycle.base.lean import InputColumn
+from lifecycle.base.typemaps import ARROW_TYPES, NUMERIC_TYPES, PLAIN_TYPES
 
 logger = logging.getLogger(__name__)
 
-_ARROW_TYPES: dict[str, pa.DataType] = {
-    "double": pa.float64(),
-    "float": pa.float32(),
-    "long": pa.int64(),
-    "integer": pa.int32(),
-    "boolean": pa.bool_(),
-    "string": pa.string(),
-}
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
-
-
-@dataclass(frozen=True)
-class ColumnSpec:
-    """One input column of a model signature: name, MLflow type name, required or optional."""
-
-    name: str
-    type: str
-    required: bool = True
 
 
 @dataclass(frozen=True)
 class InputSchema:
     """The columns a model takes (None when the model has no column-based signature)."""
 
-    columns: tuple[ColumnSpec, ...] | None
+    columns: tuple[InputColumn, ...] | None
 
     @property
     def names(self) -> list[str]:
         """The signature's column names in signature order."""
         return [c.name for c in self.columns or ()]
-
-
-#: MLflow column types read straight from the ``MLmodel`` file; anything else (arrays,
-#: objects, maps, tensors) is left to MLflow's own schema code.
-_PLAIN_TYPES = frozenset(
-    ("double", "float", "long", "integer", "boolean", "string", "binary", "datetime")
-)
-#: Column types a model can take as one NumPy matrix (see :func:`coerce_matrix`).
-NUMERIC_TYPES = frozenset(("double", "float", "long", "integer"))
 
 
 def input_schema_of(model_dir: str) -> InputSchema:
@@ -78,8 +54,8 @@ def input_schema_of(model_dir: str) -> InputSchema:
     if not sig.get("inputs"):
         return InputSchema(None)
     cols = input_columns(mlmodel)
-    if cols is not None and all(c.type in _PLAIN_TYPES for c in cols):
-        return InputSchema(tuple(ColumnSpec(c.name, c.type, c.required) for c in cols))
+    if cols is not None and all(c.type in PLAIN_TYPES for c in cols):
+        return InputSchema(tuple(cols))
     return _input_schema_via_mlflow(model_dir)
 
 
@@ -96,7 +72,7 @@ def _input_schema_via_mlflow(model_dir: str) -> InputSchema:
             getattr(spec, "type", "string")
         )
         cols.append(
-            ColumnSpec(str(spec.name), str(type_name), bool(getattr(spec, "required", True)))
+            InputColumn(str(spec.name), str(type_name), bool(getattr(spec, "required", True)))
         )
     return InputSchema(tuple(cols))
 
@@ -213,11 +189,11 @@ def _coerce_columns(
     return data, ok, reasons
 
 
-def _coerce_column(arr: pa.ChunkedArray, spec: ColumnSpec) -> tuple[Any, np.ndarray]:
+def _coerce_column(arr: pa.ChunkedArray, spec: InputColumn) -> tuple[Any, np.ndarray]:
     """(values as numpy/pandas, mask of rows that cannot be converted)."""
     n = len(arr)
     no_bad = np.zeros(n, dtype=bool)
-    target = _ARROW_TYPES.get(spec.type)
+    target = ARROW_TYPES.get(spec.type)
     if spec.type in ("double", "float"):
         try:
             cast = pc.cast(arr, target) if arr.type != target else arr

@@ -40,8 +40,10 @@ from batch.output import (
 )
 from batch.predict import predict_isolating_errors
 from batch.readers import InputFile, read_columns
-from batch.schema import ColumnSpec
 from lifecycle.base.errors import ScoringError
+from lifecycle.base.lean import InputColumn
+from lifecycle.base.loader import load_pyfunc
+from lifecycle.base.typemaps import SPARK_TYPES, spark_type
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +52,6 @@ _ROW = "_lifecycle_row"
 _REASON = "_lifecycle_reason"
 _PRED = "_lifecycle_prediction"
 _RAW = "_lifecycle_raw"
-_SPARK_TYPES = {
-    "double": "double",
-    "float": "float",
-    "long": "bigint",
-    "integer": "int",
-    "boolean": "boolean",
-    "string": "string",
-    "datetime": "timestamp",
-}
 
 
 def check_java() -> str:
@@ -115,14 +108,11 @@ def _result_type(model_dir: str) -> tuple[Any, list[str] | None]:
         return "double", None
     specs = outputs.inputs
     if len(specs) == 1 and not outputs.has_input_names():
-        return _SPARK_TYPES.get(specs[0].type.name, "double"), None
+        return spark_type(specs[0].type.name), None
     if len(specs) == 1:  # one output column is "prediction", as in the local engine
-        return _SPARK_TYPES.get(specs[0].type.name, "double"), None
+        return spark_type(specs[0].type.name), None
     fields = [
-        T.StructField(
-            str(s.name), T._parse_datatype_string(_SPARK_TYPES.get(s.type.name, "double"))
-        )
-        for s in specs
+        T.StructField(str(s.name), T._parse_datatype_string(spark_type(s.type.name))) for s in specs
     ]
     return T.StructType(fields), [str(s.name) for s in specs]
 
@@ -156,14 +146,14 @@ def _read(spark: Any, f: InputFile, delimiter: str) -> tuple[Any, list[str]]:
     return df, names
 
 
-def _coercions(specs: tuple[ColumnSpec, ...]) -> tuple[list[Any], Any]:
+def _coercions(specs: tuple[InputColumn, ...]) -> tuple[list[Any], Any]:
     """(cast column expressions, reason expression: null when the row is fine)."""
     from pyspark.sql import functions as F
 
     casts, reasons = [], []
     for spec in specs:
         raw = F.col(f"`{spec.name}`")
-        target = _SPARK_TYPES.get(spec.type, "string")
+        target = SPARK_TYPES.get(spec.type, "string")
         if spec.type == "boolean":
             low = F.lower(F.trim(raw))
             cast = (
@@ -414,7 +404,7 @@ def _score_isolating(
     names: list[str],
     keep: list[str],
     casts: list[Any],
-    specs: tuple[ColumnSpec, ...],
+    specs: tuple[InputColumn, ...],
     result_type: Any,
     opts: Any,
 ) -> tuple[Any, list[tuple[int, str, str]]]:
@@ -455,9 +445,8 @@ def _score_isolating(
         import pandas as pd
 
         local = SparkFiles.get(model_name)
-        import mlflow.pyfunc
 
-        model = mlflow.pyfunc.load_model(local if Path(local).exists() else model_dir)
+        model = load_pyfunc(local if Path(local).exists() else model_dir)
         for pdf in batches:
             pdf = pdf.reset_index(drop=True)
             frame = pd.DataFrame({name: pdf[f"c_{i}"] for i, name in enumerate(sig_names)})

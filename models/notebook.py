@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lifecycle.base.errors import ModelImportError, UntrustedPickleError
+from lifecycle.base.loader import load_pyfunc
 from lifecycle.base.tags import ESTIMATOR_TAG
 from models._unpickler import load_trusted_pickle
 from models.common import (
@@ -240,11 +241,10 @@ def build_notebook_model(
 
 def _add_signature(model_dir: Path, x: Any) -> None:
     """Give a signature-less MLflow model the signature of the sample and its predictions."""
-    import mlflow.pyfunc
     from mlflow.models import Model
 
     try:
-        predictions = mlflow.pyfunc.load_model(str(model_dir)).predict(x)
+        predictions = load_pyfunc(str(model_dir)).predict(x)
     except Exception as exc:
         raise ModelImportError(
             f"The MLflow model cannot score the sample: {type(exc).__name__}: {exc}".splitlines()[0]

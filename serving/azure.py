@@ -28,8 +28,9 @@ import yaml
 
 from lifecycle.base.azureml import entity_yaml_data, stage_model_files, write_text_atomic
 from lifecycle.base.errors import DeploymentError
+from lifecycle.base.fetch import fetch_model
 from lifecycle.base.tags import MODEL_NAME_TAG, MODEL_VERSION_TAG, SOURCE_WORKSPACE_NAME_TAG
-from lifecycle.base.workspaces import Workspace, quiet_mlflow_progress
+from lifecycle.base.workspaces import Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -333,10 +334,8 @@ def deploy_online(
         DeploymentError: a setting Azure would refuse, the SDK rejects the specs, or Azure
             coordinates are missing for ``apply``.
     """
-    import mlflow.artifacts
 
     from lifecycle.base.refs import get_model_version
-    from lifecycle.base.workspaces import use_workspace
 
     get_model_version(ws, model_name, version)
     if apply:
@@ -344,10 +343,7 @@ def deploy_online(
 
         target = azureml.azure_target(ws.extra.get("azure"))  # fail before writing anything
     with tempfile.TemporaryDirectory(prefix="lifecycle-azure-online-") as tmp:
-        with use_workspace(ws), quiet_mlflow_progress():
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{model_name}/{version}", dst_path=tmp
-            )
+        local = fetch_model(ws, f"models:/{model_name}/{version}", tmp, error=DeploymentError).path
         spec = build_online_deployment(
             model_name,
             version,

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from lifecycle.base.lean import same_predictions
+from lifecycle.base.lean import matrix_columns, same_predictions, sklearn_pyfunc_problem
+from lifecycle.base.loader import load_pyfunc
 from serving.protocol import (
     Reply,
     azure_input,
@@ -38,6 +39,8 @@ InputSink = Callable[[Any, Any, "ModelInfo"], None]
 # Fitted with feature names, called with a NumPy array in the same order: expected here.
 warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
+#: The signature column types the fast path takes (JSON numbers parsed as float64).
+DOUBLE_ONLY = frozenset({"double"})
 _NAME_DEPENDENT = ("ColumnTransformer", "FunctionTransformer", "make_column_selector")
 
 
@@ -78,18 +81,15 @@ def compile_fast_path(pyfunc_model: Any, probes: int = 32) -> FastPredictor | No
     The candidate is trusted only after it matched ``pyfunc.predict`` exactly (values and
     dtype) on the input example, when there is one, and on ``probes`` random rows.
     """
-    from mlflow.types import DataType
-
     meta = pyfunc_model.metadata
     conf = meta.flavors.get("python_function", {})
-    if conf.get("loader_module") != "mlflow.sklearn":
+    mlmodel = meta.to_dict()
+    if sklearn_pyfunc_problem(mlmodel) is not None:
         return None
-    schema = meta.get_input_schema()
-    if schema is None or schema.is_tensor_spec() or not schema.has_input_names():
+    # JSON numbers become one float64 matrix: every input must be a required double.
+    columns = matrix_columns(mlmodel, types=DOUBLE_ONLY)
+    if columns is None:
         return None
-    if any(col.type != DataType.double or not col.required for col in schema.inputs):
-        return None
-    columns = tuple(schema.input_names())
     try:
         raw = pyfunc_model.get_raw_model()
     except Exception:  # a wrapper without get_raw_model: no fast path
@@ -359,12 +359,11 @@ def load_scorer(model_path: str, info: ModelInfo, sink: InputSink | None = None)
     Raises:
         ServingError: the model cannot be loaded (the message says why).
     """
-    import mlflow.pyfunc
 
     from lifecycle.base.errors import ServingError
 
     try:
-        model = mlflow.pyfunc.load_model(model_path, suppress_warnings=True)
+        model = load_pyfunc(model_path, suppress_warnings=True)
     except Exception as exc:
         raise ServingError(
             f"Model {info.uri} failed to load: {type(exc).__name__}: {exc}".splitlines()[0]

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from lifecycle.base.files import atomic_path
+
 logger = logging.getLogger(__name__)
 
 
@@ -110,9 +112,8 @@ class InputLog:
         table = pd.concat(frames, ignore_index=True)
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
         path = self.directory / f"inputs-{stamp}-{os.getpid()}-{next(self._seq):05d}.parquet"
-        tmp = path.with_suffix(".parquet.tmp")
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            table.to_parquet(tmp, index=False)
         logger.debug("logged %d row(s) to %s", len(table), path)
         return path
 

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lifecycle.base.files import atomic_write_text
 from serving.fastpath import ModelInfo
 
 logger = logging.getLogger(__name__)
@@ -69,10 +70,8 @@ class Metrics:
     def write_snapshot(self, folder: str) -> None:
         """Write this process's counters to ``folder/<pid>.json`` (atomically)."""
         path = Path(folder) / f"{os.getpid()}.json"
-        tmp = path.with_name(f".{path.name}.tmp")
         try:
-            tmp.write_text(json.dumps(self.snapshot()), encoding="utf-8")
-            os.replace(tmp, path)
+            atomic_write_text(path, json.dumps(self.snapshot()))
         except OSError as exc:  # metrics must never break serving
             logger.debug("could not write metrics snapshot %s: %s", path, exc)
 

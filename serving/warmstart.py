@@ -34,12 +34,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from lifecycle.base.files import atomic_write_text
 from lifecycle.base.lean import (
     cache_dir,
     fastpath_verdict,
     load_lean_sklearn,
     save_fastpath_verdict,
 )
+from lifecycle.base.loader import load_pyfunc
 from lifecycle.base.tags import DIGEST_TAG
 from lifecycle.base.workspaces import Workspace
 from serving.fastpath import FastPredictor, ModelInfo, Scorer, numpy_program
@@ -143,10 +145,7 @@ def save_pin(
             copied=downloaded,
         )
         file = _pin_file(key)
-        file.parent.mkdir(parents=True, exist_ok=True)
-        tmp_file = file.with_name(f".{file.name}.{os.getpid()}.tmp")
-        tmp_file.write_text(json.dumps(asdict(pin), indent=1), encoding="utf-8")
-        os.replace(tmp_file, file)
+        atomic_write_text(file, json.dumps(asdict(pin), indent=1), mkdir=True)
         if downloaded:
             prune_copies()
         return pin
@@ -250,10 +249,9 @@ def attach_general(scorer: Scorer, path: str) -> None:
 
     On failure the general path answers 503 with the reason, the fast path keeps answering.
     """
-    import mlflow.pyfunc
 
     try:
-        model = mlflow.pyfunc.load_model(path, suppress_warnings=True)
+        model = load_pyfunc(path, suppress_warnings=True)
     except Exception as exc:
         scorer.general_error = f"{type(exc).__name__}: {exc}".splitlines()[0]
         logger.error("general path unavailable: %s", scorer.general_error)

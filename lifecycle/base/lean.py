@@ -28,6 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from lifecycle.base.files import atomic_write_text
+from lifecycle.base.typemaps import NUMERIC_TYPES
+
 logger = logging.getLogger(__name__)
 
 #: Environment variable naming the cache folder (default ``~/.cache/mlflow-lifecycle``).
@@ -94,13 +97,36 @@ class LeanSklearn:
         return getattr(self.estimator, self.method)(data)
 
 
-def lean_eligible(mlmodel: dict[str, Any]) -> str | None:
-    """None when the model can be loaded lean, else why not (for logs)."""
-    flavors = mlmodel.get("flavors") or {}
-    pyfunc = flavors.get("python_function") or {}
-    sk = flavors.get("sklearn") or {}
+def sklearn_pyfunc_problem(mlmodel: dict[str, Any]) -> str | None:
+    """None when the model's pyfunc is ``mlflow.sklearn``'s (it predicts with the raw
+    estimator's predict function), else why not."""
+    pyfunc = (mlmodel.get("flavors") or {}).get("python_function") or {}
     if pyfunc.get("loader_module") != "mlflow.sklearn":
         return f"pyfunc loader is {pyfunc.get('loader_module')!r}, not mlflow.sklearn"
+    return None
+
+
+def matrix_columns(
+    mlmodel: dict[str, Any], types: frozenset[str] = NUMERIC_TYPES
+) -> tuple[str, ...] | None:
+    """The signature's column names, in order, when every input is a required column of one
+    of ``types`` (the model can then take one NumPy matrix); else None."""
+    cols = input_columns(mlmodel)
+    if not cols or any(c.type not in types or not c.required for c in cols):
+        return None
+    return tuple(c.name for c in cols)
+
+
+def lean_eligible(mlmodel: dict[str, Any]) -> str | None:
+    """None when the model can be loaded lean (its skops file, without MLflow), else why not.
+
+    The fast paths of serving (:func:`serving.fastpath.compile_fast_path`) and batch
+    (:func:`batch.fastpath.plan_lean`) decide with this and :func:`matrix_columns`.
+    """
+    sk = (mlmodel.get("flavors") or {}).get("sklearn") or {}
+    why = sklearn_pyfunc_problem(mlmodel)
+    if why is not None:
+        return why
     if sk.get("serialization_format") != "skops":
         return f"serialization is {sk.get('serialization_format')!r}, not skops"
     if sk.get("code"):
@@ -198,9 +224,6 @@ def save_fastpath_verdict(digest: str, kind: str, verdict: dict[str, Any]) -> No
     path = _verdict_path(digest, kind)
     data = {**verdict, "digest": digest, "kind": kind, "versions": package_versions()}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(data, indent=1), mkdir=True)
     except OSError as exc:
         logger.info("could not write the fast-path verdict cache %s: %s", path, exc)

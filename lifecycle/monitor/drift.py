@@ -25,8 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from lifecycle.base.metrics import HIGHER_IS_BETTER
 from lifecycle.monitor.profile import (
-    HIGHER_IS_BETTER,
     OTHER,
     category_values,
     compute_metrics,

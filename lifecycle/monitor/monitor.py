@@ -23,6 +23,7 @@ import pandas as pd
 
 from lifecycle.base.audit import record_event, utcnow
 from lifecycle.base.errors import MonitoringError
+from lifecycle.base.loader import fetched_pyfunc
 from lifecycle.base.tags import (
     MONITOR_DRIFT_TAG,
     MONITOR_LAST_TAG,
@@ -31,7 +32,7 @@ from lifecycle.base.tags import (
     MONITOR_VERSION_TAG,
     MONITOR_WORKSPACE_TAG,
 )
-from lifecycle.base.workspaces import Workspace, get_or_create_experiment, quiet_mlflow_progress
+from lifecycle.base.workspaces import Workspace, get_or_create_experiment
 from lifecycle.monitor.drift import DriftReport, compare
 from lifecycle.monitor.policy import ActionContext, Policy, apply_actions, load_policy
 from lifecycle.monitor.profile import (
@@ -191,10 +192,8 @@ def monitor(
             cannot predict the data.
         ConfigError: an invalid policy file.
     """
-    import mlflow.pyfunc
 
     from lifecycle.base.refs import resolve_model
-    from lifecycle.base.workspaces import use_workspace
 
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
     resolved = resolve_model(ws, model_uri)
@@ -220,16 +219,15 @@ def monitor(
             f"v{version}; it has extra column(s): {', '.join(extra) or 'none'}"
         )
     data = data[features]
-    with use_workspace(ws), quiet_mlflow_progress():
-        model = mlflow.pyfunc.load_model(resolved.pinned_uri)
-    try:
-        predictions = as_prediction_series(model.predict(data))
-    except Exception as exc:
-        raise MonitoringError(
-            f"{name} v{version} cannot predict the input data: {type(exc).__name__}: {exc}".splitlines()[
-                0
-            ]
-        ) from exc
+    with fetched_pyfunc(ws, resolved.pinned_uri, error=MonitoringError) as (_, model):
+        try:
+            predictions = as_prediction_series(model.predict(data))
+        except Exception as exc:
+            raise MonitoringError(
+                f"{name} v{version} cannot predict the input data: {type(exc).__name__}: {exc}".splitlines()[
+                    0
+                ]
+            ) from exc
     report = compare(baseline, data, predictions, y, pol.thresholds)
 
     client = ws.client()

@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 
 from lifecycle.base.errors import MonitoringError
+from lifecycle.base.loader import fetched_pyfunc
+from lifecycle.base.metrics import infer_task, task_metrics
 from lifecycle.base.tags import BASELINE_TAG
 from lifecycle.base.workspaces import Workspace, quiet_mlflow_progress
 
@@ -36,8 +38,6 @@ MAX_CATEGORIES = 50
 N_BINS = 10
 N_QUANTILES = 101
 OTHER = "__other__"
-#: Metrics where a higher value is better; the others (rmse, mae) are better when lower.
-HIGHER_IS_BETTER = frozenset({"accuracy", "f1", "precision", "recall", "r2"})
 
 
 def _round(x: float) -> float:
@@ -139,57 +139,10 @@ def as_prediction_series(predictions: Any, index: pd.Index | None = None) -> pd.
     return pd.Series(arr, name=PREDICTION)
 
 
-def infer_task(labels: pd.Series) -> str:
-    """``classification`` for non-float or few integer-valued labels, else ``regression``."""
-    if not is_numeric(labels):
-        return "classification"
-    if pd.api.types.is_integer_dtype(labels.dtype):
-        return "classification" if labels.nunique() <= MAX_CATEGORIES else "regression"
-    values = numeric_values(labels)
-    integral = bool(len(values)) and bool(np.all(np.equal(np.mod(values, 1), 0)))
-    return (
-        "classification"
-        if integral and len(np.unique(values)) <= DISCRETE_MAX_VALUES
-        else ("regression")
-    )
-
-
 def compute_metrics(task: str, labels: pd.Series, predictions: pd.Series) -> dict[str, float]:
-    """The model's metrics for ``task`` (accuracy/f1/precision/recall or rmse/mae/r2).
-
-    Rows whose label is missing are left out (and counted in ``labelled_rows``).
-    """
-    from sklearn import metrics as skm
-
-    y = labels.reset_index(drop=True)
-    p = predictions.reset_index(drop=True)
-    keep = y.notna() & p.notna()
-    y, p = y[keep], p[keep]
-    if len(y) == 0:
-        return {}
-    out: dict[str, float] = {"labelled_rows": float(len(y))}
-    if task == "classification":
-        if y.dtype != p.dtype:
-            # Compare labels and predictions of different dtypes (1 vs 1.0 vs "1") as text.
-            y = y.map(_label_text)
-            p = p.map(_label_text)
-        out["accuracy"] = float(skm.accuracy_score(y, p))
-        out["f1"] = float(skm.f1_score(y, p, average="macro", zero_division=0))
-        out["precision"] = float(skm.precision_score(y, p, average="macro", zero_division=0))
-        out["recall"] = float(skm.recall_score(y, p, average="macro", zero_division=0))
-    else:
-        yv = pd.to_numeric(y, errors="coerce").to_numpy(dtype="float64")
-        pv = pd.to_numeric(p, errors="coerce").to_numpy(dtype="float64")
-        out["rmse"] = float(np.sqrt(skm.mean_squared_error(yv, pv)))
-        out["mae"] = float(skm.mean_absolute_error(yv, pv))
-        out["r2"] = float(skm.r2_score(yv, pv))
-    return {k: _round(v) for k, v in out.items()}
-
-
-def _label_text(value: Any) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
+    """The model's metrics for ``task`` (:func:`lifecycle.base.metrics.task_metrics`),
+    rounded for the stored profile."""
+    return {k: _round(v) for k, v in task_metrics(task, labels, predictions).items()}
 
 
 def split_labels(
@@ -288,16 +241,13 @@ def attach_baseline(
         ModelNotFoundError: no such version.
         MonitoringError: bad sample or labels, or the model cannot predict them.
     """
-    import mlflow.pyfunc
 
     from lifecycle.base.audit import record_event
     from lifecycle.base.refs import get_model_version
-    from lifecycle.base.workspaces import use_workspace
 
     mv = get_model_version(ws, name, version)
-    with use_workspace(ws), quiet_mlflow_progress():
-        model = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
-    profile = build_profile(model, sample_df, labels)
+    with fetched_pyfunc(ws, f"models:/{name}/{mv.version}", error=MonitoringError) as (_, model):
+        profile = build_profile(model, sample_df, labels)
     profile.update(model=name, version=str(mv.version))
     from lifecycle.base.audit import utcnow
 

@@ -30,8 +30,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lifecycle.base.errors import InvalidArgumentError
-from lifecycle.base.workspaces import Workspace, use_workspace
+from lifecycle.base.errors import InvalidArgumentError, PromotionError
+from lifecycle.base.loader import fetched_pyfunc
+from lifecycle.base.metrics import DEFAULT_METRIC, infer_task, metrics_for, task_metrics
+from lifecycle.base.workspaces import Workspace
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +50,6 @@ _GATE_RE = re.compile(
 )
 
 #: Standard metrics per task, and whether greater is better.
-CLASSIFICATION_METRICS = {"accuracy": True, "f1": True, "precision": True, "recall": True}
-REGRESSION_METRICS = {"rmse": False, "mae": False, "r2": True}
-DEFAULT_METRIC = {"classification": "accuracy", "regression": "rmse"}
 
 
 @dataclass
@@ -134,43 +133,6 @@ def check_metric_gates(
     return results
 
 
-def detect_task(y: Any) -> str:
-    """``classification`` for labels (text, bool, or few integer values), else ``regression``."""
-    import pandas as pd
-
-    series = pd.Series(y)
-    if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-        return "classification"
-    values = series.dropna()
-    integral = bool(((values - values.round()).abs() < 1e-9).all())
-    if integral and values.nunique() <= max(20, int(len(values) ** 0.5) // 2):
-        return "classification"
-    return "regression"
-
-
-def task_metrics(task: str, y_true: Any, y_pred: Any) -> dict[str, float]:
-    """The standard metrics of ``task`` for one set of predictions."""
-    import numpy as np
-    from sklearn import metrics as skm
-
-    if task == "classification":
-        return {
-            "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-            "f1": float(skm.f1_score(y_true, y_pred, average="weighted", zero_division=0)),
-            "precision": float(
-                skm.precision_score(y_true, y_pred, average="weighted", zero_division=0)
-            ),
-            "recall": float(skm.recall_score(y_true, y_pred, average="weighted", zero_division=0)),
-        }
-    y_true = np.asarray(y_true, dtype=float)
-    y_pred = np.asarray(y_pred, dtype=float)
-    return {
-        "rmse": float(np.sqrt(skm.mean_squared_error(y_true, y_pred))),
-        "mae": float(skm.mean_absolute_error(y_true, y_pred)),
-        "r2": float(skm.r2_score(y_true, y_pred)),
-    }
-
-
 def load_holdout(path: str | Path, target: str) -> tuple[Any, Any]:
     """Read a labelled CSV: (features, labels).
 
@@ -203,8 +165,8 @@ def check_holdout(path: str | Path, target: str, metric: str | None = None) -> s
         InvalidArgumentError: bad CSV, missing target column, or a metric of the wrong task.
     """
     _, labels = load_holdout(path, target)
-    task = detect_task(labels)
-    allowed = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+    task = infer_task(labels)
+    allowed = metrics_for(task)
     chosen = metric or DEFAULT_METRIC[task]
     if chosen not in allowed:
         raise InvalidArgumentError(
@@ -214,12 +176,10 @@ def check_holdout(path: str | Path, target: str, metric: str | None = None) -> s
 
 
 def _predict(ws: Workspace, model_uri: str, features: Any) -> Any:
-    import mlflow.pyfunc
     import numpy as np
 
-    with use_workspace(ws):
-        model = mlflow.pyfunc.load_model(model_uri)
-    pred = model.predict(features)
+    with fetched_pyfunc(ws, model_uri, error=PromotionError) as (_, model):
+        pred = model.predict(features)
     arr = np.asarray(pred)
     if arr.ndim == 2 and arr.shape[1] == 1:
         arr = arr.ravel()
@@ -264,8 +224,8 @@ def holdout_gate(
     if min_delta < 0:
         raise InvalidArgumentError(f"--min-delta must be >= 0, got {min_delta}")
     features, labels = load_holdout(holdout, target)
-    task = detect_task(labels)
-    allowed = CLASSIFICATION_METRICS if task == "classification" else REGRESSION_METRICS
+    task = infer_task(labels)
+    allowed = metrics_for(task)
     metric = metric or DEFAULT_METRIC[task]
     if metric not in allowed:
         raise InvalidArgumentError(
