@@ -1,7 +1,8 @@
 """Model lifecycle toolkit: workspaces, registry stages, gated promotion across workspaces.
 
-The base modules (:mod:`lifecycle.base.errors`, :mod:`lifecycle.base.workspaces`,
-:mod:`lifecycle.base.refs`) import none of ``models``, ``batch`` or ``serving``.
+Layers (architecture.md): :mod:`lifecycle.base` (imports nothing above it),
+:mod:`lifecycle.registry`, :mod:`lifecycle.monitor`, :mod:`lifecycle.imports`, and the CLI
+(:mod:`lifecycle.cli`) on top.
 """
 
 from lifecycle.base.errors import LifecycleError

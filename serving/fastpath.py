@@ -22,7 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from lifecycle.base.lean import matrix_columns, same_predictions, sklearn_pyfunc_problem
+from lifecycle.base.lean import (
+    agrees_with_pyfunc,
+    matrix_columns,
+    sklearn_pyfunc_problem,
+)
 from lifecycle.base.loader import load_pyfunc
 from serving.protocol import (
     Reply,
@@ -106,13 +110,13 @@ def compile_fast_path(pyfunc_model: Any, probes: int = 32) -> FastPredictor | No
     program = numpy_program(raw, method, len(columns))
     if program is not None:
         fast = FastPredictor(columns=columns, predict=program, method=method + " (compiled)")
-        verdict = _agrees(pyfunc_model, fast, probes)
+        verdict = agrees_with_pyfunc(pyfunc_model, fast, fast.columns, probes)
         if verdict is not None:
             fast.batchable = verdict
             return fast
         logger.info("compiled %s disagrees with pyfunc.predict: using the estimator", method)
     fast = FastPredictor(columns=columns, predict=fn, method=method)
-    verdict = _agrees(pyfunc_model, fast, probes)
+    verdict = agrees_with_pyfunc(pyfunc_model, fast, fast.columns, probes)
     if verdict is None:
         logger.info("fast path disabled: raw estimator disagrees with pyfunc.predict")
         return None
@@ -195,39 +199,6 @@ def _steps(est: Any) -> list[Any]:
         if sub is not None and not isinstance(sub, str):
             out.extend(_steps(sub))
     return out
-
-
-def _agrees(pyfunc_model: Any, fast: FastPredictor, probes: int) -> bool | None:
-    """None: the fast path disagrees with pyfunc; else whether batching keeps answers."""
-    import pandas as pd
-
-    frames = []
-    try:
-        example = pyfunc_model.input_example
-    except Exception:
-        example = None
-    if isinstance(example, pd.DataFrame) and set(fast.columns) <= set(example.columns):
-        frames.append(example[list(fast.columns)].astype("float64"))
-    rng = np.random.default_rng(0)
-    base = frames[0].to_numpy() if frames else np.zeros((1, len(fast.columns)))
-    scale = np.abs(base).mean(axis=0) + 1.0
-    noise = rng.normal(size=(probes, len(fast.columns))) * scale
-    frames.append(pd.DataFrame(base.mean(axis=0) + noise, columns=list(fast.columns)))
-    batchable = True
-    try:
-        for frame in frames:
-            expected = pyfunc_model.predict(frame)
-            got = fast(frame.to_numpy())
-            if not same_predictions(expected, got):
-                return None
-            # Micro-batching splits a stacked batch: row-wise results must not depend on it.
-            rows = [fast(frame.to_numpy()[i : i + 1]) for i in range(len(frame))]
-            if not same_predictions(np.concatenate(rows), np.asarray(got)):
-                batchable = False
-    except Exception as exc:
-        logger.info("fast path probe failed: %s", exc)
-        return None
-    return batchable
 
 
 #: How long a request for the general path waits for a warm start to load it.

@@ -17,6 +17,13 @@ port with ``SO_REUSEPORT``; ``api_key`` (``Authorization: Bearer KEY``, or
 graceful SIGTERM (stop accepting, finish in-flight requests, exit 0); stage/alias
 following (poll the registry, load the new version beside the old one, swap between
 requests); ``log_inputs`` (Parquet part files); each start recorded on the model version.
+
+This module owns :func:`serve` (start-up: warm or cold, one worker or several). The rest
+lives one concept per module: :mod:`serving.options`, :mod:`serving.http` (the HTTP/1.1
+parser), :mod:`serving.app` (routes, micro-batching), :mod:`serving.openapi`,
+:mod:`serving.metrics` (Prometheus), :mod:`serving.prepare` (fetching the model, the
+warm-start cache), :mod:`serving.follow` (registry following, warm-start confirmation),
+:mod:`serving.worker` (one worker's event loop) and :mod:`serving.supervisor` (several).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,47 @@ def same_predictions(a: Any, b: Any) -> bool:
     if a.dtype != b.dtype or a.shape != b.shape:
         return False
     return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+
+
+def agrees_with_pyfunc(
+    pyfunc_model: Any, fast: Callable[[np.ndarray], Any], columns: tuple[str, ...], probes: int
+) -> bool | None:
+    """Check a fast predictor against ``pyfunc_model.predict`` on the model's input example
+    (when it has one) and ``probes`` random rows around it.
+
+    ``fast`` takes a float64 matrix with ``columns`` in order. Returns None when any answer
+    differs (values or dtype); else whether predicting row by row gives the same answers as
+    one stacked batch (micro-batching splits stacked batches).
+    """
+    import pandas as pd
+
+    frames = []
+    try:
+        example = pyfunc_model.input_example
+    except Exception:
+        example = None
+    if isinstance(example, pd.DataFrame) and set(columns) <= set(example.columns):
+        frames.append(example[list(columns)].astype("float64"))
+    rng = np.random.default_rng(0)
+    base = frames[0].to_numpy() if frames else np.zeros((1, len(columns)))
+    scale = np.abs(base).mean(axis=0) + 1.0
+    noise = rng.normal(size=(probes, len(columns))) * scale
+    frames.append(pd.DataFrame(base.mean(axis=0) + noise, columns=list(columns)))
+    batchable = True
+    try:
+        for frame in frames:
+            expected = pyfunc_model.predict(frame)
+            got = fast(frame.to_numpy())
+            if not same_predictions(expected, got):
+                return None
+            # Micro-batching splits a stacked batch: row-wise results must not depend on it.
+            rows = [fast(frame.to_numpy()[i : i + 1]) for i in range(len(frame))]
+            if not same_predictions(np.concatenate(rows), np.asarray(got)):
+                batchable = False
+    except Exception as exc:
+        logger.info("fast path probe failed: %s", exc)
+        return None
+    return batchable
 
 
 # --------------------------------------------------------------------------- verdict cache

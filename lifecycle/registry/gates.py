@@ -165,6 +165,15 @@ def check_holdout(path: str | Path, target: str, metric: str | None = None) -> s
         InvalidArgumentError: bad CSV, missing target column, or a metric of the wrong task.
     """
     _, labels = load_holdout(path, target)
+    return choose_metric(labels, metric)[1]
+
+
+def choose_metric(labels: Any, metric: str | None) -> tuple[str, str]:
+    """The task the labels show and the metric to compare (the task's default if None).
+
+    Raises:
+        InvalidArgumentError: ``metric`` is not a metric of that task.
+    """
     task = infer_task(labels)
     allowed = metrics_for(task)
     chosen = metric or DEFAULT_METRIC[task]
@@ -172,7 +181,7 @@ def check_holdout(path: str | Path, target: str, metric: str | None = None) -> s
         raise InvalidArgumentError(
             f"Metric '{chosen}' is not a {task} metric. Choose one of {', '.join(allowed)}"
         )
-    return chosen
+    return task, chosen
 
 
 def _predict(ws: Workspace, model_uri: str, features: Any) -> Any:
@@ -224,14 +233,8 @@ def holdout_gate(
     if min_delta < 0:
         raise InvalidArgumentError(f"--min-delta must be >= 0, got {min_delta}")
     features, labels = load_holdout(holdout, target)
-    task = infer_task(labels)
-    allowed = metrics_for(task)
-    metric = metric or DEFAULT_METRIC[task]
-    if metric not in allowed:
-        raise InvalidArgumentError(
-            f"Metric '{metric}' is not a {task} metric. Choose one of {', '.join(allowed)}"
-        )
-    greater = allowed[metric]
+    task, metric = choose_metric(labels, metric)
+    greater = metrics_for(task)[metric]
     cand_metrics = task_metrics(task, labels, _predict(candidate[0], candidate[1], features))
     report: dict[str, Any] = {
         "task": task,

@@ -18,7 +18,8 @@ import pandas as pd
 import pytest
 from mlflow.models import infer_signature
 
-from serving.fastpath import compile_fast_path, same_predictions
+from lifecycle.base.lean import same_predictions
+from serving.fastpath import compile_fast_path
 from serving.protocol import fast_rows, render_predictions
 
 COLS = [f"x{i}" for i in range(5)]
