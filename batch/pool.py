@@ -28,7 +28,7 @@ from batch.schema import (
     raw_text,
 )
 from lifecycle.base.loader import load_pyfunc
-from lifecycle.base.typemaps import ARROW_TYPES, NUMERIC_TYPES
+from lifecycle.base.typemaps import NUMERIC_TYPES, arrow_types
 
 
 @dataclass
@@ -237,7 +237,7 @@ class JobOptions:
 def typed_columns(opts: JobOptions) -> dict[str, pa.DataType]:
     """Signature columns Arrow may parse straight to their type (numbers not passed through:
     passthrough columns keep their text exactly as read)."""
-    arrow = {t: ARROW_TYPES[t] for t in NUMERIC_TYPES}
+    arrow = {t: arrow_types()[t] for t in NUMERIC_TYPES}
     kept = set(opts.keep) if opts.keep is not None else None
     out = {}
     for spec in opts.schema.columns or ():

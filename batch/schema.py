@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from lifecycle.base.errors import SchemaError
 from lifecycle.base.lean import InputColumn
-from lifecycle.base.typemaps import ARROW_TYPES, NUMERIC_TYPES, PLAIN_TYPES
+from lifecycle.base.typemaps import NUMERIC_TYPES, PLAIN_TYPES, arrow_types
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def _coerce_column(arr: pa.ChunkedArray, spec: InputColumn) -> tuple[Any, np.nda
     """(values as numpy/pandas, mask of rows that cannot be converted)."""
     n = len(arr)
     no_bad = np.zeros(n, dtype=bool)
-    target = ARROW_TYPES.get(spec.type)
+    target = arrow_types().get(spec.type)
     if spec.type in ("double", "float"):
         try:
             cast = pc.cast(arr, target) if arr.type != target else arr

@@ -6,7 +6,11 @@ write a column with the same type.
 
 from __future__ import annotations
 
-import pyarrow as pa
+from functools import cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: Column types read straight from the ``MLmodel`` file; anything else (arrays, objects,
 #: maps, tensors) is left to MLflow's own schema code.
@@ -16,15 +20,25 @@ PLAIN_TYPES = frozenset(
 #: Column types a model can take as one NumPy matrix.
 NUMERIC_TYPES = frozenset(("double", "float", "long", "integer"))
 
-#: MLflow column type -> Arrow type (types without an entry are read as text).
-ARROW_TYPES: dict[str, pa.DataType] = {
-    "double": pa.float64(),
-    "float": pa.float32(),
-    "long": pa.int64(),
-    "integer": pa.int32(),
-    "boolean": pa.bool_(),
-    "string": pa.string(),
-}
+
+@cache
+def arrow_types() -> dict[str, pa.DataType]:
+    """MLflow column type -> Arrow type (types without an entry are read as text).
+
+    A function, so that importing this module does not import Arrow (the server's start-up
+    does not need it).
+    """
+    import pyarrow as pa
+
+    return {
+        "double": pa.float64(),
+        "float": pa.float32(),
+        "long": pa.int64(),
+        "integer": pa.int32(),
+        "boolean": pa.bool_(),
+        "string": pa.string(),
+    }
+
 
 #: MLflow column type -> Spark SQL type name (unknown types: ``double``).
 SPARK_TYPES: dict[str, str] = {
