@@ -57,6 +57,24 @@ class SlowModel(mlflow.pyfunc.PythonModel):
         return (values.sum(axis=1) * self.factor).to_numpy()
 
 
+def _as_code_path_module() -> Any:
+    """This file as the top-level module ``serving_models``: the name the model's copy of it
+    (``code_paths``) is importable under wherever the model is loaded, so the pickled
+    SlowModel refers to it by that name (not ``tests.support...``, which a server started
+    outside the checkout cannot import)."""
+    import importlib.util
+    import sys
+
+    module = sys.modules.get("serving_models")
+    if module is None:
+        spec = importlib.util.spec_from_file_location("serving_models", __file__)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["serving_models"] = module
+        spec.loader.exec_module(module)
+    return module
+
+
 def save_slow_model(path: Path, factor: float) -> Path:
     """A pyfunc SlowModel (general path only) with columns f0, f1 and sleep."""
     from mlflow.models import infer_signature
@@ -64,7 +82,7 @@ def save_slow_model(path: Path, factor: float) -> Path:
     sample = pd.DataFrame({"f0": [1.0, 2.0], "f1": [0.5, 0.25], "sleep": [0.0, 0.0]})
     mlflow.pyfunc.save_model(
         str(path),
-        python_model=SlowModel(factor),
+        python_model=_as_code_path_module().SlowModel(factor),
         signature=infer_signature(sample, np.array([1.5, 2.25])),
         input_example=sample,
         code_paths=[__file__],
