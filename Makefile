@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: demo demo-data test lint typecheck pytest bench clean browser
+.PHONY: demo demo-data fixtures test lint typecheck pytest bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ demo: $(VENV)/.demo
 # with the test suite's origin builders.
 demo-data: $(VENV)/.all
 	$(BIN)/python tests/support/make_demo_data.py
+
+# Real Designer (and later AutoML) artifacts made by Microsoft's own packages
+# (tests/fixtures/real/): builds the pinned environments once (cached by recipe hash under
+# ~/.cache/mlflow-lifecycle/fixture-envs, ~1.3 GB and ~1.5 min each), then the fixtures.
+fixtures: $(VENV)/.all
+	$(BIN)/python -m tests.support.real.build
 
 lint: $(VENV)/.all
 	$(BIN)/ruff check --no-cache .

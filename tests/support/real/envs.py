@@ -1,0 +1,82 @@
+"""Virtual environments with Microsoft's own packages, for making real Designer and AutoML
+artifacts (and, for AutoML, running them): built once from a pinned recipe and cached,
+keyed by the recipe's hash, so that a second build is a lookup.
+
+The recipes follow ``shared/reference/real-artifacts.md``: every package pinned exactly
+(``<name>.lock``, a ``pip freeze`` of a working environment), then the packages whose own
+pins cannot install on Python 3.11 added with ``--no-deps`` (``NO_DEPS``). Nothing
+installed is edited; what the code needs on 3.11 is restored at run time by a shim
+(``designer_shim.py``).
+
+Cache: ``$LIFECYCLE_FIXTURE_ENVS`` or ``~/.cache/mlflow-lifecycle/fixture-envs/<name>-<hash>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from filelock import FileLock
+
+HERE = Path(__file__).resolve().parent
+#: Packages installed after the lock with ``--no-deps``, per environment.
+NO_DEPS: dict[str, tuple[str, ...]] = {
+    "designer": (
+        "azureml-designer-classic-modules==0.0.195",
+        "azureml-designer-core==0.0.86",
+        "azureml-designer-internal==0.0.78",
+        "azureml-designer-serving==0.0.19",
+    ),
+}
+_DONE = ".complete"
+
+
+def recipe_hash(name: str) -> str:
+    """sha256 over everything that decides the environment: lock, no-deps list, Python."""
+    digest = hashlib.sha256()
+    digest.update((HERE / f"{name}.lock").read_bytes())
+    digest.update("\n".join(NO_DEPS.get(name, ())).encode())
+    digest.update(f"{sys.version_info.major}.{sys.version_info.minor}".encode())
+    return digest.hexdigest()[:16]
+
+
+def cache_root() -> Path:
+    """Where the environments are kept."""
+    explicit = os.environ.get("LIFECYCLE_FIXTURE_ENVS")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mlflow-lifecycle" / "fixture-envs"
+
+
+def ensure_env(name: str, log=print) -> Path:  # type: ignore[no-untyped-def]
+    """The environment ``name`` (its folder), built first if the cache has none for the
+    current recipe. Safe when several processes ask at once (a file lock)."""
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    env = root / f"{name}-{recipe_hash(name)}"
+    with FileLock(str(env) + ".lock"):
+        if (env / _DONE).is_file():
+            return env
+        shutil.rmtree(env, ignore_errors=True)
+        t0 = time.monotonic()
+        log(f"building the {name} environment in {env} (first time only; ~2 min, ~1.3 GB)")
+        subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
+        pip = [str(env / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+        subprocess.run([*pip, "--upgrade", "pip"], check=True)
+        subprocess.run([*pip, "-r", str(HERE / f"{name}.lock")], check=True)
+        if NO_DEPS.get(name):
+            subprocess.run([*pip, "--no-deps", *NO_DEPS[name]], check=True)
+        (env / _DONE).write_text(f"{time.monotonic() - t0:.0f} s\n")
+        log(f"built the {name} environment in {time.monotonic() - t0:.0f} s")
+    return env
+
+
+def env_python(name: str) -> Path:
+    """The interpreter of environment ``name`` (built if needed)."""
+    return ensure_env(name) / "bin" / "python"
