@@ -1,8 +1,9 @@
 """Azure ML Designer ModelDirectory -> MLflow pyfunc model that scores exactly like Designer.
 
-Reads ``_meta.yaml``, ``model_spec.yaml``, the learner pickle (``_data.pkl``, only with the
-user's consent, through :mod:`models._unpickler`), ``_schema.json``, ``_samples.json`` and
-``conda_env.yaml``. The learner's state is turned into plain scikit-learn objects (saved
+Reads ``_meta.yaml``, ``model_spec.yaml`` (``model_type: ILearnerDotNet``, as Train Model
+writes it), the learner pickle (``data.ilearner``, only with the user's consent, through
+:mod:`models._unpickler`), ``_schema.json``, ``_samples.json`` (missing numbers written as
+``{"isNan": true}``, as Designer's serving encodes them) and ``conda_env.yaml``. The learner's state is turned into plain scikit-learn objects (saved
 with skops) plus a JSON spec, scored by :mod:`models._designer_pyfunc` (copied into the
 model as its code). No Designer class is pickled into the output. Encoders and learners
 whose scoring cannot be reproduced exactly are refused by class name.
@@ -77,6 +78,11 @@ _TYPES_BY_COLUMN_TYPE = {
     "Categorical": "string",
     "Binary": "boolean",
 }
+#: model_spec.yaml ``model_type`` -> the learner pickle's default file name. Train Model
+#: writes ``ILearnerDotNet`` with ``data.ilearner`` (a plain pickle of the learner);
+#: ``pickle`` / ``_data.pkl`` is the layout the documentation suggested (issue #14 retires it
+#: once every test runs on real artifacts).
+MODEL_TYPES = {"ILearnerDotNet": "data.ilearner", "pickle": "_data.pkl"}
 DESIGNER_FILES = (
     "_meta.yaml",
     "model_spec.yaml",
@@ -139,7 +145,12 @@ def read_samples(path: Path) -> list[dict[str, Any]]:
             f"'{path.name}' must be a non-empty list of row records or "
             f'{{"WebServiceInput0": [records]}}; got a {shape}'
         )
-    return rows
+    return [{k: _decode_nan(v) for k, v in row.items()} for row in rows]
+
+
+def _decode_nan(value: Any) -> Any:
+    """Designer's serving writes a missing number as ``{"isNan": true}`` (its ``encode_nan``)."""
+    return float("nan") if value == {"isNan": True} else value
 
 
 def read_schema(path: Path) -> dict[str, dict[str, Any]]:
@@ -197,7 +208,7 @@ def extract_scoring_state(learner: Any) -> tuple[dict[str, Any], dict[str, Any]]
     path = designer_path_of(learner)
     if path is None or not path.startswith(LEARNER_PREFIX):
         raise ModelImportError(
-            f"_data.pkl holds {path or type(learner).__name__}, not a Designer learner "
+            f"The learner pickle holds {path or type(learner).__name__}, not a Designer learner "
             f"(expected a class under {LEARNER_PREFIX})"
         )
     folder = path[len(LEARNER_PREFIX) :].split(".", 1)[0]
@@ -222,6 +233,10 @@ def extract_scoring_state(learner: Any) -> tuple[dict[str, Any], dict[str, Any]]
             f"{type(estimator).__name__} has no predict_proba (Designer's decision_function "
             "path is not reproduced)",
         )
+    if getattr(estimator, "verbose", 0):
+        # Designer trains forests with verbose=1: joblib would print progress on every
+        # prediction (on a server, for every request). Verbosity does not change predictions.
+        estimator.set_params(verbose=0)
     features = state_dict.get("init_feature_columns_names")
     if not isinstance(features, list) or not features:
         raise ModelImportError(f"Designer learner '{path}' has no init_feature_columns_names")
@@ -382,7 +397,7 @@ def build_designer_model(
     Args:
         source: the ``trained_model_outputs`` folder, a folder holding it, or a zip of it.
         out_dir: where to write the MLflow model (must be empty or absent).
-        trust_pickle: the user's consent to unpickle ``_data.pkl`` (restricted unpickler).
+        trust_pickle: the user's consent to unpickle the learner (restricted unpickler).
 
     Returns:
         The :class:`BuiltModel` (sample = the ``_samples.json`` rows).
@@ -408,13 +423,15 @@ def build_designer_model(
             )
         spec_name = str(meta.get("model") or "model_spec.yaml")
         model_spec = _read_yaml(require_file(root, spec_name, "Designer ModelDirectory"))
-        if str(model_spec.get("model_type", "")) != "pickle":
+        model_type = str(model_spec.get("model_type", ""))
+        if model_type not in MODEL_TYPES:
             raise ModelImportError(
                 f"not implemented: {spec_name} with model_type "
                 f"'{model_spec.get('model_type', model_spec.get('flavor', '?'))}' "
-                "(only 'model_type: pickle' ModelDirectories are imported)"
+                f"(imported: {', '.join(MODEL_TYPES)}; Designer's Train Model writes "
+                "'ILearnerDotNet')"
             )
-        data_name = str(model_spec.get("file_name") or "_data.pkl")
+        data_name = str(model_spec.get("file_name") or MODEL_TYPES[model_type])
         data_path = require_file(root, data_name, "Designer ModelDirectory")
         schema_path = require_file(
             root, str(meta.get("schema") or "_schema.json"), "Designer ModelDirectory"

@@ -2,9 +2,10 @@
 (``lifecycle/cli/demo_data/``): ``make demo-data``.
 
 The demo must run from an installed wheel, so it cannot build these with the test suite's
-builders at run time; it copies these files instead. They are the same imitations of the
-Designer and AutoML layouts that ``tests/origins.py`` builds (issue #14 replaces both with
-artifacts made by Microsoft's own packages).
+builders at run time; it copies these files instead. Designer: the real binary logistic
+regression made by Designer's own modules (``tests/fixtures/real/designer/binary_logreg``,
+rebuilt by ``make fixtures``). AutoML: still the imitation that ``tests/support/origins.py``
+builds, until issue #14's real AutoML fixtures exist.
 """
 
 from __future__ import annotations
@@ -16,25 +17,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.origins import build_automl_outputs, build_designer  # noqa: E402
+from tests.support.origins import build_automl_outputs  # noqa: E402
 
 DEST = ROOT / "lifecycle" / "cli" / "demo_data"
+REAL_DESIGNER = ROOT / "tests" / "fixtures" / "real" / "designer" / "binary_logreg"
 
 
 def main() -> None:
     """Rebuild ``demo_data/{designer,automl}``: the artifact folder and ``holdout.parquet``."""
     import tempfile
 
+    dest = DEST / "designer"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    shutil.copytree(REAL_DESIGNER / "trained_model_outputs", dest / "trained_model_outputs")
+    shutil.copy2(REAL_DESIGNER / "holdout.parquet", dest / "holdout.parquet")
+    print(f"wrote {dest}")
     with tempfile.TemporaryDirectory() as tmp:
-        designer = build_designer(Path(tmp) / "designer", "binary")
         automl = build_automl_outputs(Path(tmp) / "automl")
-        for kind, built in (("designer", designer), ("automl", automl)):
-            dest = DEST / kind
-            shutil.rmtree(dest, ignore_errors=True)
-            dest.mkdir(parents=True)
-            shutil.copytree(built.path, dest / built.path.name)
-            built.holdout.to_parquet(dest / "holdout.parquet", index=False)
-            print(f"wrote {dest}")
+        dest = DEST / "automl"
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.mkdir(parents=True)
+        shutil.copytree(automl.path, dest / automl.path.name)
+        automl.holdout.to_parquet(dest / "holdout.parquet", index=False)
+        print(f"wrote {dest}")
 
 
 if __name__ == "__main__":
