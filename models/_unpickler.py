@@ -4,10 +4,12 @@ Three tools, from safest to least safe:
 
 * :func:`scan_pickle_globals` lists the classes and functions a plain pickle names, by
   reading its opcodes (nothing is executed).
-* :func:`load_designer_pickle` unpickles a Designer learner through a restricted unpickler:
-  Designer classes (``azureml.studio...``) become inert stand-ins that only keep their
-  state, NumPy/SciPy/pandas/scikit-learn *types* (plus the handful of reconstruction
-  helpers those libraries pickle with) are admitted, and anything else is refused by name.
+* :func:`load_designer_pickle` unpickles a Designer learner through a restricted unpickler
+  whose allow-list names exact globals, taken from real Train Model outputs: the Designer
+  classes (:data:`DESIGNER_CLASSES`) become inert stand-ins that only keep their state; the
+  scikit-learn, NumPy and plain Python globals a learner's state needs
+  (:data:`LIBRARY_GLOBALS`) are admitted; anything else is refused by name, before any
+  object is built.
 * :func:`load_trusted_pickle` unpickles a joblib or pickle file the user consented to load
   (``--trust-pickle``), and reports every module the pickle needs that is not installed,
   instead of failing on the first one.
@@ -28,100 +30,75 @@ from lifecycle.base.errors import ModelImportError
 
 logger = logging.getLogger(__name__)
 
-#: Packages whose *types* the restricted unpickler admits.
-ALLOWED_PACKAGES = ("numpy", "scipy", "pandas", "sklearn")
-
-#: Parts of those packages that read or write files or run code: never admitted.
-DENIED_MODULE_PREFIXES = (
-    "numpy.testing",
-    "numpy.f2py",
-    "numpy.distutils",
-    "numpy.ctypeslib",
-    "numpy.lib.npyio",
-    "numpy.lib._npyio_impl",
-    "numpy.lib.format",
-    "numpy.lib._format_impl",
-    "numpy.lib._datasource",
-    "numpy.lib.utils",
-    "pandas.io",
-    "pandas.util",
-    "pandas.testing",
-    "pandas._testing",
-    "scipy.io",
-    "scipy._lib._testutils",
-    "sklearn.datasets",
-    "sklearn.externals",
-    "sklearn.utils._testing",
-    "sklearn.utils.parallel",
-)
-DENIED_NAMES = frozenset({"memmap", "DataSource", "HDFStore", "ExcelWriter"})
-
-#: Reconstruction helpers (functions, not types) that NumPy/pandas/SciPy pickles call.
-ALLOWED_FUNCTIONS = frozenset(
+#: Designer classes a real Train Model output pickles (``data.ilearner``), by fully qualified
+#: name: the learners whose scoring this importer reproduces, their settings and enums, the
+#: normaliser and encoders, and the deployment handler. Each becomes an inert stand-in that
+#: only keeps its state. Taken from artifacts made by azureml-designer-classic-modules 0.0.195
+#: (tests/fixtures/real/designer); every other class is refused by name.
+_STUDIO = "azureml.studio.modules."
+_MODELS = _STUDIO + "ml.initialize_models."
+_SETTINGS = _MODELS + "common_settings."
+_ENCODERS = _STUDIO + "datatransform.common.named_encoder."
+DESIGNER_CLASSES = frozenset(
     {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.numeric", "_frombuffer"),
-        ("numpy._core.numeric", "_frombuffer"),
-        ("numpy.random._pickle", "__randomstate_ctor"),
-        ("numpy.random._pickle", "__bit_generator_ctor"),
-        ("numpy.random._pickle", "__generator_ctor"),
-        ("pandas._libs.internals", "_unpickle_block"),
-        ("pandas.core.internals.blocks", "new_block"),
-        ("pandas.core.internals.blocks", "_unpickle_block"),
-        ("pandas.core.indexes.base", "_new_Index"),
-        ("pandas._libs.tslibs.timestamps", "_unpickle_timestamp"),
-        ("pandas._libs.tslibs.timedeltas", "_timedelta_unpickle"),
-        ("pandas._libs.tslibs.nattype", "__nat_unpickle"),
-        ("pandas._libs.arrays", "__pyx_unpickle_NDArrayBacked"),
-        ("pandas.core.arrays.categorical", "_unpickle"),
+        # learners
+        _MODELS + "binary_classifier.logistic_regression_biclassifier."
+        "logistic_regression_biclassifier.LogisticRegressionBiClassifier",
+        _MODELS + "binary_classifier.decision_forest_biclassifier."
+        "decision_forest_biclassifier.DecisionForestBiClassifier",
+        _MODELS + "multi_classifier.decision_forest_multiclassifier."
+        "decision_forest_multiclassifier.DecisionForestMultiClassifier",
+        _MODELS + "regressor.linear_regressor.linear_regressor.OrdinaryLeastSquaresRegressor",
+        # their settings and enums
+        _SETTINGS + "logistic_regression_setting.LogisticRegressionSetting",
+        _SETTINGS + "decision_forest_setting.DecisionForestSetting",
+        _SETTINGS + "decision_forest_setting.ResamplingMethod",
+        _MODELS
+        + "regressor.linear_regressor.linear_regressor.OrdinaryLeastSquaresRegressorSetting",
+        _STUDIO + "ml.common.base_learner_setting.BaseLearnerSetting",
+        _STUDIO + "ml.common.base_learner.CreateLearnerMode",
+        _STUDIO + "ml.common.ml_utils.TaskType",
+        # normaliser and encoders
+        _STUDIO + "ml.common.normalizer.Normalizer",
+        _ENCODERS + "NamedLabelEncoder",
+        _ENCODERS + "NamedMinMaxEncoder",
+        _ENCODERS + "NamedZScoreEncoder",
+        _ENCODERS + "NamedOneHotEncoder",
+        # deployment
+        _STUDIO + "ml.model_deployment.model_deployment_handler.BaseLearnerDeploymentHandler",
+    }
+)
+
+#: Library globals a Designer learner's state needs, by fully qualified name: the
+#: scikit-learn estimators and transformers Designer's learners wrap, NumPy's array, dtype and
+#: scalar reconstruction, and plain Python data types. Nothing that reads files, imports
+#: modules, evaluates text or calls an arbitrary function.
+LIBRARY_GLOBALS = frozenset(
+    {
+        ("sklearn.linear_model._logistic", "LogisticRegression"),
+        ("sklearn.linear_model._ridge", "Ridge"),
+        ("sklearn.linear_model._base", "LinearRegression"),
+        ("sklearn.ensemble._forest", "RandomForestClassifier"),
+        ("sklearn.ensemble._forest", "RandomForestRegressor"),
+        ("sklearn.tree._classes", "DecisionTreeClassifier"),
+        ("sklearn.tree._classes", "DecisionTreeRegressor"),
+        ("sklearn.tree._tree", "Tree"),
+        ("sklearn.preprocessing._data", "MinMaxScaler"),
+        ("sklearn.preprocessing._data", "StandardScaler"),
+        ("sklearn.preprocessing._encoders", "OneHotEncoder"),
+        ("sklearn.preprocessing._encoders", "OrdinalEncoder"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        *(("numpy", t) for t in ("float64", "float32", "int64", "int32", "int8", "uint8", "bool_")),
+        *((m, f) for m in ("numpy.core.multiarray", "numpy._core.multiarray")
+          for f in ("_reconstruct", "scalar")),
         ("copyreg", "_reconstructor"),
         ("_codecs", "encode"),
-    }
-)
-
-#: Plain Python types a model's state may hold.
-ALLOWED_BUILTINS = frozenset(
-    {
-        ("builtins", n)
-        for n in (
-            "object",
-            "set",
-            "frozenset",
-            "slice",
-            "complex",
-            "bytearray",
-            "range",
-            "list",
-            "dict",
-            "tuple",
-            "int",
-            "float",
-            "str",
-            "bytes",
-            "bool",
-        )
-    }
-    | {
+        *(("builtins", t) for t in ("object", "list", "dict", "tuple", "set", "frozenset", "int",
+                                    "float", "str", "bytes", "bytearray", "bool", "complex")),
         ("collections", "OrderedDict"),
-        ("datetime", "datetime"),
-        ("datetime", "date"),
-        ("datetime", "timedelta"),
-        ("datetime", "timezone"),
-        ("decimal", "Decimal"),
     }
-)
-
-#: Designer module prefixes whose classes become state-keeping stand-ins.
-DESIGNER_MODULE_PREFIXES = (
-    "azureml.studio.modules.ml.",
-    "azureml.studio.modules.datatransform.common.",
-    "azureml.studio.common.",
-    "azureml.studio.core.",
-    "azureml.studio.modulehost.",
-)
+)  # fmt: skip
 
 
 class DesignerStandIn:
@@ -182,61 +159,69 @@ def _resolve(module: str, name: str) -> Any:
     return obj
 
 
-def _is_denied_module(module: str) -> bool:
-    return any(module == p or module.startswith(p + ".") for p in DENIED_MODULE_PREFIXES)
-
-
-def check_library_global(module: str, name: str) -> Any:
-    """The object ``module.name`` if the restricted unpickler admits it.
+def check_designer_global(module: str, name: str) -> Any:
+    """What the Designer unpickler gives for the global ``module.name``: a stand-in for an
+    allowed Designer class, the object itself for an allowed library global.
 
     Raises:
         pickle.UnpicklingError: naming the refused global.
     """
     full = f"{module}.{name}"
-    if (module, name) in ALLOWED_BUILTINS or (module, name) in ALLOWED_FUNCTIONS:
+    if full in DESIGNER_CLASSES:
+        return standin_class(full)
+    if (module, name) in LIBRARY_GLOBALS:
         return _resolve(module, name)
-    top = module.split(".", 1)[0]
-    if top in ALLOWED_PACKAGES and not _is_denied_module(module):
-        if name.split(".")[-1] in DENIED_NAMES:
-            raise pickle.UnpicklingError(f"'{full}' is not allowed")
-        try:
-            obj = _resolve(module, name)
-        except (ImportError, AttributeError) as exc:
-            raise pickle.UnpicklingError(f"'{full}' does not exist here ({exc})") from None
-        real_module = str(getattr(obj, "__module__", module) or module)
-        if (
-            isinstance(obj, type)
-            and real_module.split(".", 1)[0] in ALLOWED_PACKAGES
-            and not _is_denied_module(real_module)
-        ):
-            return obj
-        raise pickle.UnpicklingError(f"'{full}' is not a NumPy/SciPy/pandas/scikit-learn type")
     raise pickle.UnpicklingError(f"'{full}' is outside the allow list")
 
 
 class _DesignerUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if module.startswith(DESIGNER_MODULE_PREFIXES):
-            return standin_class(f"{module}.{name}")
-        return check_library_global(module, name)
+        return check_designer_global(module, name)
+
+
+def refused_globals(names: set[tuple[str, str]]) -> list[str]:
+    """The fully qualified names among ``names`` that the Designer allow-list refuses."""
+    return sorted(
+        f"{m}.{n}"
+        for m, n in names
+        if f"{m}.{n}" not in DESIGNER_CLASSES and (m, n) not in LIBRARY_GLOBALS
+    )
 
 
 def load_designer_pickle(path: Path) -> Any:
-    """Unpickle a Designer ``_data.pkl`` through the restricted unpickler.
+    """Unpickle a Designer learner (``data.ilearner``) through the restricted unpickler.
+
+    The opcodes are read first (nothing executed): a file naming any global outside
+    :data:`DESIGNER_CLASSES` and :data:`LIBRARY_GLOBALS`, or one whose globals cannot be
+    read that way, is refused before any object is built. The unpickler checks every global
+    again as it loads.
 
     Returns:
         The learner as a :class:`DesignerStandIn` tree holding real scikit-learn objects.
 
     Raises:
-        ModelImportError: the pickle names a class outside the allow list (named in the
+        ModelImportError: the pickle names globals outside the allow list (all named in the
             message), or is not a valid pickle.
     """
+    data = path.read_bytes()
     try:
-        with open(path, "rb") as fh:
-            return _DesignerUnpickler(fh).load()
+        named = set(iter_pickle_globals(data))
+    except (ValueError, EOFError) as exc:
+        raise ModelImportError(
+            f"Refused to unpickle '{path.name}': its globals cannot be checked against the "
+            f"allow list without running it ({exc})"
+        ) from None
+    refused = refused_globals(named)
+    if refused:
+        raise ModelImportError(
+            f"Refused to unpickle '{path.name}': it names globals outside the allow list: "
+            f"{', '.join(refused)}"
+        )
+    try:
+        return _DesignerUnpickler(io.BytesIO(data)).load()
     except pickle.UnpicklingError as exc:
         raise ModelImportError(
-            f"Refused to unpickle '{path.name}': it names a class outside the allow list: {exc}"
+            f"Refused to unpickle '{path.name}': it names a global outside the allow list: {exc}"
         ) from exc
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
         raise ModelImportError(
