@@ -29,9 +29,9 @@ demo: $(VENV)/.demo
 demo-data: $(VENV)/.all
 	$(BIN)/python tests/support/make_demo_data.py
 
-# Real Designer (and later AutoML) artifacts made by Microsoft's own packages
-# (tests/fixtures/real/): builds the pinned environments once (cached by recipe hash under
-# ~/.cache/mlflow-lifecycle/fixture-envs, ~1.3 GB and ~1.5 min each), then the fixtures.
+# Real Designer and AutoML artifacts made by Microsoft's own packages (tests/fixtures/real/):
+# builds the pinned environments once (cached by recipe hash under
+# ~/.cache/mlflow-lifecycle/fixture-envs, ~1.3 GB and 1-3 min each), then the fixtures.
 fixtures: $(VENV)/.all
 	$(BIN)/python -m tests.support.real.build
 

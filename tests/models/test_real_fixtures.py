@@ -59,3 +59,58 @@ def test_designer_fixture_has_train_models_real_layout(case: str) -> None:
     else:
         assert expected.columns[-1] == "Scored Labels"
         assert all(c.startswith("Scored Probabilities_") for c in expected.columns[:-1])
+
+
+AUTOML = FIXTURES / "automl"
+AUTOML_CASES = sorted(p.name for p in AUTOML.iterdir() if p.is_dir())
+
+
+def test_automl_fixtures_were_made_by_the_current_recipe() -> None:
+    manifest = json.loads((AUTOML / "manifest.json").read_text())
+    assert manifest["recipe_hash"] == recipe_hash("automl"), (
+        "tests/support/real/automl.lock changed: run `make fixtures` to rebuild the fixtures"
+    )
+    assert manifest["cases"] == AUTOML_CASES
+    assert manifest["packages"]["azureml-automl-runtime"] == "1.62.0.post1"
+    assert {"classification_lightgbm", "classification_ensemble", "regression_lightgbm"} <= set(
+        AUTOML_CASES
+    )
+
+
+@pytest.mark.parametrize("case", AUTOML_CASES)
+def test_automl_fixture_has_a_runs_real_outputs(case: str) -> None:
+    import zipfile
+
+    outputs = AUTOML / case / "outputs"
+    for name in (
+        "model.pkl",
+        "conda_env_v_1_0_0.yml",
+        "scoring_file_v_1_0_0.py",
+        "scoring_file_v_2_0_0.py",
+        "scoring_file_pbi_v_1_0_0.py",
+        "run_id.txt",
+    ):
+        assert (outputs / name).is_file(), name
+    mlmodel = yaml.safe_load((outputs / "mlflow-model" / "MLmodel").read_text())
+    assert mlmodel["flavors"]["sklearn"]["serialization_format"] == "pickle"
+    assert json.loads(mlmodel["signature"]["inputs"])  # named columns from the training data
+    # The run writes the same pickle twice: outputs/model.pkl and the MLflow model's.
+    assert (outputs / "model.pkl").read_bytes() == (
+        outputs / "mlflow-model" / "model.pkl"
+    ).read_bytes()
+    with zipfile.ZipFile(AUTOML / case / "automl_best_model.zip") as zf:
+        assert sorted(zf.namelist()) == [
+            "conda_env_v_1_0_0.yml",
+            "model.pkl",
+            "scoring_file_v_1_0_0.py",
+        ]
+    names = scan_pickle_globals(outputs / "model.pkl")
+    assert names is not None
+    modules = {m for m, _ in names}
+    assert "azureml.automl.runtime.featurization.data_transformer" in modules
+    info = json.loads((AUTOML / case / "case.json").read_text())
+    expected = pd.read_parquet(AUTOML / case / "expected.parquet")
+    assert list(expected.columns) == info["expected_columns"]
+    assert len(expected) == info["holdout_rows"] == len(pd.read_csv(AUTOML / case / "holdout.csv"))
+    if "ensemble" in case:
+        assert "azureml.training.tabular.models.voting_ensemble" in modules

@@ -1,9 +1,10 @@
 """Regenerate the real-artifact fixtures with Microsoft's own packages: ``make fixtures``.
 
-``python -m tests.support.real.build designer`` builds (or reuses) the designer environment
-(:mod:`tests.support.real.envs`), runs :mod:`tests.support.real.designer_build` inside it,
-and writes ``tests/fixtures/real/designer/`` with a ``manifest.json`` naming the recipe hash
-and the package versions that made the files. The tests check that the committed fixtures
+``python -m tests.support.real.build [designer] [automl]`` builds (or reuses) each
+environment (:mod:`tests.support.real.envs`), runs its builder inside it
+(:mod:`tests.support.real.designer_build`, :mod:`tests.support.real.automl_build`), and writes
+``tests/fixtures/real/<name>/`` with a ``manifest.json`` naming the recipe hash and the
+package versions that made the files. The tests check that the committed fixtures
 were made by the current recipe.
 """
 
@@ -21,16 +22,13 @@ from tests.support.real.envs import HERE, NO_DEPS, ensure_env, recipe_hash
 
 REPO = HERE.parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "real"
-BUILDERS = {"designer": HERE / "designer_build.py"}
-#: Packages whose versions the manifest records.
-KEY_PACKAGES = (
-    "azureml-designer-classic-modules",
-    "azureml-designer-core",
-    "scikit-learn",
-    "pandas",
-    "numpy",
-    "scipy",
-)
+BUILDERS = {"designer": HERE / "designer_build.py", "automl": HERE / "automl_build.py"}
+#: Packages whose versions the manifest records, per environment.
+KEY_PACKAGES = {
+    "designer": ("azureml-designer-classic-modules", "azureml-designer-core"),
+    "automl": ("azureml-automl-runtime", "azureml-training-tabular", "lightgbm", "mlflow-skinny"),
+}
+COMMON_PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy")
 
 
 def build(name: str, out: Path) -> dict[str, object]:
@@ -46,7 +44,8 @@ def build(name: str, out: Path) -> dict[str, object]:
                     "-c",
                     "import json, sys; from importlib.metadata import version; "
                     "print(json.dumps({p: version(p) for p in sys.argv[1:]}))",
-                    *KEY_PACKAGES,
+                    *KEY_PACKAGES[name],
+                    *COMMON_PACKAGES,
                 ],
                 check=True,
                 capture_output=True,

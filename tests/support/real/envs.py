@@ -6,7 +6,7 @@ The recipes follow ``shared/reference/real-artifacts.md``: every package pinned 
 (``<name>.lock``, a ``pip freeze`` of a working environment), then the packages whose own
 pins cannot install on Python 3.11 added with ``--no-deps`` (``NO_DEPS``). Nothing
 installed is edited; what the code needs on 3.11 is restored at run time by a shim
-(``designer_shim.py``).
+(``designer_shim.py``, ``automl_shim.py``).
 
 Cache: ``$LIFECYCLE_FIXTURE_ENVS`` or ``~/.cache/mlflow-lifecycle/fixture-envs/<name>-<hash>``.
 """
@@ -32,6 +32,25 @@ NO_DEPS: dict[str, tuple[str, ...]] = {
         "azureml-designer-internal==0.0.78",
         "azureml-designer-serving==0.0.19",
     ),
+    # onnxruntime 1.17.3's cp311 wheel declares numpy >= 1.24.2 against the runtime's
+    # numpy <= 1.23.5; azureml-automl-core wants azureml-telemetry ~= 1.62 whose own pins
+    # name an unpublished azureml-core; azureml-dataset-runtime wants a newer pyarrow pin.
+    "automl": (
+        "onnxruntime==1.17.3",
+        "azureml-automl-runtime==1.62.0.post1",
+        "azureml-training-tabular==1.62.0.post1",
+        "azureml-automl-core==1.62.0.post3",
+        "azureml-dataset-runtime==1.62.0.post1",
+        "azureml-telemetry==1.62.0",
+    ),
+}
+#: Installed before the lock, per environment: pmdarima 1.8.5 has no cp311 wheel and its
+#: sdist needs numpy, Cython < 3 and setuptools' pkg_resources at build time.
+BEFORE: dict[str, tuple[tuple[str, ...], ...]] = {
+    "automl": (
+        ("numpy==1.23.5", "Cython==0.29.37", "setuptools", "wheel"),
+        ("--no-build-isolation", "pmdarima==1.8.5"),
+    ),
 }
 _DONE = ".complete"
 
@@ -41,6 +60,8 @@ def recipe_hash(name: str) -> str:
     digest = hashlib.sha256()
     digest.update((HERE / f"{name}.lock").read_bytes())
     digest.update("\n".join(NO_DEPS.get(name, ())).encode())
+    if name in BEFORE:
+        digest.update(repr(BEFORE[name]).encode())
     digest.update(f"{sys.version_info.major}.{sys.version_info.minor}".encode())
     return digest.hexdigest()[:16]
 
@@ -69,6 +90,8 @@ def ensure_env(name: str, log=print) -> Path:  # type: ignore[no-untyped-def]
         subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
         pip = [str(env / "bin" / "python"), "-m", "pip", "install", "--quiet"]
         subprocess.run([*pip, "--upgrade", "pip"], check=True)
+        for step in BEFORE.get(name, ()):
+            subprocess.run([*pip, *step], check=True)
         subprocess.run([*pip, "-r", str(HERE / f"{name}.lock")], check=True)
         if NO_DEPS.get(name):
             subprocess.run([*pip, "--no-deps", *NO_DEPS[name]], check=True)
