@@ -86,6 +86,7 @@ def import_model(
     trust_pickle: bool = False,
     force: bool = False,
     experiment: str = IMPORT_EXPERIMENT,
+    max_archive_bytes: int | None = None,
 ) -> ImportResult:
     """Import an origin artifact into ``ws`` as a new version of ``name``.
 
@@ -99,6 +100,8 @@ def import_model(
             for the post-registration hook).
         target: the sample's target column (left out of the signature).
         trust_pickle: consent to unpickle pickle/joblib files.
+        max_archive_bytes: how much a zip may unpack to (default: 10 times its size, at
+            least 64 MiB, at most 1 GiB; :mod:`models.archives`).
         force: register a new version even if this artifact was imported before.
         experiment: experiment of the import run.
 
@@ -149,7 +152,13 @@ def import_model(
     with tempfile.TemporaryDirectory(prefix="lifecycle-import-") as tmp:
         work = Path(tmp)
         built = build_model(
-            src, work / "model", kind, sample=sample, target=target, trust_pickle=trust_pickle
+            src,
+            work / "model",
+            kind,
+            sample=sample,
+            target=target,
+            trust_pickle=trust_pickle,
+            max_archive_bytes=max_archive_bytes,
         )
         prov_dir = _provenance_dir(work / PROVENANCE_ARTIFACT_PATH, built, detection)
         params = {
@@ -200,13 +209,22 @@ def build_model(
     sample: str | Path | None = None,
     target: str | None = None,
     trust_pickle: bool = False,
+    max_archive_bytes: int | None = None,
 ) -> BuiltModel:
     """Build the MLflow model directory for ``src`` with the importer of ``kind``."""
+    from models.archives import ArchiveLimits
+
+    limits = ArchiveLimits(max_bytes=max_archive_bytes)
     if kind == "notebook":
         from models.notebook import build_notebook_model
 
         return build_notebook_model(
-            src, out_dir, sample=sample, target=target, trust_pickle=trust_pickle
+            src,
+            out_dir,
+            sample=sample,
+            target=target,
+            trust_pickle=trust_pickle,
+            archive_limits=limits,
         )
     sample_df = labels = None
     if sample is not None and kind == "designer":
@@ -216,7 +234,7 @@ def build_model(
     if kind == "designer":
         from models.designer import build_designer_model
 
-        built = build_designer_model(src, out_dir, trust_pickle=trust_pickle)
+        built = build_designer_model(src, out_dir, trust_pickle=trust_pickle, archive_limits=limits)
         if sample_df is not None:
             from models.common import select_features
 
@@ -230,7 +248,12 @@ def build_model(
         from models.automl import build_automl_model
 
         return build_automl_model(
-            src, out_dir, trust_pickle=trust_pickle, sample=sample, target=target
+            src,
+            out_dir,
+            trust_pickle=trust_pickle,
+            sample=sample,
+            target=target,
+            archive_limits=limits,
         )
     raise InvalidArgumentError(
         f"Unknown origin kind '{kind}'. Value must be one of {', '.join(KINDS)}"

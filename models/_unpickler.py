@@ -273,18 +273,43 @@ def scan_pickle_globals(path: Path) -> set[tuple[str, str]] | None:
         return None
 
 
-def missing_modules(globals_: set[tuple[str, str]]) -> list[str]:
-    """The modules among ``globals_`` that cannot be imported here (sorted)."""
+def module_available(name: str) -> bool:
+    """Whether module ``name`` is installed here, found without importing anything: the
+    top-level package through ``find_spec`` (which imports nothing for a top-level name),
+    each further part as a file or folder in its parent's search locations. Module names taken
+    from an untrusted file must never be imported to answer this (importing a package runs
+    its ``__init__``)."""
+    import importlib.machinery
     import importlib.util
 
-    missing: set[str] = set()
-    for module, _ in globals_:
-        try:
-            if importlib.util.find_spec(module) is None:
-                missing.add(module)
-        except (ImportError, ValueError):
-            missing.add(module)
-    return sorted(missing)
+    top, *rest = name.split(".")
+    if not top.isidentifier() or not all(part.isidentifier() for part in rest):
+        return False
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    locations = list(spec.submodule_search_locations or [])
+    suffixes = tuple(importlib.machinery.all_suffixes())
+    for i, part in enumerate(rest):
+        last = i == len(rest) - 1
+        found_pkg = [Path(loc) / part for loc in locations if (Path(loc) / part).is_dir()]
+        if last and any(
+            (Path(loc) / f"{part}{suffix}").is_file() for loc in locations for suffix in suffixes
+        ):
+            return True
+        if not found_pkg:
+            return False
+        locations = [str(p) for p in found_pkg]
+    return True
+
+
+def missing_modules(globals_: set[tuple[str, str]]) -> list[str]:
+    """The modules among ``globals_`` that are not installed here (sorted); nothing is
+    imported to find out (:func:`module_available`)."""
+    return sorted({module for module, _ in globals_ if not module_available(module)})
 
 
 def load_trusted_pickle(path: Path) -> Any:

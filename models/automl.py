@@ -32,6 +32,7 @@ from lifecycle.base.tags import (
     AUTOML_SCORING_FILE_TAG,
 )
 from models._unpickler import load_trusted_pickle, missing_modules, scan_pickle_globals
+from models.archives import ArchiveLimits
 from models.common import (
     BuiltModel,
     copy_tree,
@@ -315,6 +316,7 @@ def build_automl_model(
     out_dir: str | Path,
     *,
     trust_pickle: bool = False,
+    archive_limits: ArchiveLimits | None = None,
     sample: str | Path | None = None,
     target: str | None = None,
 ) -> BuiltModel:
@@ -346,7 +348,7 @@ def build_automl_model(
         out.rmdir()
     sample_path = Path(sample) if sample is not None else None
     with tempfile.TemporaryDirectory(prefix="automl-import-") as tmp:
-        root, layout = find_automl_root(materialize_source(source, Path(tmp)))
+        root, layout = find_automl_root(materialize_source(source, Path(tmp), archive_limits))
         if layout == "mlflow_model":
             return _import_mlflow_model(root, source, out, sample_path, target)
         pkl = require_file(root, "model.pkl", "AutoML output")

@@ -16,7 +16,7 @@ import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from lifecycle.base.errors import ModelImportError
@@ -28,6 +28,7 @@ from lifecycle.base.tags import (
     SOURCE_SHA_TAG,
 )
 from lifecycle.base.workspaces import quiet_mlflow_progress
+from models.archives import ArchiveLimits, safe_extract_zip
 
 logger = logging.getLogger(__name__)
 
@@ -146,54 +147,17 @@ def require_file(folder: Path, name: str, what: str) -> Path:
     return path
 
 
-def safe_extract_zip(zip_path: Path, dest: Path) -> Path:
-    """Extract ``zip_path`` into ``dest``, refusing entries that would land outside it.
-
-    Returns:
-        The folder holding the contents: ``dest``, or its only sub-folder when the zip wraps
-        everything in one top folder.
+def materialize_source(source: Path, workdir: Path, limits: ArchiveLimits | None = None) -> Path:
+    """``source`` as a folder: a zip is extracted safely into ``workdir`` within ``limits``
+    (:mod:`models.archives`); a folder is kept.
 
     Raises:
-        ModelImportError: the file is not a zip, or an entry escapes ``dest`` (zip slip).
-    """
-    if not zipfile.is_zipfile(zip_path):
-        raise ModelImportError(f"'{zip_path}' is not a zip file")
-    dest.mkdir(parents=True, exist_ok=True)
-    root = dest.resolve()
-    with zipfile.ZipFile(zip_path) as zf:
-        infos = zf.infolist()
-        # Check every entry before writing anything: a bad zip leaves nothing behind.
-        for info in infos:
-            name = info.filename
-            pure = PurePosixPath(name.replace("\\", "/"))
-            target = (root / pure).resolve()
-            if pure.is_absolute() or ".." in pure.parts or not target.is_relative_to(root):
-                raise ModelImportError(
-                    f"Zip '{zip_path.name}' has an entry that escapes the extraction folder "
-                    f"(zip slip): '{name}'"
-                )
-            mode = (info.external_attr >> 16) & 0o170000
-            if mode == 0o120000:
-                raise ModelImportError(
-                    f"Zip '{zip_path.name}' has a symbolic link entry '{name}'; refused"
-                )
-        zf.extractall(root)
-    entries = [p for p in root.iterdir() if p.name != "__MACOSX"]
-    if len(entries) == 1 and entries[0].is_dir():
-        return entries[0]
-    return root
-
-
-def materialize_source(source: Path, workdir: Path) -> Path:
-    """``source`` as a folder: a zip is extracted safely into ``workdir``; a folder is kept.
-
-    Raises:
-        ModelImportError: the source does not exist, or is a bad zip.
+        ModelImportError: the source does not exist, or is a bad or oversized zip.
     """
     if not source.exists():
         raise ModelImportError(f"Source '{source}' does not exist")
     if source.is_file() and zipfile.is_zipfile(source) and not is_skops_file(source):
-        return safe_extract_zip(source, workdir / "extracted")
+        return safe_extract_zip(source, workdir / "extracted", limits)
     return source
 
 

@@ -24,6 +24,7 @@ from lifecycle.base.errors import ModelImportError, UntrustedPickleError
 from lifecycle.base.tags import DESIGNER_ESTIMATOR_TAG, DESIGNER_LEARNER_TAG, DESIGNER_TASK_TAG
 from models import _designer_pyfunc as scoring
 from models._unpickler import designer_path_of, load_designer_pickle
+from models.archives import ArchiveLimits
 from models.common import (
     BuiltModel,
     check_trusted_types,
@@ -390,7 +391,11 @@ def _typed_example(rows: list[dict[str, Any]], input_schema: Any) -> Any:
 
 
 def build_designer_model(
-    source: str | Path, out_dir: str | Path, *, trust_pickle: bool = False
+    source: str | Path,
+    out_dir: str | Path,
+    *,
+    trust_pickle: bool = False,
+    archive_limits: ArchiveLimits | None = None,
 ) -> BuiltModel:
     """Build an MLflow pyfunc model from a Designer ModelDirectory (folder or zip).
 
@@ -415,7 +420,7 @@ def build_designer_model(
     out = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="designer-import-") as tmp:
         work = Path(tmp)
-        root = find_model_directory(materialize_source(source, work))
+        root = find_model_directory(materialize_source(source, work, archive_limits))
         meta = _read_yaml(require_file(root, "_meta.yaml", "Designer ModelDirectory"))
         if str(meta.get("type", "ModelDirectory")) != "ModelDirectory":
             raise ModelImportError(

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from lifecycle.base.errors import ModelImportError, UntrustedPickleError
-from lifecycle.base.loader import load_pyfunc
+from lifecycle.base.loader import load_pyfunc, unpickling_reason
 from lifecycle.base.tags import ESTIMATOR_TAG
 from models._unpickler import load_trusted_pickle
+from models.archives import ArchiveLimits
 from models.common import (
     BuiltModel,
     check_trusted_types,
@@ -133,6 +134,7 @@ def build_notebook_model(
     sample: str | Path | None = None,
     target: str | None = None,
     trust_pickle: bool = False,
+    archive_limits: ArchiveLimits | None = None,
 ) -> BuiltModel:
     """Build an MLflow model from a notebook artifact.
 
@@ -161,7 +163,7 @@ def build_notebook_model(
     if out.exists():
         out.rmdir()
     with tempfile.TemporaryDirectory(prefix="notebook-import-") as tmp:
-        path = materialize_source(source, Path(tmp))
+        path = materialize_source(source, Path(tmp), archive_limits)
         fmt = notebook_format(path)
         sha = sha256_path(source)
         x = y = None
@@ -173,6 +175,14 @@ def build_notebook_model(
                 raise ModelImportError(
                     f"MLflow model '{path.name}' has no python_function flavor "
                     f"(flavors: {', '.join(mlmodel.flavors)})"
+                )
+            reason = unpickling_reason(path)
+            if reason is not None and not trust_pickle:
+                # The baseline and the gates load the model: without consent, nothing may.
+                raise UntrustedPickleError(
+                    f"Refusing to load MLflow model '{source.name}': {reason}, and unpickling "
+                    "runs code from it. Pass --trust-pickle (trust_pickle=True) if you trust "
+                    "its origin"
                 )
             if sample is not None:
                 x, y = read_sample_csv(Path(sample), target)

@@ -41,6 +41,13 @@ def _import_options(func: Callable[..., Any]) -> Callable[..., Any]:
             click.option(
                 "--force", is_flag=True, help="Register a new version even if already imported."
             ),
+            click.option(
+                "--max-archive-bytes",
+                type=click.IntRange(min=1),
+                default=None,
+                help="How many bytes a zip may unpack to (default: 10x the zip's size, at least "
+                "64 MiB, at most 1 GiB; a larger zip is refused before anything is written).",
+            ),
             workspace_option,
             json_option,
         ]

@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import shutil
+import sys
 import zipfile
 from pathlib import Path
 
@@ -350,3 +351,71 @@ def test_notebook_mlflow_dir_without_signature_gets_one_from_the_sample(
     assert "target" not in signature.inputs.input_names()
     assert "plan" in signature.inputs.input_names()
     ws.client().delete_registered_model("bare")
+
+
+class _Touch:
+    """Unpickling this runs ``touch MARKER``: the consent check must come before any load."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_notebook_mlflow_dir_that_needs_unpickling_needs_consent_even_with_a_sample(
+    dev: Workspace, tmp_path: Path
+) -> None:
+    # Measured before: with --sample and no --trust-pickle, the baseline loaded the model with
+    # pyfunc and the pickle ran. Now the import refuses before anything loads it.
+    import mlflow.sklearn
+
+    origin = build_notebook(tmp_path / "o", "joblib")
+    pickled = tmp_path / "pickled_mlflow_model"
+    mlflow.sklearn.save_model(
+        origin.model,
+        str(pickled),
+        serialization_format="cloudpickle",
+        pip_requirements=["scikit-learn"],
+    )
+    marker = tmp_path / "pwned"
+    (pickled / "model.pkl").write_bytes(pickle.dumps(_Touch(marker)))
+    msg = _fails(
+        dev,
+        UntrustedPickleError,
+        "serialized with cloudpickle.*--trust-pickle",
+        pickled,
+        kind="notebook",
+        sample=origin.sample_csv,
+        target="target",
+        trust_pickle=False,
+    )
+    assert "pickled_mlflow_model" in msg
+    assert not marker.exists()
+
+
+def test_the_consent_free_scan_imports_nothing_named_by_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A pickle's module names come from the untrusted file: checking whether they are
+    # installed must not import them (a package's __init__ would run).
+    from models._unpickler import missing_modules
+
+    pkg = tmp_path / "site" / "lifecycle_probe_pkg"
+    (pkg / "sub").mkdir(parents=True)
+    marker = tmp_path / "imported"
+    (pkg / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (pkg / "sub" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    (pkg / "sub" / "mod.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    names = {
+        ("lifecycle_probe_pkg.sub.mod", "Thing"),
+        ("lifecycle_probe_pkg.sub", "Other"),
+        ("lifecycle_probe_pkg.absent", "X"),
+        ("sklearn.linear_model._logistic", "LogisticRegression"),
+    }
+    assert missing_modules(names) == ["lifecycle_probe_pkg.absent"]
+    assert not marker.exists()
+    assert "lifecycle_probe_pkg" not in sys.modules
