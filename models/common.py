@@ -37,6 +37,17 @@ BASE_PACKAGES = ("mlflow", "scikit-learn", "numpy", "pandas", "scipy", "skops")
 
 #: Top-level packages whose classes the importers accept inside a model (skops or pickle).
 TRUSTED_PACKAGES = ("sklearn", "numpy", "scipy", "pandas")
+#: The types, beyond skops' own default trust, that a model's skops file may hold (exact
+#: names): scikit-learn's compiled tree structures and NumPy's dtype (an encoder's ``dtype``
+#: parameter). Everything else skops does not trust by default (functions such as
+#: ``numpy.load`` or ``pandas.read_pickle`` above all) is refused.
+SKOPS_TRUSTED_TYPES = frozenset(
+    {
+        "sklearn.tree._tree.Tree",
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "numpy.dtype",
+    }
+)
 
 #: Provenance tag keys (set on the run and on the registered version).
 
@@ -194,16 +205,17 @@ def skops_trusted_types_for(model: Any) -> list[str]:
 
 
 def check_trusted_types(types: list[str], what: str) -> None:
-    """Refuse ``types`` that do not come from the trusted packages.
+    """Refuse ``types`` (those skops does not trust by default) that are not on
+    :data:`SKOPS_TRUSTED_TYPES`.
 
     Raises:
-        ModelImportError: naming the first offending types.
+        ModelImportError: naming the offending types (the first five).
     """
-    bad = [t for t in types if t.split(".", 1)[0] not in TRUSTED_PACKAGES]
+    bad = sorted(t for t in types if t not in SKOPS_TRUSTED_TYPES)
     if bad:
         raise ModelImportError(
-            f"The {what} holds types outside {', '.join(TRUSTED_PACKAGES)}: "
-            f"{', '.join(sorted(bad)[:5])}; refused"
+            f"The {what} holds types that skops does not trust and the allow-list does not "
+            f"name: {', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}; refused"
         )
 
 

@@ -419,3 +419,24 @@ def test_the_consent_free_scan_imports_nothing_named_by_the_file(
     assert missing_modules(names) == ["lifecycle_probe_pkg.absent"]
     assert not marker.exists()
     assert "lifecycle_probe_pkg" not in sys.modules
+
+
+@pytest.mark.parametrize("func", ["numpy.load", "pandas.read_pickle"])
+def test_skops_file_with_a_function_skops_refuses_is_refused_by_name(
+    dev: Workspace, tmp_path: Path, func: str
+) -> None:
+    # Before, every name under sklearn/numpy/scipy/pandas was declared trusted, functions
+    # that skops refuses by default included.
+    import importlib
+
+    import skops.io
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    module, _, name = func.rpartition(".")
+    fn = getattr(importlib.import_module(module), name)
+    model = make_pipeline(FunctionTransformer(func=fn))
+    path = tmp_path / "model.skops"
+    skops.io.dump(model, str(path))
+    msg = _fails(dev, ModelImportError, "skops does not trust", path, kind="notebook")
+    assert name in msg
