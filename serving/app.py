@@ -23,6 +23,7 @@ from serving.options import ServeOptions
 from serving.protocol import (
     CONTENT_TYPE_JSON,
     Reply,
+    TooDeeplyNested,
     decode_json_object,
     error_reply,
     fast_rows,
@@ -33,6 +34,7 @@ from serving.protocol import (
 logger = logging.getLogger(__name__)
 
 _OPEN_ROUTES = ("/ping", "/health")
+_GET_ROUTES = frozenset({"/ping", "/health", "/version", "/metrics", "/openapi.json", "/openapi"})
 _FIRST_REQUEST_GRACE = 3.0
 #: Fast-path inputs up to this many rows are predicted on the event loop (microseconds to
 #: a few ms); larger ones run in the scoring pool under --timeout.
@@ -95,6 +97,17 @@ class ScoringApp:
                 return
             self.invocations(conn, headers.get("content-type"), body)
             return
+        if path not in _GET_ROUTES:
+            # An unknown path is 404 whatever the method (405 only for a known route).
+            conn.respond(
+                error_reply(
+                    404,
+                    "ENDPOINT_NOT_FOUND",
+                    f"No route {path}. Routes: /invocations, /ping, /health, /version, "
+                    "/metrics, /openapi.json",
+                )
+            )
+            return
         if method != "GET":
             conn.respond(error_reply(405, "BAD_REQUEST", f"Use GET for {path}"))
         elif path in ("/ping", "/health"):
@@ -140,7 +153,11 @@ class ScoringApp:
         scorer = self.scorer
         obj = None
         if content_type is not None and content_type.split(";")[0].strip() == CONTENT_TYPE_JSON:
-            obj = decode_json_object(body)
+            try:
+                obj = decode_json_object(body)
+            except TooDeeplyNested as exc:
+                conn.respond(error_reply(400, "BAD_REQUEST", str(exc)))
+                return
         if obj is not None:
             if scorer.fast is not None and content_type == CONTENT_TYPE_JSON:
                 found = fast_rows(obj, body, scorer.columns)

@@ -53,10 +53,22 @@ def is_json(content_type: str | None) -> bool:
     return content_type == CONTENT_TYPE_JSON
 
 
+class TooDeeplyNested(ValueError):
+    """A JSON body nested deeper than the decoder can follow (answered 400)."""
+
+
 def decode_json_object(body: bytes) -> dict[str, Any] | None:
-    """The body as a JSON object, or None when it is not one (the general path decides)."""
+    """The body as a JSON object, or None when it is not one (the general path decides).
+
+    Raises:
+        TooDeeplyNested: arrays or objects nested past the decoder's recursion limit.
+    """
     try:
         obj = json.loads(body)
+    except RecursionError:
+        raise TooDeeplyNested(
+            "JSON body nested too deeply: no model input needs more than a few levels"
+        ) from None
     except (ValueError, UnicodeDecodeError):
         return None
     return obj if isinstance(obj, dict) else None

@@ -161,6 +161,29 @@ def test_version_metrics_openapi(slow: tuple[BackgroundServer, Workspace, Path])
     assert spec["openapi"].startswith("3.") and "/invocations" in spec["paths"]
 
 
+def test_unknown_paths_are_404_for_any_method_and_deep_json_is_400(
+    slow: tuple[BackgroundServer, Workspace, Path],
+) -> None:
+    server, _, _ = slow
+    for method in ("GET", "POST", "PUT", "DELETE"):
+        resp = requests.request(method, server.url + "/nope", headers=AUTH, timeout=10)
+        assert resp.status_code == 404, method
+        assert resp.json()["error_code"] == "ENDPOINT_NOT_FOUND"
+    assert requests.post(server.url + "/health", headers=AUTH, timeout=10).status_code == 405
+    assert requests.get(server.url + "/invocations", headers=AUTH, timeout=10).status_code == 405
+    # Measured before: a deeply nested array got no answer at all (the connection dropped).
+    deep = b"[" * 1_500 + b"]" * 1_500  # past the decoder's recursion limit (1,000)
+    resp = requests.post(
+        server.url + "/invocations",
+        data=deep,
+        headers={**AUTH, "Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert resp.status_code == 400
+    assert "nested too deeply" in resp.json()["message"]
+    assert requests.get(server.url + "/health", timeout=10).status_code == 200
+
+
 def test_inputs_and_predictions_are_logged_to_parquet(
     slow: tuple[BackgroundServer, Workspace, Path],
 ) -> None:
