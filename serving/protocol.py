@@ -133,7 +133,13 @@ def _split_matrix(payload: Any, columns: tuple[str, ...]) -> np.ndarray | None:
     if len(set(names)) != len(names) or not all(isinstance(n, str) for n in names):
         return None
     index = payload.get("index")
-    if index is not None and (not isinstance(index, list) or len(index) != len(data)):
+    if index is not None and (
+        not isinstance(index, list)
+        or len(index) != len(data)
+        # pandas reads list entries as a MultiIndex (a different frame than the rows say):
+        # only scalar labels are unambiguous; the general path answers the rest as MLflow does.
+        or not all(isinstance(i, (str, int, float)) and not isinstance(i, bool) for i in index)
+    ):
         return None
     position = {n: i for i, n in enumerate(names)}
     try:
