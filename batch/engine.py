@@ -133,8 +133,10 @@ def score(
         raise InvalidArgumentError(f"Invalid chunk rows {chunk_rows}: expected 1 or more")
 
     files = expand_inputs(inputs)
-    jobs = _plan_outputs(files, Path(output), fmt)
-    out_fmt = _output_format(Path(output), fmt, per_input=len(jobs) > 1 or _is_dir_target(output))
+    # Decided on the text as given: Path("scored/") drops the slash that asks for a folder.
+    to_dir = _is_dir_target(output)
+    jobs = _plan_outputs(files, Path(output), fmt, to_dir)
+    out_fmt = _output_format(Path(output), fmt, per_input=len(jobs) > 1 or to_dir)
 
     counts_total = Counts()
     outputs: list[dict[str, Any]] = []
@@ -263,7 +265,7 @@ def score(
         packages=package_versions(),
         fast_path=fast_path,
     )
-    manifest_path = _manifest_path(Path(output), jobs)
+    manifest_path = _manifest_path(Path(output), to_dir)
     manifest.manifest_path = str(manifest_path)
     background.shutdown()
     if run_store is not None:
@@ -300,10 +302,11 @@ def _output_format(output: Path, fmt: str | None, per_input: bool) -> str:
 
 
 def _plan_outputs(
-    files: list[InputFile], output: Path, fmt: str | None
+    files: list[InputFile], output: Path, fmt: str | None, to_dir: bool
 ) -> list[tuple[Path, list[InputFile]]]:
-    """(output path, inputs) pairs: one per input into a folder, or one combined file."""
-    if _is_dir_target(output):
+    """(output path, inputs) pairs: one per input into a folder (``to_dir``: the output is an
+    existing folder or ends with a slash; it is created), or one combined file."""
+    if to_dir:
         output.mkdir(parents=True, exist_ok=True)
         ext = ".parquet" if (fmt or "").lower() == "parquet" else ".csv"
         names = [f.path.stem for f in files]
@@ -337,7 +340,7 @@ def _check_inputs(
     return keep
 
 
-def _manifest_path(output: Path, jobs: list[tuple[Path, list[InputFile]]]) -> Path:
-    if _is_dir_target(output):
+def _manifest_path(output: Path, to_dir: bool) -> Path:
+    if to_dir:
         return output / "manifest.json"
     return output.with_name(output.name + ".manifest.json")

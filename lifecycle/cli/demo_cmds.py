@@ -116,9 +116,15 @@ def _table(report: object) -> str:
     help="Inverse regularisation of the linear model.",
 )
 @click.option(
-    "--n-estimators", default=50, show_default=True, type=float, help="Trees of the forest."
+    "--n-estimators",
+    default=50,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Trees of the forest.",
 )
-@click.option("--seed", default=0, show_default=True, type=float, help="Random seed.")
+@click.option(
+    "--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Random seed."
+)
 @click.option("--no-log", is_flag=True, help="Do not log the training run to the workspace.")
 @workspace_option
 @json_option
@@ -129,8 +135,8 @@ def train_cmd(
     dataset: str,
     algorithm: str,
     c: float,
-    n_estimators: float,
-    seed: float,
+    n_estimators: int,
+    seed: int,
     no_log: bool,
     workspace: str | None,
     as_json: bool,

@@ -69,6 +69,29 @@ def test_score_writes_one_prediction_per_row_with_header(churn: Path, project_di
     np.testing.assert_array_equal(out["prediction"].to_numpy(), np.asarray(expected))
 
 
+def test_output_with_a_trailing_slash_is_a_new_folder_of_one_output_per_input(
+    churn: Path, project_dir: Path
+) -> None:
+    # Measured before (issue #22): "--output scored/" wrote one merged file named "scored".
+    data = project_dir / "batch-in"
+    data.mkdir(exist_ok=True)
+    for i in range(2):
+        scoring_frame(30 + i).to_csv(data / f"part-{i}.csv", index=False)
+    out_dir = project_dir / "scored-new"
+    assert not out_dir.exists()
+    result = CliRunner().invoke(
+        cli, ["score", "models:/churn/1", "batch-in/", "--output", "scored-new/", "-w", "dev"]
+    )
+    assert result.exit_code == 0, result.output
+    assert out_dir.is_dir()
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "manifest.json",
+        "part-0.scored.csv",
+        "part-1.scored.csv",
+    ]
+    assert [len(pd.read_csv(out_dir / f"part-{i}.scored.csv")) for i in range(2)] == [30, 31]
+
+
 def test_score_json_and_stage_uri(churn: Path, dev: Workspace, project_dir: Path) -> None:
     from lifecycle.base.workspaces import quiet_mlflow_warnings
 
