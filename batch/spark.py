@@ -40,9 +40,10 @@ from batch.output import (
 )
 from batch.predict import predict_isolating_errors
 from batch.readers import InputFile, read_columns
+from lifecycle.base.envs import choose_env_manager
 from lifecycle.base.errors import ScoringError
 from lifecycle.base.lean import InputColumn
-from lifecycle.base.loader import load_pyfunc
+from lifecycle.base.loader import ENV_MANAGER_VAR, load_pyfunc
 from lifecycle.base.typemaps import SPARK_TYPES, spark_type
 
 logger = logging.getLogger(__name__)
@@ -107,6 +108,17 @@ def _result_type(model_dir: str) -> tuple[Any, list[str] | None]:
     if outputs is None or not outputs.inputs:
         return "double", None
     specs = outputs.inputs
+    if outputs.is_tensor_spec():
+        # A tensor's type is a numpy dtype: text, integers, floats or booleans.
+        kind = {
+            "U": "string",
+            "S": "string",
+            "O": "string",
+            "i": "long",
+            "u": "long",
+            "b": "boolean",
+        }
+        return kind.get(specs[0].type.kind, "double"), None
     if len(specs) == 1 and not outputs.has_input_names():
         return spark_type(specs[0].type.name), None
     if len(specs) == 1:  # one output column is "prediction", as in the local engine
@@ -249,10 +261,15 @@ def _score_on_spark(
     result_type, struct_names = _result_type(model_dir)
     from lifecycle.base.workspaces import quiet_mlflow_progress
 
-    with quiet_mlflow_progress():
-        predict = mlflow.pyfunc.spark_udf(
-            spark, model_dir, result_type=result_type, env_manager="local"
-        )
+    # A model that runs in its own environment (lifecycle.base.envs) is scored by the
+    # mapInPandas path, whose load_pyfunc starts its worker; spark_udf would load it here.
+    own_env = choose_env_manager(model_dir, os.environ.get(ENV_MANAGER_VAR) or "auto")
+    predict = None
+    if own_env is None:
+        with quiet_mlflow_progress():
+            predict = mlflow.pyfunc.spark_udf(
+                spark, model_dir, result_type=result_type, env_manager="local"
+            )
     specs = opts.schema.columns or ()
     header: list[str] | None = state["header"]
     resuming = state["file_index"] > 0
@@ -318,23 +335,28 @@ def _score_on_spark(
             keep = opts.keep if opts.keep is not None else names
             ok = checked.filter(F.col(_REASON).isNull())
             kept = [F.col(f"`{n}`").alias(f"k_{i}") for i, n in enumerate(keep)]
-            scored = ok.select(*kept, F.col(_ROW), predict(F.struct(*casts)).alias(_PRED))
-            scored = scored.orderBy(_ROW).cache()
             # The model runs here, before anything is written. A failure is handled below:
             # Spark's own multi-page ERROR log of it would only bury the one-line warning.
             spark.sparkContext.setLogLevel("OFF")
             try:
+                if predict is None:
+                    raise _OwnEnvironment()
+                scored = ok.select(*kept, F.col(_ROW), predict(F.struct(*casts)).alias(_PRED))
+                scored = scored.orderBy(_ROW).cache()
                 scored.count()
             except Exception as exc:
-                if not type(exc).__module__.startswith(("pyspark", "py4j")):
+                if isinstance(exc, _OwnEnvironment):
+                    logger.info("scoring %s with the model in its own environment", f.name)
+                elif not type(exc).__module__.startswith(("pyspark", "py4j")):
                     raise
-                scored.unpersist()
-                logger.warning(
-                    "the model failed on some rows of %s on Spark (%s): scoring it again "
-                    "with the failing rows isolated",
-                    f.name,
-                    _root_cause(exc),
-                )
+                else:
+                    scored.unpersist()
+                    logger.warning(
+                        "the model failed on some rows of %s on Spark (%s): scoring it again "
+                        "with the failing rows isolated",
+                        f.name,
+                        _root_cause(exc),
+                    )
                 spark.sparkContext.setLogLevel("ERROR")
                 scored, model_rejects = _score_isolating(
                     spark, model_dir, ok, names, keep, casts, specs, result_type, opts
@@ -395,6 +417,10 @@ def _score_on_spark(
             import pyarrow.parquet as pq
 
             pq.write_table(pa.table({"prediction": pa.array([], pa.float64())}), out_fh)
+
+
+class _OwnEnvironment(Exception):
+    """The model runs in its own environment: score by ``mapInPandas`` from the start."""
 
 
 def _score_isolating(

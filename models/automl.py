@@ -33,6 +33,7 @@ from lifecycle.base.tags import (
 )
 from models._unpickler import load_trusted_pickle, missing_modules, scan_pickle_globals
 from models.archives import ArchiveLimits
+from models.automl_env import needs_automl_runtime, save_automl_env_model
 from models.common import (
     BuiltModel,
     copy_tree,
@@ -249,12 +250,17 @@ def conda_requirements(path: Path) -> tuple[list[str], list[str]]:
 # ------------------------------------------------------------------- builders
 
 
-def _check_pickle_modules(pkl: Path) -> None:
+def _missing_here(pkl: Path) -> list[str]:
+    """Modules ``pkl`` names that are not installed here (read by opcode, nothing run)."""
     found = scan_pickle_globals(pkl)
     if found is None:
         logger.info("%s is not a plain pickle stream; module check deferred to loading", pkl.name)
-        return
-    missing = missing_modules(found)
+        return []
+    return missing_modules(found)
+
+
+def _check_pickle_modules(pkl: Path) -> None:
+    missing = _missing_here(pkl)
     if missing:
         raise ModelImportError(
             f"'{pkl.name}' needs modules that are not installed here: {', '.join(missing)}"
@@ -262,7 +268,12 @@ def _check_pickle_modules(pkl: Path) -> None:
 
 
 def _import_mlflow_model(
-    root: Path, source: Path, out: Path, sample: Path | None, target: str | None
+    root: Path,
+    source: Path,
+    out: Path,
+    sample: Path | None,
+    target: str | None,
+    trust_pickle: bool,
 ) -> BuiltModel:
     from mlflow.models import Model
 
@@ -282,7 +293,13 @@ def _import_mlflow_model(
             raise ModelImportError(
                 f"AutoML MLflow model '{root}' lacks its model file '{model_file}'"
             )
-        if model_path.is_file():
+    env_pkl = None
+    if model_file and (root / str(model_file)).is_file():
+        model_path = root / str(model_file)
+        missing = _missing_here(model_path)
+        if needs_automl_runtime(missing):
+            env_pkl = model_path
+        elif missing:
             _check_pickle_modules(model_path)
     if not any((root / f).is_file() for f in ("requirements.txt", "conda.yaml")):
         raise ModelImportError(
@@ -294,9 +311,35 @@ def _import_mlflow_model(
     if sample is not None:
         x, y = read_sample_csv(sample, target)
         x = select_features(x, mlmodel.signature.inputs.input_names(), f"sample '{sample.name}'")
-    copy_tree(root, out)
     sha = sha256_path(source)
     tags = provenance_tags("automl", "mlflow_model", source, sha)
+    if env_pkl is not None:
+        input_df = output = None
+        scoring = sorted(root.parent.glob("scoring_file_v_*.py"))
+        if scoring:
+            input_df, output = parse_scoring_file(scoring[-1])
+        save_automl_env_model(
+            env_pkl,
+            out,
+            trust_pickle=trust_pickle,
+            input_df=input_df,
+            output=output,
+            signature=None if input_df is not None else mlmodel.signature,
+            metadata={"lifecycle_provenance": tags},
+        )
+        return BuiltModel(
+            model_dir=out,
+            kind="automl",
+            fmt="mlflow_model",
+            source_name=source.name,
+            source_sha256=sha,
+            tags=tags,
+            params={"environment": "azureml-automl-runtime", "model_file": env_pkl.name},
+            sample=x,
+            labels=y,
+            summary="AutoML mlflow-model (model.pkl kept), run in AutoML's own environment",
+        )
+    copy_tree(root, out)
     return BuiltModel(
         model_dir=out,
         kind="automl",
@@ -308,6 +351,53 @@ def _import_mlflow_model(
         sample=x,
         labels=y,
         summary=f"AutoML mlflow-model folder (flavors {', '.join(sorted(mlmodel.flavors))}), kept as is",
+    )
+
+
+def _import_env_outputs(
+    pkl: Path,
+    root: Path,
+    source: Path,
+    out: Path,
+    input_df: Any,
+    output: Any,
+    sample: Path | None,
+    target: str | None,
+    trust_pickle: bool,
+) -> BuiltModel:
+    """AutoML's ``outputs/`` (or its zip) with a model.pkl that needs AutoML's runtime."""
+    sha = sha256_path(source)
+    scoring = _newest(root, "scoring_file_v_*.py", "scoring file")
+    tags = provenance_tags(
+        "automl",
+        "automl_outputs",
+        source,
+        sha,
+        {AUTOML_MODEL_SHA_TAG: sha256_path(pkl), AUTOML_SCORING_FILE_TAG: scoring.name},
+    )
+    save_automl_env_model(
+        pkl,
+        out,
+        trust_pickle=trust_pickle,
+        input_df=input_df,
+        output=output,
+        metadata={"lifecycle_provenance": tags},
+    )
+    x = y = None
+    if sample is not None:
+        x, y = read_sample_csv(sample, target)
+        x = select_features(x, list(input_df.columns), f"sample '{sample.name}'")
+    return BuiltModel(
+        model_dir=out,
+        kind="automl",
+        fmt="automl_outputs",
+        source_name=source.name,
+        source_sha256=sha,
+        tags=tags,
+        params={"environment": "azureml-automl-runtime", "scoring_file": scoring.name},
+        sample=x,
+        labels=y,
+        summary=f"AutoML model.pkl with {scoring.name}, run in AutoML's own environment",
     )
 
 
@@ -350,13 +440,18 @@ def build_automl_model(
     with tempfile.TemporaryDirectory(prefix="automl-import-") as tmp:
         root, layout = find_automl_root(materialize_source(source, Path(tmp), archive_limits))
         if layout == "mlflow_model":
-            return _import_mlflow_model(root, source, out, sample_path, target)
+            return _import_mlflow_model(root, source, out, sample_path, target, trust_pickle)
         pkl = require_file(root, "model.pkl", "AutoML output")
         conda = _newest(root, "conda_env_v_*.yml", "conda environment")
         scoring = _newest(root, "scoring_file_v_*.py", "scoring file")
         input_df, output = parse_scoring_file(scoring)
         kept, dropped = conda_requirements(conda)
-        _check_pickle_modules(pkl)  # reads opcodes only: no consent needed
+        missing = _missing_here(pkl)  # reads opcodes only: no consent needed
+        if needs_automl_runtime(missing):
+            return _import_env_outputs(
+                pkl, root, source, out, input_df, output, sample_path, target, trust_pickle
+            )
+        _check_pickle_modules(pkl)
         if not trust_pickle:
             raise UntrustedPickleError(
                 f"Refusing to load AutoML '{pkl.name}': unpickling runs code from the file. "

@@ -105,6 +105,13 @@ class ServingError(LifecycleError):
     """The scoring server cannot start or serve the model."""
 
 
+class ModelEnvError(LifecycleError):
+    """A model's own environment cannot be built, or its worker process failed."""
+
+    error_code = "INTERNAL_ERROR"
+    http_status = 503
+
+
 class DeploymentError(LifecycleError):
     """A deployment spec cannot be built or applied."""
 

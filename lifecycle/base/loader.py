@@ -2,21 +2,25 @@
 that predicts (monitoring, gates, baselines, importers, the batch workers and the server's
 general path all come through here).
 
-Today every model is loaded in this process with ``mlflow.pyfunc.load_model``. This is the
-seam where a model that needs an environment of its own (issue #14: a worker process inside
-that environment, data crossing as Arrow) and the user's consent to unpickle (issue #16)
-plug in, without their callers changing.
+A model the current environment can load is loaded in this process with
+``mlflow.pyfunc.load_model``. A model that needs an environment of its own (AutoML's
+runtime; a model whose requirements are not installed here) runs in a worker process inside
+that environment, data crossing as Arrow (:mod:`lifecycle.base.env_proxy`); which one is
+chosen by ``env_manager`` (``auto``, ``local``, ``virtualenv`` as MLflow names them), whose
+default is ``$LIFECYCLE_ENV_MANAGER`` so that the CLI's ``--env-manager`` reaches every
+process it starts.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from lifecycle.base.errors import LifecycleError, ScoringError
+from lifecycle.base.errors import LifecycleError, ScoringError, UntrustedPickleError
 from lifecycle.base.fetch import FetchedModel, fetch_model
 from lifecycle.base.refs import ModelRef
 from lifecycle.base.workspaces import Workspace, quiet_mlflow_progress
@@ -53,15 +57,40 @@ def unpickling_reason(model_dir: str | Path) -> str | None:
     return None
 
 
-def load_pyfunc(model_dir: str, *, suppress_warnings: bool = False) -> Any:
-    """The pyfunc of the MLflow model in the local directory ``model_dir``.
+#: The environment variable that carries ``--env-manager`` to every process.
+ENV_MANAGER_VAR = "LIFECYCLE_ENV_MANAGER"
+
+
+def load_pyfunc(
+    model_dir: str, *, suppress_warnings: bool = False, env_manager: str | None = None
+) -> Any:
+    """The pyfunc of the MLflow model in the local directory ``model_dir``: loaded here, or
+    run in a worker inside the model's own environment (see the module's docstring).
 
     Raises:
-        Exception: whatever MLflow raises for a model it cannot load.
+        InvalidArgumentError: an unknown ``env_manager``.
+        ModelEnvError: the model's environment is not prepared or its worker failed.
+        UntrustedPickleError: the model would unpickle in its environment and no consent
+            was recorded at import.
+        Exception: whatever MLflow raises for a model it cannot load here.
     """
-    import mlflow.pyfunc
+    from lifecycle.base.envs import choose_env_manager
 
-    return mlflow.pyfunc.load_model(model_dir, suppress_warnings=suppress_warnings)
+    manager = env_manager or os.environ.get(ENV_MANAGER_VAR) or "auto"
+    spec = choose_env_manager(model_dir, manager)
+    if spec is None:
+        import mlflow.pyfunc
+
+        return mlflow.pyfunc.load_model(model_dir, suppress_warnings=suppress_warnings)
+    from lifecycle.base.env_proxy import env_pyfunc
+
+    reason = unpickling_reason(model_dir)
+    if reason and not spec.trust_pickle:
+        raise UntrustedPickleError(
+            f"Refusing to load the model in '{model_dir}' in its environment: {reason}, and "
+            "no consent was recorded (import it with --trust-pickle if you trust its origin)"
+        )
+    return env_pyfunc(model_dir, spec, allow_pickle=bool(reason))
 
 
 @contextlib.contextmanager

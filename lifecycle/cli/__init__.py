@@ -14,6 +14,7 @@ from lifecycle.cli import (  # noqa: F401
     batch_cmds,
     demo_cmds,
     deploy_cmds,
+    env_cmds,
     import_cmds,
     monitor_cmds,
     registry_cmds,

@@ -10,6 +10,7 @@ import click
 
 from lifecycle.cli._base import cli, emit, json_option, pass_state, workspace_option
 from lifecycle.cli.deploy_cmds import deploy
+from lifecycle.cli.env_cmds import env_manager_option
 
 
 def _delimiter(value: str) -> str:
@@ -46,6 +47,7 @@ class _Progress:
 
 
 @cli.command("score")
+@env_manager_option
 @click.argument("model_uri")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(

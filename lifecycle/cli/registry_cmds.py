@@ -9,6 +9,7 @@ import click
 
 from lifecycle.base.errors import GateFailedError
 from lifecycle.cli._base import State, cli, emit, json_option, pass_state, workspace_option
+from lifecycle.cli.env_cmds import env_manager_option
 
 _BAR_MIN_BYTES = 10 * 1024 * 1024
 
@@ -103,6 +104,7 @@ def transition_cmd(
 
 
 @cli.command("promote")
+@env_manager_option
 @click.argument("name")
 @click.option("--version", default=None, help="Source version number.")
 @click.option(

@@ -1,0 +1,198 @@
+"""A model's pyfunc run in a worker process inside the model's own environment
+(:mod:`lifecycle.base.envs`), seen from the toolkit as an ordinary MLflow ``PyFuncModel``:
+MLflow's own schema enforcement and params handling run here, the model's code runs there,
+and the data crosses as Arrow (:mod:`lifecycle.base.env_worker`).
+
+A worker that dies answers the request in flight with a :class:`ModelEnvError` naming its
+exit code and is started again for the next one; nothing waits on a dead process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import subprocess
+import threading
+import weakref
+from pathlib import Path
+from typing import Any
+
+from lifecycle.base import env_worker
+from lifecycle.base.envs import EnvSpec, env_python
+from lifecycle.base.errors import ModelEnvError, SchemaError
+
+logger = logging.getLogger(__name__)
+_LIVE: weakref.WeakSet[EnvWorker] = weakref.WeakSet()
+
+
+class EnvWorker:
+    """One worker process for the MLflow model in ``model_dir``, started now.
+
+    Raises:
+        ModelEnvError: the environment is not prepared, or the model fails to load there.
+    """
+
+    def __init__(
+        self, model_dir: str, spec: EnvSpec, conf: dict[str, Any], *, allow_pickle: bool
+    ) -> None:
+        self.model_dir = str(Path(model_dir).resolve())
+        self.spec = spec
+        self.conf = conf
+        self.allow_pickle = allow_pickle
+        self.python = env_python(spec)
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._owner = os.getpid()
+        self.restarts = 0
+        self._start()
+        _LIVE.add(self)
+
+    @property
+    def pid(self) -> int | None:
+        """The worker's process id (None when none runs)."""
+        return self._proc.pid if self._proc is not None else None
+
+    def _start(self) -> None:
+        import json
+
+        self._owner = os.getpid()
+        cmd = [
+            str(self.python),
+            "-I",
+            str(Path(env_worker.__file__).resolve()),
+            self.model_dir,
+            json.dumps(self.conf),
+        ]
+        if self.allow_pickle:
+            cmd.append("--allow-pickle")
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self._proc = proc
+        try:
+            header, _ = env_worker.read_frame(proc.stdout)  # type: ignore[arg-type]
+        except env_worker.WorkerDied:
+            code = proc.wait()
+            self._proc = None
+            raise ModelEnvError(
+                f"the model's environment worker exited with code {code} before loading "
+                f"'{self.model_dir}' (its stderr above says why)"
+            ) from None
+        if not header.get("ok"):
+            proc.wait()
+            self._proc = None
+            raise ModelEnvError(
+                f"the model failed to load in its environment '{self.spec.name}': "
+                f"{header.get('error')}: {header.get('message')}".splitlines()[0]
+            )
+        logger.info(
+            "model worker pid %s ready in environment '%s' (Python %s)",
+            proc.pid,
+            self.spec.name,
+            header.get("python"),
+        )
+
+    def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
+        """The model's prediction for the DataFrame ``data``, computed in the worker.
+
+        Raises:
+            ModelEnvError: the worker died (it is restarted for the next call).
+            SchemaError: the model raised on the input (its message is kept).
+        """
+        import pandas as pd
+
+        frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
+        names, payload = env_worker.frame_to_arrow(frame)
+        with self._lock:
+            if self._owner != os.getpid():
+                # A forked process inherits the parent's pipes: it gets a worker of its own.
+                self._proc = None
+                self._lock = threading.Lock()
+                self._start()
+            elif self._proc is None or self._proc.poll() is not None:
+                self.restarts += 1
+                logger.warning("restarting the model worker (restart %d)", self.restarts)
+                self._start()
+            proc = self._proc
+            assert proc is not None and proc.stdin is not None and proc.stdout is not None
+            try:
+                env_worker.write_frame(
+                    proc.stdin, {"op": "predict", "columns": names, "params": params}, payload
+                )
+                header, body = env_worker.read_frame(proc.stdout)
+            except (env_worker.WorkerDied, BrokenPipeError, OSError):
+                code = proc.wait()
+                self._proc = None
+                raise ModelEnvError(
+                    f"the model's environment worker (pid {proc.pid}) died with exit code "
+                    f"{code} while predicting; it is restarted for the next request"
+                ) from None
+        if not header.get("ok"):
+            raise SchemaError(
+                f"the model raised {header.get('error')}: {header.get('message')}".splitlines()[0]
+            )
+        return env_worker.decode_result(header, body)
+
+    def close(self) -> None:
+        """Stop the worker (it also stops by itself when this process ends)."""
+        with self._lock:
+            proc, self._proc = self._proc, None
+        if proc is None or self._owner != os.getpid():
+            return
+        try:
+            if proc.stdin is not None:
+                env_worker.write_frame(proc.stdin, {"op": "close"})
+                proc.stdin.close()
+            proc.wait(timeout=10)
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+
+
+class EnvModelImpl:
+    """The ``model_impl`` of a ``PyFuncModel`` whose model runs in an :class:`EnvWorker`."""
+
+    def __init__(self, worker: EnvWorker) -> None:
+        self.worker = worker
+
+    def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
+        """Predict in the worker."""
+        return self.worker.predict(data, params=params)
+
+
+def env_pyfunc(model_dir: str, spec: EnvSpec, *, allow_pickle: bool) -> Any:
+    """A ``PyFuncModel`` for the MLflow model in ``model_dir`` whose predictions are
+    computed by a worker in ``spec``'s environment.
+
+    Raises:
+        ModelEnvError: the model has no python_function flavor, its environment is not
+            prepared, or it fails to load there.
+    """
+    from mlflow.models import Model
+    from mlflow.pyfunc import PyFuncModel
+
+    meta = Model.load(str(Path(model_dir) / "MLmodel"))
+    conf = meta.flavors.get("python_function")
+    if conf is None or not conf.get("loader_module"):
+        raise ModelEnvError(
+            f"the model in '{model_dir}' has no python_function loader to run in its environment"
+        )
+    keys = ("loader_module", "code", "data", "predict_fn", "model_config")
+    worker = EnvWorker(model_dir, spec, {k: conf.get(k) for k in keys}, allow_pickle=allow_pickle)
+    model = PyFuncModel(model_meta=meta, model_impl=EnvModelImpl(worker), predict_fn="predict")
+    try:
+        model.input_example = meta.load_input_example(path=model_dir)  # type: ignore[attr-defined]
+    except Exception as exc:  # as mlflow.pyfunc.load_model: an example is optional
+        logger.debug("no input example: %s", exc)
+    return model
+
+
+def worker_of(model: Any) -> EnvWorker | None:
+    """The :class:`EnvWorker` behind a pyfunc from :func:`env_pyfunc` (None for others)."""
+    impl = getattr(model, "_model_impl", None)
+    return impl.worker if isinstance(impl, EnvModelImpl) else None
+
+
+@atexit.register
+def _close_all() -> None:
+    for worker in list(_LIVE):
+        worker.close()

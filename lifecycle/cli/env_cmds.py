@@ -1,0 +1,142 @@
+"""``lifecycle env prepare`` / ``lifecycle env show``: a model's own environment, and the
+``--env-manager`` option of the commands that load models."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from lifecycle.base.envs import ENV_MANAGERS, choose_env_manager, env_path, prepare_env, read_spec
+from lifecycle.base.errors import ModelEnvError
+from lifecycle.base.fetch import fetch_model
+from lifecycle.base.loader import ENV_MANAGER_VAR
+from lifecycle.base.workspaces import quiet_mlflow_progress
+from lifecycle.cli._base import State, cli, emit, json_option, pass_state, workspace_option
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _set_env_manager(_ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value:
+        # An environment variable reaches every process the command starts (server
+        # workers, batch workers, Spark's Python workers).
+        os.environ[ENV_MANAGER_VAR] = value
+
+
+def env_manager_option(func: F) -> F:
+    """Add ``--env-manager`` (MLflow's name): where a model's pyfunc runs."""
+    return click.option(
+        "--env-manager",
+        type=click.Choice(ENV_MANAGERS),
+        default=None,
+        expose_value=False,
+        callback=_set_env_manager,
+        help="Where the model runs: local (this environment), virtualenv (its own, made by "
+        "`lifecycle env prepare`), or auto (default: its own when this one cannot load it).",
+    )(func)
+
+
+@cli.group("env")
+def env_group() -> None:
+    """A model's own environment (AutoML's runtime, or a model's requirements.txt)."""
+
+
+@env_group.command("prepare")
+@click.argument("model_uri")
+@click.option(
+    "--find-links",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Install offline from this wheelhouse (pip --no-index --find-links DIR).",
+)
+@workspace_option
+@json_option
+@pass_state
+def prepare_cmd(
+    state: State, model_uri: str, find_links: str | None, workspace: str | None, as_json: bool
+) -> None:
+    """Build the virtual environment a model needs (cached by its spec's hash; reused by
+    serve, score, monitor, baseline and promotion).
+
+    \b
+    Example:
+      lifecycle env prepare models:/sales/1 -w dev
+      lifecycle env prepare models:/sales/1 --find-links wheelhouse/
+    """
+    ws = state.workspace_obj(workspace)
+    with tempfile.TemporaryDirectory(prefix="lifecycle-env-") as tmp:
+        with quiet_mlflow_progress():
+            fetched = fetch_model(ws, model_uri, tmp, in_place=True, error=ModelEnvError)
+        spec = read_spec(fetched.path)
+    if spec is None:
+        raise ModelEnvError(
+            f"{model_uri} records no environment (no lifecycle_env/env.json, no "
+            "requirements.txt): it runs in this one"
+        )
+    cached = (env_path(spec) / ".complete").is_file()
+    t0 = time.monotonic()
+    log = (lambda _line: None) if as_json else (lambda line: click.echo(line, err=True))
+    path = prepare_env(spec, find_links=find_links, log=log)
+    result = {
+        "model_uri": model_uri,
+        "environment": spec.name,
+        "hash": spec.digest(),
+        "path": str(path),
+        "cached": cached,
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+    emit(
+        result,
+        as_json,
+        lambda r: (
+            f"environment {r['environment']} ready in {r['path']}"
+            + (" (cached)" if r["cached"] else f" (built in {r['seconds']:.0f} s)")
+        ),
+    )
+
+
+@env_group.command("show")
+@click.argument("model_uri")
+@workspace_option
+@json_option
+@pass_state
+def show_cmd(state: State, model_uri: str, workspace: str | None, as_json: bool) -> None:
+    """Show the environment a model records, whether it is prepared, and where the model
+    would run by default.
+
+    \b
+    Example:
+      lifecycle env show models:/sales/1 -w dev
+    """
+    ws = state.workspace_obj(workspace)
+    with tempfile.TemporaryDirectory(prefix="lifecycle-env-") as tmp:
+        with quiet_mlflow_progress():
+            fetched = fetch_model(ws, model_uri, tmp, in_place=True, error=ModelEnvError)
+        spec = read_spec(fetched.path)
+        chosen = choose_env_manager(fetched.path, "auto")
+    result: dict[str, Any] = {"model_uri": model_uri, "environment": None, "runs_in": "local"}
+    if spec is not None:
+        result.update(
+            environment=spec.name,
+            hash=spec.digest(),
+            python=spec.python,
+            path=str(env_path(spec)),
+            prepared=(env_path(spec) / ".complete").is_file(),
+            runs_in="virtualenv" if chosen is not None else "local",
+        )
+
+    def text(r: dict[str, Any]) -> str:
+        if r["environment"] is None:
+            return f"{model_uri} records no environment: it runs in this one"
+        state_ = "prepared" if r["prepared"] else "not prepared (run `lifecycle env prepare`)"
+        return (
+            f"{model_uri}: environment {r['environment']} (Python {r['python']}, hash "
+            f"{r['hash']}), {state_}\n  path: {r['path']}\n  runs in: {r['runs_in']} by default"
+        )
+
+    emit(result, as_json, text)
