@@ -20,7 +20,13 @@ from tests.support.mlflow_server import MlflowServer
 def _isolated_env(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "LIFECYCLE_CONFIG", "LIFECYCLE_HOME"):
+    for var in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_REGISTRY_URI",
+        "LIFECYCLE_CONFIG",
+        "LIFECYCLE_HOME",
+        "LIFECYCLE_ENV_MANAGER",  # --env-manager sets it for the processes a command starts
+    ):
         monkeypatch.delenv(var, raising=False)
     # Warm-start pins and fast-path verdicts: one fresh cache per test, never ~/.cache.
     monkeypatch.setenv("LIFECYCLE_CACHE_DIR", str(tmp_path_factory.mktemp("lifecycle-cache")))

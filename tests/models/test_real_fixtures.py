@@ -68,7 +68,7 @@ AUTOML_CASES = sorted(p.name for p in AUTOML.iterdir() if p.is_dir())
 def test_automl_fixtures_were_made_by_the_current_recipe() -> None:
     manifest = json.loads((AUTOML / "manifest.json").read_text())
     assert manifest["recipe_hash"] == recipe_hash("automl"), (
-        "tests/support/real/automl.lock changed: run `make fixtures` to rebuild the fixtures"
+        "lifecycle/base/recipes/automl.lock changed: run `make fixtures` to rebuild the fixtures"
     )
     assert manifest["cases"] == AUTOML_CASES
     assert manifest["packages"]["azureml-automl-runtime"] == "1.62.0.post1"
@@ -114,3 +114,18 @@ def test_automl_fixture_has_a_runs_real_outputs(case: str) -> None:
     assert len(expected) == info["holdout_rows"] == len(pd.read_csv(AUTOML / case / "holdout.csv"))
     if "ensemble" in case:
         assert "azureml.training.tabular.models.voting_ensemble" in modules
+
+
+def test_automl_model_environment_is_the_recipe_the_fixtures_were_made_with() -> None:
+    """An imported AutoML model runs in the environment the fixtures were made in: the same
+    steps, the same lock (so AutoML's own outputs are the oracle of what it computes)."""
+    from lifecycle.base.envs import automl_spec
+    from tests.support.real.envs import BEFORE, LOCKS, NO_DEPS
+
+    spec = automl_spec()
+    assert spec.steps == (
+        *BEFORE["automl"],
+        ("-r", "automl.lock"),
+        ("--no-deps", *NO_DEPS["automl"]),
+    )
+    assert spec.files["automl.lock"] == LOCKS["automl"].read_text(encoding="utf-8")

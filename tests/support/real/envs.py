@@ -24,6 +24,16 @@ from pathlib import Path
 from filelock import FileLock
 
 HERE = Path(__file__).resolve().parent
+#: AutoML's lock ships with the toolkit (its model environments use it); Designer's is
+#: only for making fixtures.
+LOCKS = {
+    "designer": HERE / "designer.lock",
+    "automl": Path(__file__).resolve().parents[3]
+    / "lifecycle"
+    / "base"
+    / "recipes"
+    / "automl.lock",
+}
 #: Packages installed after the lock with ``--no-deps``, per environment.
 NO_DEPS: dict[str, tuple[str, ...]] = {
     "designer": (
@@ -58,7 +68,7 @@ _DONE = ".complete"
 def recipe_hash(name: str) -> str:
     """sha256 over everything that decides the environment: lock, no-deps list, Python."""
     digest = hashlib.sha256()
-    digest.update((HERE / f"{name}.lock").read_bytes())
+    digest.update(LOCKS[name].read_bytes())
     digest.update("\n".join(NO_DEPS.get(name, ())).encode())
     if name in BEFORE:
         digest.update(repr(BEFORE[name]).encode())
@@ -78,6 +88,11 @@ def cache_root() -> Path:
 def ensure_env(name: str, log=print) -> Path:  # type: ignore[no-untyped-def]
     """The environment ``name`` (its folder), built first if the cache has none for the
     current recipe. Safe when several processes ask at once (a file lock)."""
+    if name == "automl":
+        # The same environment as an imported AutoML model's (one build per machine).
+        from lifecycle.base.envs import automl_spec, prepare_env
+
+        return prepare_env(automl_spec(), log=log)
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
     env = root / f"{name}-{recipe_hash(name)}"
@@ -92,7 +107,7 @@ def ensure_env(name: str, log=print) -> Path:  # type: ignore[no-untyped-def]
         subprocess.run([*pip, "--upgrade", "pip"], check=True)
         for step in BEFORE.get(name, ()):
             subprocess.run([*pip, *step], check=True)
-        subprocess.run([*pip, "-r", str(HERE / f"{name}.lock")], check=True)
+        subprocess.run([*pip, "-r", str(LOCKS[name])], check=True)
         if NO_DEPS.get(name):
             subprocess.run([*pip, "--no-deps", *NO_DEPS[name]], check=True)
         (env / _DONE).write_text(f"{time.monotonic() - t0:.0f} s\n")
