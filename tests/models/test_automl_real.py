@@ -132,7 +132,7 @@ def test_environment_worker_loads_no_pickle_without_consent(
     from lifecycle.base.env_proxy import EnvWorker
 
     conf = {"loader_module": "_automl_pyfunc", "code": "code", "data": "data/model.pkl"}
-    with pytest.raises(ModelEnvError, match="refusing to load .*model.pkl"):
+    with pytest.raises(ModelEnvError, match=r"refusing to load .*model\.pkl"):
         EnvWorker(str(built.model_dir), automl_spec(), conf, allow_pickle=False)
 
 
