@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from lifecycle.base.errors import ModelEnvError
 from lifecycle.base.lean import (
     agrees_with_pyfunc,
     matrix_columns,
@@ -263,6 +264,8 @@ class Scorer:
         try:
             result = invocations(body, content_type, proxy, self.input_schema)
         except MlflowException as exc:
+            if proxy.env_error is not None:  # the model's environment failed, not the input
+                return error_reply(503, "TEMPORARILY_UNAVAILABLE", proxy.env_error.message)
             return Reply(exc.get_http_status_code(), exc.serialize_as_json().encode())
         except Exception as exc:  # MLflow's server answers these with a bare 500
             logger.exception("unexpected scoring error")
@@ -293,6 +296,8 @@ class Scorer:
             )
         except MlflowException as exc:
             return Reply(exc.get_http_status_code(), exc.serialize_as_json().encode())
+        except ModelEnvError as exc:
+            return error_reply(503, "TEMPORARILY_UNAVAILABLE", exc.message)
         except Exception as exc:
             return error_reply(
                 400,
@@ -316,10 +321,16 @@ class _RecordingModel:
     def __init__(self, model: Any) -> None:
         self._model = model
         self.metadata = model.metadata
+        #: A failure of the model's environment worker (answered 503, not 400).
+        self.env_error: ModelEnvError | None = None
         self.seen: tuple[Any, Any] | None = None
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
-        raw = self._model.predict(data, params=params)
+        try:
+            raw = self._model.predict(data, params=params)
+        except ModelEnvError as exc:
+            self.env_error = exc
+            raise
         self.seen = (data, raw)
         return raw
 

@@ -97,16 +97,22 @@ def frame_to_arrow(df: Any) -> tuple[list[Any], bytes]:
 def arrow_to_frame(payload: bytes, names: list[Any]) -> Any:
     """The DataFrame :func:`frame_to_arrow` encoded."""
     import numpy as np
+    import pandas as pd
     import pyarrow as pa
 
     table = pa.ipc.open_stream(io.BytesIO(payload)).read_all()
     df = table.to_pandas()
+    for i, col in enumerate(table.column_names):
+        kind = table.schema.field(i).type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            # Text as Python objects, nulls as None, whatever the pandas version's default.
+            df[col] = pd.Series(table.column(i).to_pylist(), dtype=object, index=df.index)
     for col in [c for c in df.columns if c.startswith(NAN_MASK)]:
         target = col[len(NAN_MASK) :]
         mask = df.pop(col).to_numpy(dtype=bool)
         values = df[target].to_numpy(dtype=object, copy=True)
         values[mask] = np.nan
-        df[target] = values
+        df[target] = pd.Series(values, dtype=object, index=df.index)
     df.columns = names
     return df
 

@@ -163,6 +163,22 @@ def test_local_env_manager_cannot_load_automl_and_says_so(tmp_path: Path) -> Non
         load_pyfunc(str(built.model_dir), env_manager="local")
 
 
+def _env_workers_under(folder: Path) -> list[int]:
+    """Pids of the environment workers serving a model stored under ``folder``."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        text = [c.decode(errors="replace") for c in cmd]
+        if any(c.endswith("env_worker.py") for c in text) and any(str(folder) in c for c in text):
+            pids.append(int(proc.name))
+    return pids
+
+
 def _import_cli(name: str, case: str, layout: str = "zip") -> None:
     source = AUTOML / case / LAYOUTS[layout]
     result = CliRunner().invoke(
@@ -221,6 +237,22 @@ def test_real_automl_serves_like_automl(
             timeout=60,
         )
         azure = requests.post(server.url + "/invocations", json={"input_data": split}, timeout=60)
+        # Kill the model's worker under the server: that request fails at once, the next
+        # one is answered by a new worker.
+        killed = _env_workers_under(project_dir)
+        assert killed
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        failed = requests.post(
+            server.url + "/invocations", json={"dataframe_split": split}, timeout=60
+        )
+        again = requests.post(
+            server.url + "/invocations", json={"dataframe_split": split}, timeout=60
+        )
+    assert failed.status_code == 503, failed.text
+    assert "died with exit code -9" in failed.json()["message"]
+    assert again.status_code == 200, again.text
+    _assert_like_automl(case, again.json()["predictions"])
     for answer in (labels, proba, azure):
         assert answer.status_code == 200, answer.text
     _assert_like_automl(
