@@ -123,7 +123,7 @@ def test_model_whose_requirement_is_missing_here_runs_in_its_own_environment(
     spec = read_spec(toy_model)
     assert spec is not None and spec.name == "requirements"
     assert choose_env_manager(toy_model, "auto") == spec  # lifecycle-toy-dep is not here
-    with pytest.raises(ModelEnvError, match="not prepared .*lifecycle env prepare"):
+    with pytest.raises(ModelEnvError, match=r"not prepared .*lifecycle env prepare"):
         load_pyfunc(str(toy_model))
 
     args = ["env", "prepare", str(toy_model), "--find-links", str(wheelhouse), "--json"]
