@@ -217,8 +217,17 @@ def load_designer_pickle(path: Path) -> Any:
             f"Refused to unpickle '{path.name}': it names globals outside the allow list: "
             f"{', '.join(refused)}"
         )
+    import warnings
+
     try:
-        return _DesignerUnpickler(io.BytesIO(data)).load()
+        with warnings.catch_warnings(record=True) as caught:
+            # Designer pickles scikit-learn 1.5 objects; the rebuilt model is checked against
+            # Designer's own outputs, so the version warning is logged, not printed.
+            warnings.simplefilter("always")
+            loaded = _DesignerUnpickler(io.BytesIO(data)).load()
+        for w in caught:
+            logger.info("%s: %s", path.name, str(w.message).splitlines()[0])
+        return loaded
     except pickle.UnpicklingError as exc:
         raise ModelImportError(
             f"Refused to unpickle '{path.name}': it names a global outside the allow list: {exc}"

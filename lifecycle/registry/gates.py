@@ -281,10 +281,10 @@ def holdout_gate(
 _SMOKE_SCRIPT = r"""
 import json, sys, warnings
 warnings.simplefilter("ignore")
-import mlflow.pyfunc
 from mlflow.models import Model
+from lifecycle.base.loader import load_pyfunc  # here, or in the model's own environment
 path, answer = sys.argv[1], sys.argv[2]
-model = mlflow.pyfunc.load_model(path)
+model = load_pyfunc(path)
 example = Model.load(path).load_input_example(path)
 rows = None if example is None else len(model.predict(example))
 with open(answer, "w") as fh:
@@ -293,7 +293,8 @@ with open(answer, "w") as fh:
 
 
 def smoke_test(model_dir: str | Path, timeout: float = 600.0) -> GateResult:
-    """Load ``model_dir`` in a fresh Python process and predict its own input example."""
+    """Load ``model_dir`` in a fresh Python process and predict its own input example (a
+    model that needs its own environment runs there, as every command runs it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
     env["PYTHONWARNINGS"] = "ignore"
     # The child answers in a file: anything it or a library prints cannot corrupt the answer.

@@ -4,8 +4,9 @@
 The demo must run from an installed wheel, so it cannot build these with the test suite's
 builders at run time; it copies these files instead. Designer: the real binary logistic
 regression made by Designer's own modules (``tests/fixtures/real/designer/binary_logreg``,
-rebuilt by ``make fixtures``). AutoML: still the imitation that ``tests/support/origins.py``
-builds, until issue #14's real AutoML fixtures exist.
+rebuilt by ``make fixtures``). AutoML: the real LightGBM classifier behind AutoML's
+DataTransformer made by AutoML's own classes (``tests/fixtures/real/automl/
+classification_lightgbm``): its ``outputs/`` folder and hold-out rows.
 """
 
 from __future__ import annotations
@@ -17,15 +18,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.origins import build_automl_outputs  # noqa: E402
-
 DEST = ROOT / "lifecycle" / "cli" / "demo_data"
 REAL_DESIGNER = ROOT / "tests" / "fixtures" / "real" / "designer" / "binary_logreg"
+REAL_AUTOML = ROOT / "tests" / "fixtures" / "real" / "automl" / "classification_lightgbm"
 
 
 def main() -> None:
     """Rebuild ``demo_data/{designer,automl}``: the artifact folder and ``holdout.parquet``."""
-    import tempfile
+    import pandas as pd
 
     dest = DEST / "designer"
     shutil.rmtree(dest, ignore_errors=True)
@@ -33,14 +33,13 @@ def main() -> None:
     shutil.copytree(REAL_DESIGNER / "trained_model_outputs", dest / "trained_model_outputs")
     shutil.copy2(REAL_DESIGNER / "holdout.parquet", dest / "holdout.parquet")
     print(f"wrote {dest}")
-    with tempfile.TemporaryDirectory() as tmp:
-        automl = build_automl_outputs(Path(tmp) / "automl")
-        dest = DEST / "automl"
-        shutil.rmtree(dest, ignore_errors=True)
-        dest.mkdir(parents=True)
-        shutil.copytree(automl.path, dest / automl.path.name)
-        automl.holdout.to_parquet(dest / "holdout.parquet", index=False)
-        print(f"wrote {dest}")
+    dest = DEST / "automl"
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    shutil.copytree(REAL_AUTOML / "outputs", dest / "outputs")
+    # Read as AutoML's own outputs were computed (pd.read_csv: a missing text is NaN).
+    pd.read_csv(REAL_AUTOML / "holdout.csv").to_parquet(dest / "holdout.parquet", index=False)
+    print(f"wrote {dest}")
 
 
 if __name__ == "__main__":
