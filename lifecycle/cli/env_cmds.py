@@ -43,7 +43,13 @@ def env_manager_option(func: F) -> F:
 
 @cli.group("env")
 def env_group() -> None:
-    """A model's own environment (AutoML's runtime, or a model's requirements.txt)."""
+    """A model's own environment (AutoML's runtime, or a model's requirements.txt).
+
+    \b
+    Example:
+      lifecycle env prepare models:/sales/1 -w dev
+      lifecycle env show models:/sales/1 -w dev
+    """
 
 
 @env_group.command("prepare")

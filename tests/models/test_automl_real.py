@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +137,25 @@ def test_environment_worker_loads_no_pickle_without_consent(
         EnvWorker(str(built.model_dir), automl_spec(), conf, allow_pickle=False)
 
 
+def _many_rows(case: str, n: int) -> pd.DataFrame:
+    rows = _holdout(case)
+    return pd.concat([rows] * (n // len(rows)), ignore_index=True)
+
+
+def _kill_when_busy(pid: int, timeout: float = 30.0) -> None:
+    """SIGKILL ``pid`` once it is computing (its CPU time grows), i.e. mid-request."""
+    import time
+
+    def cpu() -> int:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+
+    start, deadline = cpu(), time.monotonic() + timeout
+    while cpu() - start < 20 and time.monotonic() < deadline:  # 0.2 s of CPU
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+
+
 def test_killed_environment_worker_fails_the_request_then_restarts(
     automl_env: Path, tmp_path: Path
 ) -> None:
@@ -145,13 +165,22 @@ def test_killed_environment_worker_fails_the_request_then_restarts(
     model = load_pyfunc(str(built.model_dir))
     worker = worker_of(model)
     assert worker is not None and worker.pid is not None
-    rows = _holdout("regression_lightgbm")
     first = worker.pid
-    os.kill(first, signal.SIGKILL)
+    # Killed while it predicts: that call fails at once with the cause.
+    killer = threading.Thread(target=_kill_when_busy, args=(first,))
+    killer.start()
     with pytest.raises(ModelEnvError, match=rf"pid {first}\) died with exit code -9"):
-        model.predict(rows)
+        model.predict(_many_rows("regression_lightgbm", 400_000))
+    killer.join()
+    rows = _holdout("regression_lightgbm")
     _assert_like_automl("regression_lightgbm", model.predict(rows))
-    assert worker.pid != first and worker.restarts == 1
+    second = worker.pid
+    assert second != first and worker.restarts == 1
+    # Killed between calls: the next call gets a new worker without an error.
+    os.kill(second, signal.SIGKILL)
+    os.waitpid(second, 0)
+    _assert_like_automl("regression_lightgbm", model.predict(rows))
+    assert worker.pid not in (first, second) and worker.restarts == 2
     worker.close()
 
 
@@ -227,7 +256,9 @@ def test_real_automl_serves_like_automl(
     _import_cli("lgbm", case)
     rows = _holdout(case)
     split = json.loads(rows.to_json(orient="split", index=False))
-    with start_background("models:/lgbm/1", workspace="dev", cwd=project_dir) as server:
+    with start_background(
+        "models:/lgbm/1", workspace="dev", cwd=project_dir, extra_args=["--workers", "1"]
+    ) as server:
         labels = requests.post(
             server.url + "/invocations", json={"dataframe_split": split}, timeout=60
         )
@@ -237,15 +268,16 @@ def test_real_automl_serves_like_automl(
             timeout=60,
         )
         azure = requests.post(server.url + "/invocations", json={"input_data": split}, timeout=60)
-        # Kill the model's worker under the server: that request fails at once, the next
-        # one is answered by a new worker.
-        killed = _env_workers_under(project_dir)
-        assert killed
-        for pid in killed:
-            os.kill(pid, signal.SIGKILL)
+        # Kill the model's worker under the server while it answers a large request: that
+        # request fails at once (503), the next one is answered by a new worker.
+        (victim,) = _env_workers_under(project_dir)
+        big = json.loads(_many_rows(case, 200_000).to_json(orient="split", index=False))
+        killer = threading.Thread(target=_kill_when_busy, args=(victim,))
+        killer.start()
         failed = requests.post(
-            server.url + "/invocations", json={"dataframe_split": split}, timeout=60
+            server.url + "/invocations", json={"dataframe_split": big}, timeout=120
         )
+        killer.join()
         again = requests.post(
             server.url + "/invocations", json={"dataframe_split": split}, timeout=60
         )

@@ -18,7 +18,6 @@ from lifecycle.base.workspaces import Workspace, local_workspace
 from lifecycle.imports import IMPORT_EXPERIMENT, import_model
 from tests.support.origins import (
     _skops_untrusted,
-    build_automl_mlflow_model,
     build_automl_outputs,
     build_designer,
     build_notebook,
@@ -254,18 +253,16 @@ def test_automl_missing_conda_env(ws: Workspace, tmp_path: Path, automl_src: Pat
     _fails(ws, ModelImportError, "conda environment", src, kind="automl")
 
 
-def test_automl_runtime_classes_listed_as_missing(ws: Workspace, tmp_path: Path) -> None:
-    src = build_automl_outputs(tmp_path, runtime_classes=True).path
-    msg = _fails(ws, ModelImportError, "not installed", src, kind="automl")
-    assert "azureml.automl.runtime.featurization.data_transformer" in msg
-    assert "azureml.automl.runtime.shared.model_wrappers" in msg
-
-
-def test_automl_mlflow_model_needing_runtime_is_refused(ws: Workspace, tmp_path: Path) -> None:
-    # The mlflow-model folder is checked by reading its pickle's opcodes: no consent needed.
-    src = build_automl_mlflow_model(tmp_path, runtime_classes=True).path
+def test_automl_pickle_needing_modules_outside_automl_runtime_is_refused(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    # A real AutoML mlflow-model whose pickle also names a module that neither this
+    # environment nor AutoML's has: refused by reading the opcodes, no consent needed.
+    real = Path(__file__).resolve().parents[1] / "fixtures" / "real" / "automl"
+    src = _copy(real / "classification_lightgbm" / "outputs" / "mlflow-model", tmp_path)
+    (src / "model.pkl").write_bytes(b"\x80\x02cnot_installed_pkg.sub\nThing\n)\x81.")
     msg = _fails(ws, ModelImportError, "not installed", src, kind="automl", trust_pickle=False)
-    assert "azureml.automl.runtime.featurization.data_transformer" in msg
+    assert "not_installed_pkg.sub" in msg
 
 
 def test_automl_without_consent(ws: Workspace, automl_src: Path) -> None:
