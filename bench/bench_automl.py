@@ -6,8 +6,8 @@ AutoML's DataTransformer, made by AutoML's own classes). Ours: imported with
 ``lifecycle import automl`` into a throw-away workspace and run by ``lifecycle serve`` /
 ``lifecycle score``, whose worker runs in AutoML's environment (``lifecycle env prepare``).
 MLflow's: ``mlflow models serve`` / ``mlflow models predict --env-manager local`` started with
-that environment's own interpreter (mlflow-skinny 2.22.5, uvicorn) on AutoML's own
-``outputs/mlflow-model/``; AutoML's one Python 3.11 fix is applied to it the same way the
+the interpreter of a copy of that environment (mlflow-skinny 2.22.5, uvicorn; FastAPI pinned
+to 0.115.12, see :func:`peer_spec`) on AutoML's own ``outputs/mlflow-model/``; AutoML's one Python 3.11 fix is applied to it the same way the
 toolkit's loader applies it (a ``sitecustomize`` on ``PYTHONPATH``, no installed file edited).
 
 Serving: one-row ``dataframe_split`` requests from wrk at 1 and 16 connections, one worker
@@ -91,6 +91,20 @@ def _timed(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float
     return wall, peak / 1024
 
 
+def peer_spec() -> Any:
+    """AutoML's environment plus the FastAPI that MLflow 2.22's scoring server was written
+    for: the lock's FastAPI 0.165 (Starlette 1.x) no longer has the ``app.route`` that
+    ``mlflow models serve`` of mlflow-skinny 2.22.5 calls, so it cannot start there at all."""
+    import dataclasses
+
+    from lifecycle.base.envs import automl_spec
+
+    spec = automl_spec()
+    return dataclasses.replace(
+        spec, name=spec.name + "-mlflow-serve", steps=(*spec.steps, ("fastapi==0.115.12",))
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -102,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from lifecycle.base.envs import automl_spec, prepare_env
 
-    env_dir = prepare_env(automl_spec(), log=print)
+    prepare_env(automl_spec(), log=print)
+    env_dir = prepare_env(peer_spec(), log=print)
     env_python = str(env_dir / "bin" / "python")
     lifecycle = str(Path(sys.executable).parent / "lifecycle")
     results: dict[str, Any] = {"model": "classification_lightgbm", "rows": args.rows}

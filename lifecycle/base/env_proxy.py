@@ -148,15 +148,148 @@ class EnvWorker:
             proc.wait()
 
 
+class _Call:
+    """One caller's rows, waiting to be predicted together with other callers'."""
+
+    def __init__(self, frame: Any, params: dict[str, Any] | None) -> None:
+        self.frame = frame
+        self.params = params
+        self.key = (tuple(map(str, frame.columns)), tuple(map(str, frame.dtypes)), repr(params))
+        self.done = threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        self.result, self.error = result, error
+        self.done.set()
+
+
+def _split(result: Any, sizes: list[int]) -> list[Any] | None:
+    """``result`` cut into consecutive parts of ``sizes`` rows; None unless it has exactly
+    one row per input row."""
+    import pandas as pd
+
+    try:
+        if len(result) != sum(sizes):
+            return None
+    except TypeError:
+        return None
+    parts, start = [], 0
+    for n in sizes:
+        if isinstance(result, (pd.DataFrame, pd.Series)):
+            parts.append(result.iloc[start : start + n].reset_index(drop=True))
+        else:
+            parts.append(result[start : start + n])
+        start += n
+    return parts
+
+
+class Coalescer:
+    """Concurrent callers' rows predicted in one call to the worker.
+
+    A server answers requests on several threads, but a model in its own environment has
+    one worker: requests would wait in line, each paying the model's fixed cost per call
+    (AutoML's featurizer: milliseconds for one row or a thousand). Requests that arrive
+    while a call runs go together into the next call (same columns, types and params, up to
+    ``max_rows``), and its answer is cut back into each request's rows. A call that raises
+    is retried request by request, so that one bad request fails alone; a dead worker fails
+    every request of the call at once. Rows must be predicted independently of each other,
+    as tabular models do; ``LIFECYCLE_ENV_COALESCE=0`` turns this off.
+    """
+
+    def __init__(self, worker: EnvWorker, max_rows: int = 10_000) -> None:
+        self.worker = worker
+        self.max_rows = max_rows
+        self.calls = 0
+        self._cond = threading.Condition()
+        self._pending: list[_Call] = []
+        self._thread: threading.Thread | None = None
+        self._owner = 0
+
+    def predict(self, frame: Any, params: dict[str, Any] | None) -> Any:
+        """The prediction for ``frame``, possibly computed together with others'."""
+        call = _Call(frame, params)
+        with self._cond:
+            if self._thread is None or self._owner != os.getpid():
+                self._owner = os.getpid()
+                self._thread = threading.Thread(
+                    target=self._loop, name="env-coalescer", daemon=True
+                )
+                self._thread.start()
+            self._pending.append(call)
+            self._cond.notify()
+        call.done.wait()
+        if call.error is not None:
+            raise call.error
+        return call.result
+
+    def _take(self) -> list[_Call]:
+        with self._cond:
+            while not self._pending:
+                self._cond.wait()
+            first = self._pending[0]
+            batch: list[_Call] = []
+            rows = 0
+            for call in self._pending:
+                if call.key == first.key and (not batch or rows + len(call.frame) <= self.max_rows):
+                    batch.append(call)
+                    rows += len(call.frame)
+            self._pending = [c for c in self._pending if c not in batch]
+            return batch
+
+    def _loop(self) -> None:
+        while True:
+            self._run(self._take())
+
+    def _one(self, call: _Call) -> None:
+        try:
+            call.finish(self.worker.predict(call.frame, params=call.params))
+        except BaseException as exc:  # handed to the caller's thread
+            call.finish(error=exc)
+
+    def _run(self, batch: list[_Call]) -> None:
+        import pandas as pd
+
+        self.calls += 1
+        if len(batch) == 1:
+            self._one(batch[0])
+            return
+        frame = pd.concat([c.frame for c in batch], ignore_index=True)
+        try:
+            parts = _split(
+                self.worker.predict(frame, params=batch[0].params), [len(c.frame) for c in batch]
+            )
+        except ModelEnvError as exc:
+            for call in batch:
+                call.finish(error=exc)
+            return
+        except Exception:
+            parts = None
+        if parts is None:  # a bad request among them, or not one row per row: one by one
+            for call in batch:
+                self._one(call)
+            return
+        for call, part in zip(batch, parts, strict=True):
+            call.finish(part)
+
+
 class EnvModelImpl:
-    """The ``model_impl`` of a ``PyFuncModel`` whose model runs in an :class:`EnvWorker`."""
+    """The ``model_impl`` of a ``PyFuncModel`` whose model runs in an :class:`EnvWorker`;
+    concurrent calls are coalesced (:class:`Coalescer`) unless ``LIFECYCLE_ENV_COALESCE=0``."""
 
     def __init__(self, worker: EnvWorker) -> None:
         self.worker = worker
+        enabled = os.environ.get("LIFECYCLE_ENV_COALESCE", "1") != "0"
+        self.coalescer = Coalescer(worker) if enabled else None
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
         """Predict in the worker."""
-        return self.worker.predict(data, params=params)
+        import pandas as pd
+
+        frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
+        if self.coalescer is None:
+            return self.worker.predict(frame, params=params)
+        return self.coalescer.predict(frame, params)
 
 
 def env_pyfunc(model_dir: str, spec: EnvSpec, *, allow_pickle: bool) -> Any:

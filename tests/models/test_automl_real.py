@@ -291,3 +291,33 @@ def test_real_automl_serves_like_automl(
         case, labels.json()["predictions"], pd.DataFrame(proba.json()["predictions"])
     )
     _assert_like_automl(case, azure.json())
+
+
+def test_concurrent_calls_are_predicted_together_and_each_gets_its_own_rows(
+    automl_env: Path, tmp_path: Path
+) -> None:
+    """What the server's threads do at 16 connections: each caller gets exactly its rows'
+    predictions, from fewer calls to the worker than callers."""
+    case = "classification_lightgbm"
+    built = build_automl_model(AUTOML / case / "outputs", tmp_path / "m", trust_pickle=True)
+    model = load_pyfunc(str(built.model_dir))
+    impl = model._model_impl
+    rows = _holdout(case)
+    expected = _expected(case)["predict"].tolist()
+    callers = 32
+    start = threading.Barrier(callers)
+    answers: dict[int, list[str]] = {}
+
+    def call(i: int) -> None:
+        mine = rows.iloc[[i, i + 40]].reset_index(drop=True)
+        start.wait()
+        answers[i] = list(model.predict(mine))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert answers == {i: [expected[i], expected[i + 40]] for i in range(callers)}
+    assert impl.coalescer.calls < callers
+    worker_of(model).close()  # type: ignore[union-attr]
