@@ -27,7 +27,8 @@ from batch.schema import (
     coerce_matrix,
     raw_text,
 )
-from lifecycle.base.loader import load_pyfunc
+from lifecycle.base.envs import choose_env_manager
+from lifecycle.base.loader import ENV_MANAGER_VAR, load_pyfunc
 from lifecycle.base.typemaps import NUMERIC_TYPES, arrow_types
 
 
@@ -55,15 +56,16 @@ _WORKER: dict[str, Any] = {}
 _WORKER_LOCK = threading.Lock()
 
 
-def _load_model(model_dir: str) -> None:
-    """Load the model once per process (before forking, the workers inherit it)."""
+def _load_model(model_dir: str, env_workers: int = 1) -> None:
+    """Load the model once per process (before forking, the workers inherit it); a model in
+    its own environment gets ``env_workers`` workers there."""
     import warnings
 
     warnings.filterwarnings("ignore")
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     with _WORKER_LOCK:  # scoring threads may ask at the same time
         if _WORKER.get("model_dir") != model_dir:
-            _WORKER["model"] = load_pyfunc(model_dir)
+            _WORKER["model"] = load_pyfunc(model_dir, env_workers=env_workers)
             _WORKER["model_dir"] = model_dir
 
 
@@ -88,6 +90,14 @@ class WorkerPool:
         self.executor: cf.Executor | None = None
 
     def __enter__(self) -> WorkerPool:
+        if not self.threads and choose_env_manager(
+            self.model_dir, os.environ.get(ENV_MANAGER_VAR) or "auto"
+        ):
+            # The model runs in its own environment: its workers are the processes; the
+            # chunks go to them from threads of this process (nothing forked, one copy of
+            # the toolkit's modules), one worker per thread.
+            _load_model(self.model_dir, env_workers=self.workers)
+            self.threads = True
         if self.threads:
             self.executor = cf.ThreadPoolExecutor(
                 max_workers=self.workers, thread_name_prefix="score"

@@ -126,3 +126,12 @@ def remote2(mlflow_server2: MlflowServer) -> Workspace:
     return Workspace(
         name="remote2", tracking_uri=mlflow_server2.url, registry_uri=mlflow_server2.url
     )
+
+
+@pytest.fixture(scope="session")
+def automl_env() -> Path:
+    """AutoML's own environment (``lifecycle env prepare`` of any imported AutoML model),
+    built on the first run on a machine (~2 min, ~1.4 GB), then found in the cache."""
+    from lifecycle.base.envs import automl_spec, prepare_env
+
+    return prepare_env(automl_spec())

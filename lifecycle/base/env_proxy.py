@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import queue
 import subprocess
 import threading
 import weakref
@@ -27,14 +28,21 @@ _LIVE: weakref.WeakSet[EnvWorker] = weakref.WeakSet()
 
 
 class EnvWorker:
-    """One worker process for the MLflow model in ``model_dir``, started now.
+    """One worker process for the MLflow model in ``model_dir``, started now (with
+    ``wait=False`` the process is started and :meth:`wait_ready` waits for it to load).
 
     Raises:
         ModelEnvError: the environment is not prepared, or the model fails to load there.
     """
 
     def __init__(
-        self, model_dir: str, spec: EnvSpec, conf: dict[str, Any], *, allow_pickle: bool
+        self,
+        model_dir: str,
+        spec: EnvSpec,
+        conf: dict[str, Any],
+        *,
+        allow_pickle: bool,
+        wait: bool = True,
     ) -> None:
         self.model_dir = str(Path(model_dir).resolve())
         self.spec = spec
@@ -45,7 +53,9 @@ class EnvWorker:
         self._proc: subprocess.Popen[bytes] | None = None
         self._owner = os.getpid()
         self.restarts = 0
-        self._start()
+        self._spawn()
+        if wait:
+            self.wait_ready()
         _LIVE.add(self)
 
     @property
@@ -54,6 +64,10 @@ class EnvWorker:
         return self._proc.pid if self._proc is not None else None
 
     def _start(self) -> None:
+        self._spawn()
+        self.wait_ready()
+
+    def _spawn(self) -> None:
         import json
 
         self._owner = os.getpid()
@@ -66,8 +80,16 @@ class EnvWorker:
         ]
         if self.allow_pickle:
             cmd.append("--allow-pickle")
-        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self._proc = proc
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def wait_ready(self) -> None:
+        """Wait until the worker has loaded the model.
+
+        Raises:
+            ModelEnvError: it exited or failed to load the model.
+        """
+        proc = self._proc
+        assert proc is not None
         try:
             header, _ = env_worker.read_frame(proc.stdout)  # type: ignore[arg-type]
         except env_worker.WorkerDied:
@@ -275,48 +297,93 @@ class Coalescer:
 
 class EnvModelImpl:
     """The ``model_impl`` of a ``PyFuncModel`` whose model runs in an :class:`EnvWorker`;
-    concurrent calls are coalesced (:class:`Coalescer`) unless ``LIFECYCLE_ENV_COALESCE=0``."""
+    concurrent calls are coalesced (:class:`Coalescer`) unless ``LIFECYCLE_ENV_COALESCE=0``
+    or :meth:`use_parallel_workers` gave it several workers (batch scoring)."""
 
     def __init__(self, worker: EnvWorker) -> None:
         self.worker = worker
         enabled = os.environ.get("LIFECYCLE_ENV_COALESCE", "1") != "0"
         self.coalescer = Coalescer(worker) if enabled else None
+        self._free: queue.SimpleQueue[EnvWorker] | None = None
+
+    def use_parallel_workers(self, workers: list[EnvWorker]) -> None:
+        """Score with ``workers`` (this one's first), each call on a free one (chunks of a
+        batch run side by side, one per core) instead of coalescing calls into one."""
+        free: queue.SimpleQueue[EnvWorker] = queue.SimpleQueue()
+        for worker in workers:
+            free.put(worker)
+        self.coalescer = None
+        self._free = free
 
     def predict(self, data: Any, params: dict[str, Any] | None = None) -> Any:
-        """Predict in the worker."""
+        """Predict in the worker (or a free one of several)."""
         import pandas as pd
 
         frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
+        if self._free is not None:
+            worker = self._free.get()
+            try:
+                return worker.predict(frame, params=params)
+            finally:
+                self._free.put(worker)
         if self.coalescer is None:
             return self.worker.predict(frame, params=params)
         return self.coalescer.predict(frame, params)
 
 
-def env_pyfunc(model_dir: str, spec: EnvSpec, *, allow_pickle: bool) -> Any:
+def env_pyfunc(model_dir: str, spec: EnvSpec, *, allow_pickle: bool, workers: int = 1) -> Any:
     """A ``PyFuncModel`` for the MLflow model in ``model_dir`` whose predictions are
-    computed by a worker in ``spec``'s environment.
+    computed by a worker in ``spec``'s environment (``workers`` > 1: that many, used side by
+    side, for batch scoring).
+
+    The workers are started first, so that their imports (seconds, for AutoML's runtime)
+    overlap with each other's and with MLflow's import here.
 
     Raises:
         ModelEnvError: the model has no python_function flavor, its environment is not
             prepared, or it fails to load there.
     """
-    from mlflow.models import Model
-    from mlflow.pyfunc import PyFuncModel
+    import yaml
 
-    meta = Model.load(str(Path(model_dir) / "MLmodel"))
-    conf = meta.flavors.get("python_function")
-    if conf is None or not conf.get("loader_module"):
+    raw = yaml.safe_load((Path(model_dir) / "MLmodel").read_text(encoding="utf-8")) or {}
+    conf = (raw.get("flavors") or {}).get("python_function")
+    if not conf or not conf.get("loader_module"):
         raise ModelEnvError(
             f"the model in '{model_dir}' has no python_function loader to run in its environment"
         )
     keys = ("loader_module", "code", "data", "predict_fn", "model_config")
-    worker = EnvWorker(model_dir, spec, {k: conf.get(k) for k in keys}, allow_pickle=allow_pickle)
-    model = PyFuncModel(model_meta=meta, model_impl=EnvModelImpl(worker), predict_fn="predict")
+    started = [
+        EnvWorker(
+            model_dir, spec, {k: conf.get(k) for k in keys}, allow_pickle=allow_pickle, wait=False
+        )
+        for _ in range(max(1, workers))
+    ]
+    from mlflow.models import Model
+    from mlflow.pyfunc import PyFuncModel
+
+    meta = Model.load(str(Path(model_dir) / "MLmodel"))
+    try:
+        for worker in started:
+            worker.wait_ready()
+    except BaseException:
+        for worker in started:
+            worker.close()
+        raise
+    impl = EnvModelImpl(started[0])
+    if len(started) > 1:
+        impl.use_parallel_workers(started)
+    model = PyFuncModel(model_meta=meta, model_impl=impl, predict_fn="predict")
     try:
         model.input_example = meta.load_input_example(path=model_dir)  # type: ignore[attr-defined]
     except Exception as exc:  # as mlflow.pyfunc.load_model: an example is optional
         logger.debug("no input example: %s", exc)
     return model
+
+
+def env_impl_of(model: Any) -> EnvModelImpl | None:
+    """The :class:`EnvModelImpl` behind a pyfunc from :func:`env_pyfunc` (None for others)."""
+    impl = getattr(model, "_model_impl", None)
+    return impl if isinstance(impl, EnvModelImpl) else None
 
 
 def worker_of(model: Any) -> EnvWorker | None:

@@ -84,9 +84,12 @@ def frame_to_arrow(df: Any) -> tuple[list[Any], bytes]:
     for col in list(out.columns):
         dtype = out[col].dtype
         if dtype.kind == "O" or pd.api.types.is_string_dtype(dtype):
-            mask = [_is_nan(v) for v in out[col]]
-            if any(mask):
-                out[NAN_MASK + col] = mask
+            missing = out[col].isna().to_numpy()
+            if missing.any():  # which of the missing values are NaN (not None)
+                mask = missing.copy()
+                mask[missing] = [_is_nan(v) for v in out[col].to_numpy()[missing]]
+                if mask.any():
+                    out[NAN_MASK + col] = mask
     table = pa.Table.from_pandas(out, preserve_index=False)
     sink = io.BytesIO()
     with pa.ipc.new_stream(sink, table.schema) as writer:
@@ -104,7 +107,7 @@ def arrow_to_frame(payload: bytes, names: list[Any]) -> Any:
     df = table.to_pandas()
     for i, col in enumerate(table.column_names):
         kind = table.schema.field(i).type
-        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        if (pa.types.is_string(kind) or pa.types.is_large_string(kind)) and df[col].dtype != object:
             # Text as Python objects, nulls as None, whatever the pandas version's default.
             df[col] = pd.Series(table.column(i).to_pylist(), dtype=object, index=df.index)
     for col in [c for c in df.columns if c.startswith(NAN_MASK)]:

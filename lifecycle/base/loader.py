@@ -62,10 +62,15 @@ ENV_MANAGER_VAR = "LIFECYCLE_ENV_MANAGER"
 
 
 def load_pyfunc(
-    model_dir: str, *, suppress_warnings: bool = False, env_manager: str | None = None
+    model_dir: str,
+    *,
+    suppress_warnings: bool = False,
+    env_manager: str | None = None,
+    env_workers: int = 1,
 ) -> Any:
     """The pyfunc of the MLflow model in the local directory ``model_dir``: loaded here, or
-    run in a worker inside the model's own environment (see the module's docstring).
+    run in a worker inside the model's own environment (see the module's docstring);
+    ``env_workers`` such workers side by side for batch scoring.
 
     Raises:
         InvalidArgumentError: an unknown ``env_manager``.
@@ -90,7 +95,7 @@ def load_pyfunc(
             f"Refusing to load the model in '{model_dir}' in its environment: {reason}, and "
             "no consent was recorded (import it with --trust-pickle if you trust its origin)"
         )
-    return env_pyfunc(model_dir, spec, allow_pickle=bool(reason))
+    return env_pyfunc(model_dir, spec, allow_pickle=bool(reason), workers=env_workers)
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,11 +66,23 @@ def _make_origin(origin: str, root: Path) -> tuple[Path, list[str], pd.DataFrame
             built.holdout,
             built.expected,
         )
+    real = Path(__file__).resolve().parents[1] / "fixtures" / "real"
     if origin == "designer":
-        built_d = origins.build_designer(root / "designer", "binary", as_zip=True)
-        return built_d.path, [], built_d.holdout, built_d.expected
-    built_a = origins.build_automl_outputs(root / "automl", as_zip=True)
-    return built_a.path, [], built_a.holdout, built_a.expected
+        # A real Train Model output (Designer's own modules), zipped as downloaded.
+        case = real / "designer" / "binary_logreg"
+        folder = case / "trained_model_outputs"
+        zipped = shutil.make_archive(
+            str(root / "designer"), "zip", root_dir=folder.parent, base_dir=folder.name
+        )
+        holdout = pd.read_parquet(case / "holdout.parquet")
+        holdout = holdout.astype(
+            {c: object for c in holdout.columns if str(holdout[c].dtype) == "category"}
+        )
+        return Path(zipped), [], holdout, pd.read_parquet(case / "expected.parquet")
+    # A real AutoML "download best model" zip (AutoML's own classes), run in its environment.
+    case = real / "automl" / "classification_lightgbm"
+    expected = pd.read_parquet(case / "expected.parquet")["predict"].to_numpy()
+    return case / "automl_best_model.zip", [], pd.read_csv(case / "holdout.csv"), expected
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +100,8 @@ def promoted(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Promoted:
     origin: str = request.param
+    if origin == "automl":
+        request.getfixturevalue("automl_env")
     root = tmp_path_factory.mktemp(f"accept-{origin}")
     config = root / "lifecycle.yaml"
     config.write_text(

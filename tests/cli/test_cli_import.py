@@ -10,7 +10,9 @@ from click.testing import CliRunner
 
 from lifecycle.base.workspaces import Workspace
 from lifecycle.cli import cli
-from tests.support.origins import build_designer, build_notebook
+from tests.support.origins import build_notebook
+
+REAL_DESIGNER = Path(__file__).resolve().parents[1] / "fixtures" / "real" / "designer"
 
 
 @pytest.fixture(scope="module")
@@ -19,10 +21,9 @@ def notebook(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def designer(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_designer(
-        tmp_path_factory.mktemp("designer"), "multiclass", numeric_encoder="zscore"
-    ).path
+def designer() -> Path:
+    """A real Train Model output (Designer's own modules)."""
+    return REAL_DESIGNER / "multiclass_forest" / "trained_model_outputs"
 
 
 def _nb_args(path: Path) -> list[str]:
@@ -143,14 +144,23 @@ def test_designer_import_into_remote_server(remote: Workspace, tmp_path: Path) -
     from lifecycle.base.workspaces import use_workspace
     from lifecycle.imports import import_designer
 
-    origin = build_designer(tmp_path, "binary", numeric_encoder="zscore", seed=3)
+    case = REAL_DESIGNER / "binary_forest"
+    origin = case / "trained_model_outputs"
+    holdout = pd.read_parquet(case / "holdout.parquet")
+    holdout = holdout.astype(
+        {c: object for c in holdout.columns if str(holdout[c].dtype) == "category"}
+    )
     name = f"designer_remote_{tmp_path.name}"
-    result = import_designer(remote, origin.path, name, trust_pickle=True)
+    result = import_designer(remote, origin, name, trust_pickle=True)
     assert result.created and result.workspace == "remote"
     with use_workspace(remote):
         model = mlflow.pyfunc.load_model(f"models:/{name}/{result.version}")
     pd.testing.assert_frame_equal(
-        model.predict(origin.holdout).reset_index(drop=True), origin.expected, check_dtype=False
+        model.predict(holdout).reset_index(drop=True),
+        pd.read_parquet(case / "expected.parquet"),
+        check_dtype=False,
+        rtol=0,
+        atol=1e-9,
     )
-    again = import_designer(remote, origin.path, name, trust_pickle=True)
+    again = import_designer(remote, origin, name, trust_pickle=True)
     assert (again.created, again.version) == (False, result.version)

@@ -36,12 +36,6 @@ LAYOUTS = {
 }
 
 
-@pytest.fixture(scope="session")
-def automl_env() -> Path:
-    """AutoML's environment, built on the first run on a machine (~2 min), then cached."""
-    return prepare_env(automl_spec())
-
-
 def _holdout(case: str) -> pd.DataFrame:
     return pd.read_csv(AUTOML / case / "holdout.csv")
 

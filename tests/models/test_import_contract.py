@@ -17,12 +17,8 @@ from lifecycle.base.tags import ORIGIN_FORMAT_TAG, ORIGIN_KIND_TAG, SOURCE_NAME_
 from lifecycle.base.workspaces import Workspace, local_workspace, use_workspace
 from lifecycle.imports import import_model
 from models.common import sha256_path
-from tests.support.origins import (
-    build_automl_mlflow_model,
-    build_automl_outputs,
-    build_designer,
-    build_notebook,
-)
+from lifecycle.base.loader import load_pyfunc
+from tests.support.origins import build_notebook
 
 
 def _notebook(fmt: str) -> Callable[[Path], dict[str, Any]]:
@@ -41,13 +37,32 @@ def _notebook(fmt: str) -> Callable[[Path], dict[str, Any]]:
     return build
 
 
-def _designer(task: str, **kw: Any) -> Callable[[Path], dict[str, Any]]:
+REAL = Path(__file__).resolve().parents[1] / "fixtures" / "real"
+
+
+def _zip(folder: Path, dest: Path) -> Path:
+    import shutil
+
+    return Path(shutil.make_archive(str(dest), "zip", root_dir=folder.parent, base_dir=folder.name))
+
+
+def _designer(case: str, *, as_zip: bool = False) -> Callable[[Path], dict[str, Any]]:
+    """A real Train Model output (made by Designer's own modules) and Score Model's output."""
+
     def build(root: Path) -> dict[str, Any]:
-        o = build_designer(root, task, **kw)
+        import shutil
+
+        src = REAL / "designer" / case
+        root.mkdir(parents=True)
+        path = Path(shutil.copytree(src / "trained_model_outputs", root / "trained_model_outputs"))
+        holdout = pd.read_parquet(src / "holdout.parquet")
+        holdout = holdout.astype(
+            {c: object for c in holdout.columns if str(holdout[c].dtype) == "category"}
+        )
         return {
-            "path": o.path,
-            "holdout": o.holdout,
-            "expected": o.expected,
+            "path": _zip(path, root / "model") if as_zip else path,
+            "holdout": holdout,
+            "expected": pd.read_parquet(src / "expected.parquet"),
             "kind": "designer",
             "fmt": "model_directory",
         }
@@ -55,29 +70,20 @@ def _designer(task: str, **kw: Any) -> Callable[[Path], dict[str, Any]]:
     return build
 
 
-def _automl(**kw: Any) -> Callable[[Path], dict[str, Any]]:
+def _automl(case: str, layout: str, fmt: str) -> Callable[[Path], dict[str, Any]]:
+    """A real AutoML output (made by AutoML's own classes) and its pipeline's predictions."""
+
     def build(root: Path) -> dict[str, Any]:
-        o = build_automl_outputs(root, **kw)
+        src = REAL / "automl" / case
         return {
-            "path": o.path,
-            "holdout": o.holdout,
-            "expected": o.expected,
+            "path": src / layout,
+            "holdout": pd.read_csv(src / "holdout.csv"),
+            "expected": pd.read_parquet(src / "expected.parquet")["predict"].to_numpy(),
             "kind": "automl",
-            "fmt": "automl_outputs",
+            "fmt": fmt,
         }
 
     return build
-
-
-def _automl_mlflow(root: Path) -> dict[str, Any]:
-    o = build_automl_mlflow_model(root)
-    return {
-        "path": o.path,
-        "holdout": o.holdout,
-        "expected": o.expected,
-        "kind": "automl",
-        "fmt": "mlflow_model",
-    }
 
 
 ORIGINS: dict[str, tuple[Callable[[Path], dict[str, Any]], bool]] = {
@@ -86,25 +92,19 @@ ORIGINS: dict[str, tuple[Callable[[Path], dict[str, Any]], bool]] = {
     "notebook-pickle": (_notebook("pickle"), True),
     "notebook-skops": (_notebook("skops"), False),
     "notebook-mlflow": (_notebook("mlflow"), True),
-    "designer-binary-minmax": (_designer("binary", numeric_encoder="minmax"), False),
-    "designer-binary-minmax-edge-rows": (
-        _designer("binary", numeric_encoder="minmax", edge_cases=True),
-        False,
-    ),
-    "designer-multiclass-zscore-zip": (
-        _designer(
-            "multiclass",
-            numeric_encoder="zscore",
-            constant_column_option=True,
-            samples_wrapper=True,
-            as_zip=True,
-        ),
+    "designer-binary-logreg": (_designer("binary_logreg"), False),
+    "designer-binary-forest-zip": (_designer("binary_forest", as_zip=True), True),
+    "designer-multiclass-forest": (_designer("multiclass_forest"), True),
+    "designer-regression-linear": (_designer("regression_linear"), False),
+    "automl-outputs": (_automl("classification_ensemble", "outputs", "mlflow_model"), False),
+    "automl-best-model-zip": (
+        _automl("classification_lightgbm", "automl_best_model.zip", "automl_outputs"),
         True,
     ),
-    "designer-regression-raw": (_designer("regression", numeric_encoder="none"), False),
-    "automl-outputs-v1": (_automl(version=1), False),
-    "automl-best-model-zip-v2": (_automl(version=2, as_zip=True), True),
-    "automl-mlflow-model": (_automl_mlflow, True),
+    "automl-mlflow-model": (
+        _automl("regression_lightgbm", "outputs/mlflow-model", "mlflow_model"),
+        True,
+    ),
 }
 
 
@@ -115,12 +115,16 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
 
 
 @pytest.mark.parametrize("origin", list(ORIGINS))
-def test_import_contract(origin: str, ws: Workspace, tmp_path: Path) -> None:
+def test_import_contract(
+    origin: str, ws: Workspace, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     import mlflow
     import mlflow.pyfunc
     from mlflow.models import Model, validate_schema
 
     builder, detect = ORIGINS[origin]
+    if origin.startswith("automl"):
+        request.getfixturevalue("automl_env")
     art = builder(tmp_path / "origin")
     name = origin.replace("-", "_")
     result = import_model(
@@ -142,8 +146,9 @@ def test_import_contract(origin: str, ws: Workspace, tmp_path: Path) -> None:
 
     uri = f"models:/{name}/1"
     with use_workspace(ws):
-        model = mlflow.pyfunc.load_model(uri)
         local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(tmp_path / "dl")))
+    # Through the toolkit's loader: an AutoML model runs in AutoML's own environment.
+    model = load_pyfunc(str(local))
 
     # Predictions equal the origin's on held-out rows (Designer: every scored column).
     predictions = model.predict(art["holdout"])
@@ -165,10 +170,14 @@ def test_import_contract(origin: str, ws: Workspace, tmp_path: Path) -> None:
     validate_schema(example, meta.signature.inputs)
     assert len(model.predict(example)) == len(example)
 
-    # Requirements present (built models: pinned to this environment).
+    # Requirements present and pinned (built models: to this environment; AutoML: to
+    # AutoML's own, in which it runs).
     reqs = (local / "requirements.txt").read_text().split()
     assert any(r.startswith("scikit-learn") for r in reqs)
-    if art["fmt"] != "mlflow_model" and art["fmt"] != "mlflow":
+    if art["kind"] == "automl":
+        assert "azureml-automl-runtime==1.62.0.post1" in reqs
+        assert all("==" in r for r in reqs)
+    elif art["fmt"] != "mlflow":
         assert "mlflow==" + mlflow.__version__ in reqs
         assert all("==" in r for r in reqs)
 
@@ -222,9 +231,9 @@ def test_designer_model_runs_without_project_code(tmp_path: Path) -> None:
 
     from models.designer import build_designer_model
 
-    origin = build_designer(tmp_path / "origin", "multiclass", numeric_encoder="minmax")
-    built = build_designer_model(origin.path, tmp_path / "model", trust_pickle=True)
-    origin.holdout.to_pickle(tmp_path / "holdout.pkl")
+    art = _designer("multiclass_forest")(tmp_path / "origin")
+    built = build_designer_model(art["path"], tmp_path / "model", trust_pickle=True)
+    art["holdout"].to_pickle(tmp_path / "holdout.pkl")
     script = (
         "import sys, pandas as pd\n"
         "for blocked in ('models', 'lifecycle', 'azureml'):\n"
@@ -240,6 +249,6 @@ def test_designer_model_runs_without_project_code(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     pd.testing.assert_frame_equal(
         pd.read_pickle(tmp_path / "out.pkl").reset_index(drop=True),
-        origin.expected,
+        art["expected"],
         check_dtype=False,
     )

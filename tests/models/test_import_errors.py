@@ -29,14 +29,20 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     return local_workspace("dev", tmp_path_factory.mktemp("errors-ws"))
 
 
-@pytest.fixture(scope="module")
-def designer_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_designer(tmp_path_factory.mktemp("designer"), "binary").path
+REAL = Path(__file__).resolve().parents[1] / "fixtures" / "real"
 
 
 @pytest.fixture(scope="module")
-def automl_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_automl_outputs(tmp_path_factory.mktemp("automl")).path
+def designer_src() -> Path:
+    """A real Train Model output (Designer's own modules); tests change copies of it."""
+    return REAL / "designer" / "binary_logreg" / "trained_model_outputs"
+
+
+@pytest.fixture(scope="module")
+def automl_src() -> Path:
+    """A real AutoML outputs/ folder (AutoML's own classes) without its mlflow-model/, as a
+    "download best model" zip holds it; tests change copies of it."""
+    return REAL / "automl" / "classification_lightgbm" / "outputs"
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +105,7 @@ def test_zip_slip_is_refused_and_nothing_written(
 # ----------------------------------------------------------------------- Designer
 
 
-@pytest.mark.parametrize("missing", ["_meta.yaml", "_data.pkl", "_schema.json", "_samples.json"])
+@pytest.mark.parametrize("missing", ["_meta.yaml", "data.ilearner", "_schema.json", "_samples.json"])
 def test_designer_missing_file(
     ws: Workspace, tmp_path: Path, designer_src: Path, missing: str
 ) -> None:
@@ -133,34 +139,20 @@ def test_designer_pickle_outside_allow_list(
 ) -> None:
     src = _copy(designer_src, tmp_path)
     marker = tmp_path / "pwned"
-    (src / "_data.pkl").write_bytes(pickle.dumps(_Exploit(marker)))
+    (src / "data.ilearner").write_bytes(pickle.dumps(_Exploit(marker)))
     msg = _fails(ws, ModelImportError, "outside the allow list", src, kind="designer")
     assert "system" in msg
     assert not marker.exists()
 
 
-def test_designer_encoder_not_reproducible(ws: Workspace, tmp_path: Path) -> None:
-    src = build_designer(tmp_path, "binary", numeric_encoder="lognormal").path
-    _fails(ws, ModelImportError, "NamedLogNormalEncoder", src, kind="designer")
-
-
-def test_designer_learner_outside_the_allow_list_is_refused_by_name(
-    ws: Workspace, tmp_path: Path
-) -> None:
-    # A learner whose scoring is not reproduced (a support vector machine: no
-    # predict_proba) is not on the allow-list: refused by name before anything is built.
-    from sklearn.svm import LinearSVC
-
-    src = build_designer(
-        tmp_path,
-        "binary",
-        learner="TwoClassSupportVectorMachineBiClassifier",
-        estimator=LinearSVC(),
-    ).path
+def test_designer_learner_outside_the_allow_list_is_refused_by_name(ws: Workspace) -> None:
+    # A real Two-Class Support Vector Machine (Designer's own modules): its scoring is not
+    # reproduced, so it is refused by name before anything is built.
+    src = REAL / "designer" / "binary_svm" / "trained_model_outputs"
     _fails(
         ws,
         ModelImportError,
-        "outside the allow list.*TwoClassSupportVectorMachineBiClassifier.*LinearSVC",
+        "outside the allow list.*SupportVectorMachineBiClassifier",
         src,
         kind="designer",
     )
@@ -207,37 +199,46 @@ def test_designer_generic_model_spec_not_implemented(
 # ------------------------------------------------------------------------- AutoML
 
 
+def _zip_layout(automl_src: Path, tmp_path: Path) -> Path:
+    """A copy of the outputs as the "download best model" zip holds them (no mlflow-model/)."""
+    src = _copy(automl_src, tmp_path)
+    shutil.rmtree(src / "mlflow-model")
+    return src
+
+
 def test_automl_scoring_file_without_samples(
     ws: Workspace, tmp_path: Path, automl_src: Path
 ) -> None:
-    src = _copy(automl_src, tmp_path)
-    scoring = next(src.glob("scoring_file_v_*.py"))
-    text = "\n".join(
-        line
-        for line in scoring.read_text().splitlines()
-        if not line.startswith(("input_sample", "output_sample"))
-    )
-    scoring.write_text(text)
+    src = _zip_layout(automl_src, tmp_path)
+    for scoring in src.glob("scoring_file_v_*.py"):
+        text = "\n".join(
+            line
+            for line in scoring.read_text().splitlines()
+            if not line.startswith(("input_sample", "output_sample"))
+        )
+        scoring.write_text(text)
     _fails(ws, ModelImportError, "has no input sample", src, kind="automl")
 
 
 def test_automl_scoring_file_is_never_executed(
     ws: Workspace, tmp_path: Path, automl_src: Path
 ) -> None:
-    src = _copy(automl_src, tmp_path)
+    src = _zip_layout(automl_src, tmp_path)
     marker = tmp_path / "executed"
-    scoring = next(src.glob("scoring_file_v_*.py"))
-    scoring.write_text(f"open({str(marker)!r}, 'w').write('x')\n" + "input_sample = make_frame()\n")
+    for scoring in src.glob("scoring_file_v_*.py"):
+        scoring.write_text(
+            f"open({str(marker)!r}, 'w').write('x')\n" + "input_sample = make_frame()\n"
+        )
     _fails(ws, ModelImportError, "has no input sample", src, kind="automl")
     assert not marker.exists()
 
 
-def test_automl_schema_disagrees_with_features(
+def test_automl_scoring_file_disagrees_with_the_models_signature(
     ws: Workspace, tmp_path: Path, automl_src: Path
 ) -> None:
     src = _copy(automl_src, tmp_path)
-    scoring = next(src.glob("scoring_file_v_*.py"))
-    scoring.write_text(scoring.read_text().replace('"income"', '"salary"'))
+    for scoring in src.glob("scoring_file_v_*.py"):
+        scoring.write_text(scoring.read_text().replace('"income"', '"salary"'))
     _fails(
         ws,
         ModelImportError,
@@ -247,10 +248,21 @@ def test_automl_schema_disagrees_with_features(
     )
 
 
-def test_automl_missing_conda_env(ws: Workspace, tmp_path: Path, automl_src: Path) -> None:
-    src = _copy(automl_src, tmp_path)
-    next(src.glob("conda_env_v_*.yml")).unlink()
-    _fails(ws, ModelImportError, "conda environment", src, kind="automl")
+def test_automl_without_scoring_file_or_signature(
+    ws: Workspace, tmp_path: Path, automl_src: Path
+) -> None:
+    src = _zip_layout(automl_src, tmp_path)
+    for scoring in src.glob("scoring_file_*.py"):
+        scoring.unlink()
+    _fails(ws, ModelImportError, "scoring file", src, kind="automl")
+
+
+def test_automl_pickle_without_automl_runtime_is_not_an_automl_model(
+    ws: Workspace, tmp_path: Path, automl_src: Path
+) -> None:
+    src = _zip_layout(automl_src, tmp_path)
+    joblib.dump({"not": "a model"}, src / "model.pkl")
+    _fails(ws, ModelImportError, "does not name AutoML's runtime", src, kind="automl")
 
 
 def test_automl_pickle_needing_modules_outside_automl_runtime_is_refused(
