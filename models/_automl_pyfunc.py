@@ -25,6 +25,25 @@ def _restore_for_python_311() -> None:
     OnnxConvertConstants.OnnxIncompatiblePythonVersion = (3, 12)
 
 
+def _missing_as_nan(data: Any) -> Any:
+    """Missing values as NaN in every column, as ``pd.read_csv`` and AutoML's training data
+    have them. A JSON ``null`` arrives as ``None``, which AutoML's text featurizer would
+    read as the word 'None' (but NaN as missing): a row scores the same online and in batch.
+    """
+    import numpy as np
+    import pandas as pd
+
+    if not isinstance(data, pd.DataFrame):
+        return data
+    out = data.copy()
+    for col in out.columns:
+        if out[col].dtype == object:
+            values = out[col].to_numpy(dtype=object, copy=True)
+            values[pd.isna(values)] = np.nan
+            out[col] = pd.Series(values, dtype=object, index=out.index)
+    return out
+
+
 class AutoMLModel:
     """The unpickled AutoML pipeline, answering like its scoring file."""
 
@@ -36,6 +55,7 @@ class AutoMLModel:
         import pandas as pd
 
         method = (params or {}).get("method") or "predict"
+        data = _missing_as_nan(data)
         if method == "predict":
             return self.model.predict(data)
         if method == "predict_proba":

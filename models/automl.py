@@ -1,58 +1,47 @@
-"""Azure ML AutoML outputs -> MLflow models.
+"""Azure ML AutoML outputs -> MLflow models that run in AutoML's own environment.
 
-Two layouts:
+A model trained by AutoML only unpickles where ``azureml-automl-runtime`` is installed,
+which can never be the toolkit's environment; so nothing of it is run here. Layouts:
 
-* ``mlflow-model/`` (newer runs): validated (MLmodel, python_function flavor, model file,
-  requirements, the classes its pickle names are importable here) and kept as is.
-* ``model.pkl`` + ``conda_env_v_*.yml`` + ``scoring_file_v_*.py`` ("download best model"
-  zip, or the run's ``outputs/``): the scoring file is parsed with :mod:`ast` (never
-  imported or executed) for the input sample (columns, dtypes, example row) and the output
-  sample; the conda env gives the requirements (those installed here, pinned to the
-  installed versions); ``model.pkl`` (loaded only with consent) becomes the sklearn flavor
-  saved with skops. A model needing modules that are not installed
-  (``azureml.automl.runtime``...) is refused with the list of missing modules.
+* the run's ``outputs/`` (``model.pkl``, ``scoring_file_v_*.py``, ``conda_env_v_*.yml``,
+  ``mlflow-model/``) and ``outputs/mlflow-model/`` alone: the MLmodel gives the signature,
+  the scoring file (when beside it) the input example;
+* the "download best model" zip (``model.pkl`` + scoring and conda files): the scoring file
+  is parsed with :mod:`ast` (never imported or executed) for the signature and example.
+
+``model.pkl`` is scanned by opcode only (it must name AutoML's runtime; modules installed
+nowhere are listed) and kept byte for byte in an MLflow model that
+:mod:`models.automl_env` writes (loader, pinned environment, consent).
 """
 
 from __future__ import annotations
 
 import ast
 import logging
-import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from lifecycle.base.errors import ModelImportError, UntrustedPickleError
+from lifecycle.base.errors import ModelImportError
 from lifecycle.base.tags import (
-    AUTOML_DROPPED_REQUIREMENTS_TAG,
     AUTOML_MODEL_SHA_TAG,
     AUTOML_SCORING_FILE_TAG,
 )
-from models._unpickler import load_trusted_pickle, missing_modules, scan_pickle_globals
+from models._unpickler import missing_modules, scan_pickle_globals
 from models.archives import ArchiveLimits
 from models.automl_env import needs_automl_runtime, save_automl_env_model
 from models.common import (
     BuiltModel,
-    copy_tree,
-    installed_version,
     materialize_source,
-    pinned_requirements,
     provenance_tags,
-    quiet_infer_signature,
-    quiet_mlflow_save,
     read_sample_csv,
     require_file,
     select_features,
     sha256_path,
-    skops_trusted_types_for,
 )
 
 logger = logging.getLogger(__name__)
-
-_NOT_REQUIREMENTS = {"python", "pip", "setuptools", "wheel"}
 
 
 def find_automl_root(root: Path) -> tuple[Path, str]:
@@ -207,46 +196,6 @@ def parse_scoring_file(path: Path) -> tuple[Any, Any]:
     return input_df, output
 
 
-# ------------------------------------------------------------------ conda env
-
-
-def conda_requirements(path: Path) -> tuple[list[str], list[str]]:
-    """(kept, dropped) package names from an AutoML conda env.
-
-    Kept are the packages installed here; dropped are the others (e.g. azureml-*).
-
-    Raises:
-        ModelImportError: not a conda env YAML.
-    """
-    try:
-        env = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ModelImportError(f"'{path.name}' is not valid YAML: {exc}".splitlines()[0]) from exc
-    deps = env.get("dependencies") if isinstance(env, dict) else None
-    if not isinstance(deps, list):
-        raise ModelImportError(f"'{path.name}' has no 'dependencies' list")
-    specs: list[str] = []
-    for dep in deps:
-        if isinstance(dep, str):
-            specs.append(dep)
-        elif isinstance(dep, dict):
-            specs.extend(str(p) for p in dep.get("pip") or [])
-    kept: list[str] = []
-    dropped: list[str] = []
-    for spec in specs:
-        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9_.\-]*)", spec)
-        if not match:
-            continue
-        name = match.group(1)
-        if name.lower() in _NOT_REQUIREMENTS:
-            continue
-        if installed_version(name) is not None:
-            kept.append(name)
-        else:
-            dropped.append(spec.strip())
-    return kept, dropped
-
-
 # ------------------------------------------------------------------- builders
 
 
@@ -257,6 +206,29 @@ def _missing_here(pkl: Path) -> list[str]:
         logger.info("%s is not a plain pickle stream; module check deferred to loading", pkl.name)
         return []
     return missing_modules(found)
+
+
+def _require_automl_runtime(pkl: Path) -> None:
+    """Refuse a ``model.pkl`` that is not a model of AutoML's runtime (read by opcode).
+
+    Raises:
+        ModelImportError: it needs modules that are installed nowhere the toolkit knows of
+            (listed), or it names no class of AutoML's runtime.
+    """
+    found = scan_pickle_globals(pkl)
+    if found is None:
+        raise ModelImportError(
+            f"'{pkl.name}' is not a plain pickle stream: its classes cannot be read without "
+            "running it"
+        )
+    if any(needs_automl_runtime([module]) for module, _ in found):
+        return
+    _check_pickle_modules(pkl)
+    raise ModelImportError(
+        f"'{pkl.name}' does not name AutoML's runtime (azureml.automl..., "
+        "azureml.training.tabular...): not a model trained by AutoML; a scikit-learn pickle "
+        "imports with `lifecycle import notebook`"
+    )
 
 
 def _check_pickle_modules(pkl: Path) -> None:
@@ -275,6 +247,7 @@ def _import_mlflow_model(
     target: str | None,
     trust_pickle: bool,
 ) -> BuiltModel:
+    """``outputs/mlflow-model/`` (alone, or inside ``outputs/`` beside the scoring files)."""
     from mlflow.models import Model
 
     mlmodel = Model.load(str(root / "MLmodel"))
@@ -287,59 +260,46 @@ def _import_mlflow_model(
     model_file = pyfunc_conf.get("model_path") or (mlmodel.flavors.get("sklearn") or {}).get(
         "pickled_model"
     )
-    if model_file:
-        model_path = root / str(model_file)
-        if not model_path.exists():
-            raise ModelImportError(
-                f"AutoML MLflow model '{root}' lacks its model file '{model_file}'"
-            )
-    env_pkl = None
-    if model_file and (root / str(model_file)).is_file():
-        model_path = root / str(model_file)
-        missing = _missing_here(model_path)
-        if needs_automl_runtime(missing):
-            env_pkl = model_path
-        elif missing:
-            _check_pickle_modules(model_path)
-    if not any((root / f).is_file() for f in ("requirements.txt", "conda.yaml")):
+    if not model_file or not (root / str(model_file)).is_file():
         raise ModelImportError(
-            f"AutoML MLflow model '{root}' has neither requirements.txt nor conda.yaml"
+            f"AutoML MLflow model '{root}' lacks its model file "
+            f"'{model_file or '(none named in MLmodel)'}'"
         )
+    pkl = root / str(model_file)
+    _require_automl_runtime(pkl)
     if mlmodel.signature is None:
         raise ModelImportError(f"AutoML MLflow model '{root}' has no signature in its MLmodel")
+    names = mlmodel.signature.inputs.input_names()
+    input_df = output = None
+    scoring = sorted(root.parent.glob("scoring_file_v_*.py"))
+    if scoring:  # the run's outputs/: the scoring file gives the input example
+        input_df, output = parse_scoring_file(scoring[-1])
+        cols = [str(c) for c in input_df.columns]
+        if cols != [str(n) for n in names]:
+            missing = [c for c in names if c not in cols]
+            extra = [c for c in cols if c not in names]
+            raise ModelImportError(
+                f"Scoring file '{scoring[-1].name}' disagrees with the model's features: "
+                f"missing {missing or 'none'}, extra {extra or 'none'}"
+                + ("" if missing or extra else " (order differs)")
+            )
     x = y = None
     if sample is not None:
         x, y = read_sample_csv(sample, target)
-        x = select_features(x, mlmodel.signature.inputs.input_names(), f"sample '{sample.name}'")
+        x = select_features(x, names, f"sample '{sample.name}'")
     sha = sha256_path(source)
-    tags = provenance_tags("automl", "mlflow_model", source, sha)
-    if env_pkl is not None:
-        input_df = output = None
-        scoring = sorted(root.parent.glob("scoring_file_v_*.py"))
-        if scoring:
-            input_df, output = parse_scoring_file(scoring[-1])
-        save_automl_env_model(
-            env_pkl,
-            out,
-            trust_pickle=trust_pickle,
-            input_df=input_df,
-            output=output,
-            signature=None if input_df is not None else mlmodel.signature,
-            metadata={"lifecycle_provenance": tags},
-        )
-        return BuiltModel(
-            model_dir=out,
-            kind="automl",
-            fmt="mlflow_model",
-            source_name=source.name,
-            source_sha256=sha,
-            tags=tags,
-            params={"environment": "azureml-automl-runtime", "model_file": env_pkl.name},
-            sample=x,
-            labels=y,
-            summary="AutoML mlflow-model (model.pkl kept), run in AutoML's own environment",
-        )
-    copy_tree(root, out)
+    tags = provenance_tags(
+        "automl", "mlflow_model", source, sha, {AUTOML_MODEL_SHA_TAG: sha256_path(pkl)}
+    )
+    save_automl_env_model(
+        pkl,
+        out,
+        trust_pickle=trust_pickle,
+        input_df=input_df,
+        output=output,
+        signature=None if input_df is not None else mlmodel.signature,
+        metadata={"lifecycle_provenance": tags},
+    )
     return BuiltModel(
         model_dir=out,
         kind="automl",
@@ -347,11 +307,26 @@ def _import_mlflow_model(
         source_name=source.name,
         source_sha256=sha,
         tags=tags,
-        params={"flavors": ",".join(sorted(mlmodel.flavors))},
+        params={"environment": "azureml-automl-runtime", "model_file": pkl.name},
+        provenance_files=_provenance_copies(out, [root / "MLmodel", *scoring[-1:]]),
         sample=x,
         labels=y,
-        summary=f"AutoML mlflow-model folder (flavors {', '.join(sorted(mlmodel.flavors))}), kept as is",
+        summary="AutoML mlflow-model (model.pkl kept), run in AutoML's own environment",
     )
+
+
+def _provenance_copies(out: Path, files: list[Path]) -> dict[str, Path]:
+    """Copies of the origin's own files kept beside the model as provenance."""
+    prov_dir = out.parent / f".{out.name}-provenance"
+    if prov_dir.exists():
+        shutil.rmtree(prov_dir)
+    prov_dir.mkdir(parents=True)
+    kept = {}
+    for f in files:
+        if f.is_file():
+            shutil.copy2(f, prov_dir / f.name)
+            kept[f.name] = prov_dir / f.name
+    return kept
 
 
 def _import_env_outputs(
@@ -387,6 +362,7 @@ def _import_env_outputs(
     if sample is not None:
         x, y = read_sample_csv(sample, target)
         x = select_features(x, list(input_df.columns), f"sample '{sample.name}'")
+    conda = sorted(root.glob("conda_env_v_*.yml"))
     return BuiltModel(
         model_dir=out,
         kind="automl",
@@ -395,6 +371,7 @@ def _import_env_outputs(
         source_sha256=sha,
         tags=tags,
         params={"environment": "azureml-automl-runtime", "scoring_file": scoring.name},
+        provenance_files=_provenance_copies(out, [scoring, *conda[-1:]]),
         sample=x,
         labels=y,
         summary=f"AutoML model.pkl with {scoring.name}, run in AutoML's own environment",
@@ -428,7 +405,6 @@ def build_automl_model(
         ModelImportError: missing files, a scoring file without samples, missing modules
             (listed), a schema disagreeing with the model's features.
     """
-    import mlflow.sklearn
 
     source = Path(source)
     out = Path(out_dir)
@@ -442,90 +418,9 @@ def build_automl_model(
         if layout == "mlflow_model":
             return _import_mlflow_model(root, source, out, sample_path, target, trust_pickle)
         pkl = require_file(root, "model.pkl", "AutoML output")
-        conda = _newest(root, "conda_env_v_*.yml", "conda environment")
         scoring = _newest(root, "scoring_file_v_*.py", "scoring file")
         input_df, output = parse_scoring_file(scoring)
-        kept, dropped = conda_requirements(conda)
-        missing = _missing_here(pkl)  # reads opcodes only: no consent needed
-        if needs_automl_runtime(missing):
-            return _import_env_outputs(
-                pkl, root, source, out, input_df, output, sample_path, target, trust_pickle
-            )
-        _check_pickle_modules(pkl)
-        if not trust_pickle:
-            raise UntrustedPickleError(
-                f"Refusing to load AutoML '{pkl.name}': unpickling runs code from the file. "
-                "Pass --trust-pickle (trust_pickle=True) if you trust its origin"
-            )
-        model = load_trusted_pickle(pkl)
-        from sklearn.base import BaseEstimator
-
-        if not isinstance(model, BaseEstimator) or not hasattr(model, "predict"):
-            raise ModelImportError(
-                f"AutoML '{pkl.name}' holds a {type(model).__name__}, not a scikit-learn model"
-            )
-        names = getattr(model, "feature_names_in_", None)
-        if names is not None:
-            model_cols = [str(n) for n in names]
-            sample_cols = [str(c) for c in input_df.columns]
-            if model_cols != sample_cols:
-                missing = [c for c in model_cols if c not in sample_cols]
-                extra = [c for c in sample_cols if c not in model_cols]
-                raise ModelImportError(
-                    f"Scoring file '{scoring.name}' disagrees with the model's features: "
-                    f"missing {missing or 'none'}, extra {extra or 'none'}"
-                    + ("" if missing or extra else " (order differs)")
-                )
-        signature = quiet_infer_signature(input_df, output if output is not None else None)
-        x = y = None
-        if sample_path is not None:
-            x, y = read_sample_csv(sample_path, target)
-            x = select_features(x, list(input_df.columns), f"sample '{sample_path.name}'")
-        model_sha = sha256_path(pkl)
-        sha = sha256_path(source)
-        estimator = f"{type(model).__module__}.{type(model).__name__}"
-        tags = provenance_tags(
-            "automl",
-            "automl_outputs",
-            source,
-            sha,
-            {
-                AUTOML_MODEL_SHA_TAG: model_sha,
-                AUTOML_SCORING_FILE_TAG: scoring.name,
-                AUTOML_DROPPED_REQUIREMENTS_TAG: ",".join(dropped),
-            },
+        _require_automl_runtime(pkl)  # reads opcodes only: no consent needed
+        return _import_env_outputs(
+            pkl, root, source, out, input_df, output, sample_path, target, trust_pickle
         )
-        with quiet_mlflow_save():
-            mlflow.sklearn.save_model(
-                model,
-                str(out),
-                serialization_format="skops",
-                skops_trusted_types=skops_trusted_types_for(model),
-                signature=signature,
-                input_example=input_df,
-                pip_requirements=pinned_requirements(kept),
-                metadata={"lifecycle_provenance": tags},
-            )
-        prov_dir = out.parent / f".{out.name}-provenance"
-        if prov_dir.exists():
-            shutil.rmtree(prov_dir)
-        prov_dir.mkdir(parents=True)
-        provenance_files = {}
-        for f in (conda, scoring):
-            shutil.copy2(f, prov_dir / f.name)
-            provenance_files[f.name] = prov_dir / f.name
-    if dropped:
-        logger.info("AutoML requirements not installed here, left out: %s", ", ".join(dropped))
-    return BuiltModel(
-        model_dir=out,
-        kind="automl",
-        fmt="automl_outputs",
-        source_name=source.name,
-        source_sha256=sha,
-        tags=tags,
-        params={"estimator": estimator, "scoring_file": scoring.name},
-        provenance_files=provenance_files,
-        sample=x,
-        labels=y,
-        summary=f"AutoML model.pkl ({type(model).__name__}) with {scoring.name}",
-    )

@@ -80,10 +80,9 @@ _TYPES_BY_COLUMN_TYPE = {
     "Binary": "boolean",
 }
 #: model_spec.yaml ``model_type`` -> the learner pickle's default file name. Train Model
-#: writes ``ILearnerDotNet`` with ``data.ilearner`` (a plain pickle of the learner);
-#: ``pickle`` / ``_data.pkl`` is the layout the documentation suggested (issue #14 retires it
-#: once every test runs on real artifacts).
-MODEL_TYPES = {"ILearnerDotNet": "data.ilearner", "pickle": "_data.pkl"}
+#: writes ``ILearnerDotNet`` with ``data.ilearner`` (a plain pickle of the learner); no other
+#: layout is produced by a real Designer run.
+MODEL_TYPES = {"ILearnerDotNet": "data.ilearner"}
 DESIGNER_FILES = (
     "_meta.yaml",
     "model_spec.yaml",
@@ -433,8 +432,7 @@ def build_designer_model(
             raise ModelImportError(
                 f"not implemented: {spec_name} with model_type "
                 f"'{model_spec.get('model_type', model_spec.get('flavor', '?'))}' "
-                f"(imported: {', '.join(MODEL_TYPES)}; Designer's Train Model writes "
-                "'ILearnerDotNet')"
+                "(Designer's Train Model writes 'ILearnerDotNet')"
             )
         data_name = str(model_spec.get("file_name") or MODEL_TYPES[model_type])
         data_path = require_file(root, data_name, "Designer ModelDirectory")

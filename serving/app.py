@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from lifecycle.base.env_proxy import env_impl_of
 from serving.fastpath import Scorer
 from serving.http import Connection
 from serving.input_log import FastInput
@@ -41,6 +42,10 @@ _FIRST_REQUEST_GRACE = 3.0
 FAST_INLINE_ROWS = 1024
 
 
+#: Scoring threads for a model that runs in its own environment (see ScoringApp).
+ENV_MODEL_THREADS = 32
+
+
 class ScoringApp:
     """The routes, the current model, micro-batching and the in-flight bookkeeping."""
 
@@ -52,7 +57,12 @@ class ScoringApp:
         self.loop = loop
         self.metrics = Metrics()
         self.connections: set[Connection] = set()
-        self.pool = ThreadPoolExecutor(max_workers=options.threads, thread_name_prefix="score")
+        threads = options.threads
+        if env_impl_of(scorer.pyfunc_model) is not None:
+            # The model runs in a worker of its own environment: these threads mostly wait
+            # for it, and the more requests wait together, the more go into one call.
+            threads = max(threads, ENV_MODEL_THREADS)
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="score")
         self.pending: list[tuple[Scorer, np.ndarray, str, Connection]] = []
         self.flush_scheduled = False
         self.in_flight = 0

@@ -32,7 +32,6 @@ DESIGNER_ESTIMATOR_TAG = "lifecycle.designer.estimator"
 DESIGNER_TASK_TAG = "lifecycle.designer.task"
 AUTOML_MODEL_SHA_TAG = "lifecycle.automl.model_pkl_sha256"
 AUTOML_SCORING_FILE_TAG = "lifecycle.automl.scoring_file"
-AUTOML_DROPPED_REQUIREMENTS_TAG = "lifecycle.automl.dropped_requirements"
 
 # ---- lineage of a promoted version (target version and run)
 SOURCE_WORKSPACE_TAG = "lifecycle.source.workspace"

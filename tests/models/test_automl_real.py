@@ -19,7 +19,7 @@ import requests
 from click.testing import CliRunner
 
 from lifecycle.base.env_proxy import worker_of
-from lifecycle.base.envs import ENV_DIR, automl_spec, env_path, prepare_env, read_spec
+from lifecycle.base.envs import ENV_DIR, automl_spec, env_path, read_spec
 from lifecycle.base.errors import ModelEnvError, UntrustedPickleError
 from lifecycle.base.loader import load_pyfunc
 from lifecycle.base.workspaces import Workspace

@@ -19,7 +19,9 @@ from lifecycle.cli import cli
 from lifecycle.cli.background import start_background
 
 DESIGNER = Path(__file__).resolve().parents[1] / "fixtures" / "real" / "designer"
-CASES = sorted(p.name for p in DESIGNER.iterdir() if p.is_dir())
+#: Real Designer learners whose scoring the importer does not reproduce: refused by name.
+REFUSED = {"binary_svm": "SupportVectorMachineBiClassifier"}
+CASES = sorted(p.name for p in DESIGNER.iterdir() if p.is_dir() and p.name not in REFUSED)
 
 
 def _holdout(case: str) -> pd.DataFrame:
@@ -99,3 +101,12 @@ def test_real_designer_model_batch_and_serving_answer_like_score_model(
     assert azure_answer.status_code == 200, azure_answer.text
     _assert_like_score_model(pd.DataFrame(mlflow_answer.json()["predictions"]), case)
     _assert_like_score_model(pd.DataFrame(azure_answer.json()), case)
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_real_designer_learner_not_reproduced_is_refused_by_name(dev: Workspace, case: str) -> None:
+    result = _import(f"designer-{case}", case)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and REFUSED[case] in lines[0] and "allow list" in lines[0]
+    assert dev.client().search_registered_models() == []

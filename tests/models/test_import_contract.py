@@ -13,11 +13,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lifecycle.base.loader import load_pyfunc
 from lifecycle.base.tags import ORIGIN_FORMAT_TAG, ORIGIN_KIND_TAG, SOURCE_NAME_TAG, SOURCE_SHA_TAG
 from lifecycle.base.workspaces import Workspace, local_workspace, use_workspace
 from lifecycle.imports import import_model
 from models.common import sha256_path
-from lifecycle.base.loader import load_pyfunc
 from tests.support.origins import build_notebook
 
 

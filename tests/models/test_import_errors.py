@@ -16,12 +16,7 @@ import pytest
 from lifecycle.base.errors import InvalidArgumentError, ModelImportError, UntrustedPickleError
 from lifecycle.base.workspaces import Workspace, local_workspace
 from lifecycle.imports import IMPORT_EXPERIMENT, import_model
-from tests.support.origins import (
-    _skops_untrusted,
-    build_automl_outputs,
-    build_designer,
-    build_notebook,
-)
+from tests.support.origins import _skops_untrusted, build_notebook
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +100,9 @@ def test_zip_slip_is_refused_and_nothing_written(
 # ----------------------------------------------------------------------- Designer
 
 
-@pytest.mark.parametrize("missing", ["_meta.yaml", "data.ilearner", "_schema.json", "_samples.json"])
+@pytest.mark.parametrize(
+    "missing", ["_meta.yaml", "data.ilearner", "_schema.json", "_samples.json"]
+)
 def test_designer_missing_file(
     ws: Workspace, tmp_path: Path, designer_src: Path, missing: str
 ) -> None:
@@ -214,7 +211,7 @@ def test_automl_scoring_file_without_samples(
         text = "\n".join(
             line
             for line in scoring.read_text().splitlines()
-            if not line.startswith(("input_sample", "output_sample"))
+            if not line.startswith(("input_sample", "data_sample", "output_sample"))
         )
         scoring.write_text(text)
     _fails(ws, ModelImportError, "has no input sample", src, kind="automl")

@@ -59,6 +59,13 @@ CASES: dict[str, tuple[str, str, str]] = {
         "regression",
         "spend",
     ),
+    # A learner whose scoring the importer does not reproduce: the import must refuse it
+    # by name (the fixture is real so that the refusal is tested on what Designer writes).
+    "binary_svm": (
+        "binary_classifier.support_vector_machine_biclassifier.support_vector_machine_biclassifier",
+        "binary",
+        "churned",
+    ),
 }
 
 
