@@ -23,13 +23,52 @@ from lifecycle.cli import (  # noqa: F401
 )
 from lifecycle.cli._base import cli
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "hoist_global_options", "main"]
+
+
+#: Options of the ``lifecycle`` group that are also accepted after the subcommand (no
+#: subcommand defines options of these names); ``-w`` is each command's own option.
+_FLAGS = ("--debug", "-v", "--verbose")
+_WITH_VALUE = ("--config",)
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """``args`` with the group's own options moved in front of the subcommand, so that
+    ``lifecycle transition churn 2 Production --debug`` works like ``lifecycle --debug
+    transition ...`` (errors say "run with --debug" wherever the user put it)."""
+    front: list[str] = []
+    rest: list[str] = []
+    seen_command = False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        if not seen_command:
+            if arg in _WITH_VALUE and i + 1 < len(args):
+                front += args[i : i + 2]
+                i += 2
+                continue
+            if not arg.startswith("-"):
+                seen_command = True
+            (rest if seen_command else front).append(arg)
+        elif arg in _FLAGS or ("=" in arg and arg.split("=", 1)[0] in _WITH_VALUE):
+            front.append(arg)
+        elif arg in _WITH_VALUE and i + 1 < len(args):
+            front += args[i : i + 2]
+            i += 2
+            continue
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
 
 
 def main() -> None:
     """Entry point of the ``lifecycle`` console script."""
     try:
-        cli(prog_name="lifecycle")
+        cli(args=hoist_global_options(sys.argv[1:]), prog_name="lifecycle")
     except SystemExit as exc:
         _exit_now(exc)
         raise

@@ -169,7 +169,7 @@ def _log_training_run(
     from mlflow.models import infer_signature
 
     from lifecycle.base.workspaces import use_workspace
-    from models.common import pinned_requirements
+    from models.common import pinned_requirements, skops_trusted_types_for
 
     with use_workspace(ws):
         exp_id = get_or_create_experiment(ws, experiment)
@@ -191,5 +191,9 @@ def _log_training_run(
                 signature=infer_signature(sample, model.predict(sample)),
                 input_example=sample,
                 pip_requirements=pinned_requirements(),
+                serialization_format="skops",
+                # A forest holds sklearn.tree._tree.Tree, which skops does not trust by
+                # default: declare exactly the types this model holds (an allow-list).
+                skops_trusted_types=skops_trusted_types_for(model),
             )
             return str(run.info.run_id)

@@ -116,3 +116,74 @@ def test_fast_exit_abandons_daemon_threads(tmp_path: Path) -> None:
     assert proc.returncode == 3, proc.stderr
     assert "returned" not in proc.stdout
     assert marker.read_text() == "yes"
+
+
+def test_global_options_are_accepted_after_the_subcommand() -> None:
+    from lifecycle.cli import hoist_global_options
+
+    assert hoist_global_options(["transition", "churn", "2", "Production", "--debug"]) == [
+        "--debug",
+        "transition",
+        "churn",
+        "2",
+        "Production",
+    ]
+    assert hoist_global_options(
+        ["score", "m", "in.csv", "-v", "--config", "c.yaml", "-w", "p"]
+    ) == [
+        "-v",
+        "--config",
+        "c.yaml",
+        "score",
+        "m",
+        "in.csv",
+        "-w",
+        "p",
+    ]
+    # Before the subcommand they stay where they are; after "--" nothing moves.
+    assert hoist_global_options(["--config", "c.yaml", "workspaces", "--", "--debug"]) == [
+        "--config",
+        "c.yaml",
+        "workspaces",
+        "--",
+        "--debug",
+    ]
+
+
+def test_debug_after_the_subcommand_through_the_console_script(project_dir: Path) -> None:
+    import subprocess
+    import sys
+
+    lifecycle = Path(sys.executable).parent / "lifecycle"
+    proc = subprocess.run(
+        [str(lifecycle), "transition", "nope", "1", "Production", "--debug"],
+        cwd=project_dir,
+        capture_output=True,
+        text=True,
+    )
+    assert "No such option" not in proc.stderr
+    assert proc.returncode == 1 and "Traceback" in proc.stderr  # --debug took effect
+
+
+def test_workspaces_takes_w_like_every_command(project_dir: Path) -> None:
+    result = CliRunner().invoke(cli, ["workspaces", "-w", "prod", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["default"] == "prod"
+    bad = CliRunner().invoke(cli, ["workspaces", "-w", "nowhere"])
+    assert bad.exit_code != 0 and "nowhere" in bad.stderr
+
+
+def test_train_forest_as_offered_in_help(project_dir: Path) -> None:
+    """``--algorithm forest`` logs a skops model whose tree type is declared trusted."""
+    result = CliRunner().invoke(
+        cli, ["train", "--algorithm", "forest", "--n-estimators", "5", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    import mlflow.pyfunc
+
+    from lifecycle.base.workspaces import load_config, use_workspace
+
+    with use_workspace(load_config(None).get("dev")):
+        model = mlflow.pyfunc.load_model(f"runs:/{out['run_id']}/model")
+    assert len(model.predict(model.input_example)) == len(model.input_example)
