@@ -167,6 +167,35 @@ def split_labels(
     return df, series, str(series.name) if series.name is not None else None
 
 
+def _model_features(model: Any, features: pd.DataFrame) -> pd.DataFrame:
+    """The columns of ``features`` that the model's signature names, in its order; others
+    (a label column given without ``--labels``, ids) are not profiled as features.
+
+    Raises:
+        MonitoringError: the sample lacks a column the signature names.
+    """
+    try:
+        schema = model.metadata.get_input_schema()
+    except AttributeError:
+        return features
+    if schema is None or not schema.has_input_names():
+        return features
+    names = [str(n) for n in schema.input_names()]
+    have = [str(c) for c in features.columns]
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise MonitoringError(
+            f"The baseline sample lacks the model's input column(s) {', '.join(missing)} "
+            f"(it has: {', '.join(have)})"
+        )
+    extra = [c for c in have if c not in names]
+    if extra:
+        logger.info("columns outside the model's signature, not profiled: %s", ", ".join(extra))
+    out = features.copy()
+    out.columns = have
+    return out[names]
+
+
 def build_profile(
     model: Any,
     sample_df: pd.DataFrame,
@@ -188,6 +217,7 @@ def build_profile(
     if sample_df is None or len(sample_df) == 0:
         raise MonitoringError("The baseline sample is empty; expected at least one row")
     features, y, label_name = split_labels(sample_df.reset_index(drop=True), labels)
+    features = _model_features(model, features)
     try:
         preds = as_prediction_series(model.predict(features))
     except Exception as exc:

@@ -290,3 +290,16 @@ def test_reads_the_scoring_servers_input_logs(env: dict[str, Any]) -> None:
     )
     assert result.rows == 6000
     assert {f["name"] for f in result.features if f["drift"]} == {"x1", "cat"}
+
+
+def test_cli_baseline_without_labels_profiles_only_the_models_features(
+    env: dict[str, Any],
+) -> None:
+    train = make_data(300, seed=14)
+    version = register(env["ws"], "nolabels", fit_model(train), train, env["root"] / "nolabels")
+    path = _csv(env, "nolabels", train)  # still holds the label column 'y'
+    res = _cli(env, "baseline", f"models:/nolabels/{version}", "--data", str(path), "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["features"] == ["x1", "x2", "x3", "cat"] and out["metrics"] == {}
+    assert "y" not in load_baseline(env["ws"], "nolabels", version)["features"]
