@@ -128,7 +128,10 @@ def import_model(
         detection = detect_origin(src)
         kind = detection.kind
         logger.info("detected %s", detection.describe())
-    sha = sha256_path(src)
+    from models.archives import ArchiveLimits
+
+    # A folder and a zip of it are the same source (the zip's contents are hashed).
+    sha = sha256_path(src, ArchiveLimits(max_bytes=max_archive_bytes))
     if not force:
         existing = find_version_by_tag(ws, name, SOURCE_SHA_TAG, sha)
         if existing is not None:

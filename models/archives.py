@@ -5,6 +5,7 @@ leaves nothing behind; the error names the limit and the flag that raises it."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import zipfile
 from dataclasses import dataclass
@@ -135,3 +136,39 @@ def safe_extract_zip(zip_path: Path, dest: Path, limits: ArchiveLimits | None = 
     if len(entries) == 1 and entries[0].is_dir():
         return entries[0]
     return root
+
+
+def zip_content_sha256(zip_path: Path, limits: ArchiveLimits | None = None) -> str:
+    """SHA-256 of what ``zip_path`` holds, computed as for the folder it unpacks to: the
+    files' names relative to the archive's one top-level folder (when all entries share
+    one) and their contents, sorted by name. A folder and a zip of it get the same digest.
+
+    The entries are checked against ``limits`` first; the contents are streamed, nothing is
+    written.
+
+    Raises:
+        ModelImportError: a bad zip, or one the limits refuse.
+    """
+    limits = limits or ArchiveLimits()
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            infos = zf.infolist()
+            check_entries(zip_path, infos, Path("/nonexistent-root").resolve(), limits)
+            files = [i for i in infos if not i.is_dir()]
+            names = [PurePosixPath(i.filename.replace("\\", "/")) for i in files]
+            tops = {n.parts[0] for n in names if len(n.parts) > 1}
+            strip = len(tops) == 1 and all(len(n.parts) > 1 for n in names)
+            keyed = sorted(
+                (PurePosixPath(*n.parts[1:]).as_posix() if strip else n.as_posix(), info)
+                for n, info in zip(names, files, strict=True)
+            )
+            h = hashlib.sha256()
+            for name, info in keyed:
+                h.update(name.encode() + b"\0")
+                with zf.open(info) as fh:
+                    while block := fh.read(1 << 20):
+                        h.update(block)
+                h.update(b"\0")
+            return h.hexdigest()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelImportError(f"Zip '{zip_path.name}' cannot be read: {exc}") from exc

@@ -246,6 +246,7 @@ def _import_mlflow_model(
     sample: Path | None,
     target: str | None,
     trust_pickle: bool,
+    limits: ArchiveLimits | None = None,
 ) -> BuiltModel:
     """``outputs/mlflow-model/`` (alone, or inside ``outputs/`` beside the scoring files)."""
     from mlflow.models import Model
@@ -287,7 +288,7 @@ def _import_mlflow_model(
     if sample is not None:
         x, y = read_sample_csv(sample, target)
         x = select_features(x, names, f"sample '{sample.name}'")
-    sha = sha256_path(source)
+    sha = sha256_path(source, limits)
     tags = provenance_tags(
         "automl", "mlflow_model", source, sha, {AUTOML_MODEL_SHA_TAG: sha256_path(pkl)}
     )
@@ -339,9 +340,10 @@ def _import_env_outputs(
     sample: Path | None,
     target: str | None,
     trust_pickle: bool,
+    limits: ArchiveLimits | None = None,
 ) -> BuiltModel:
     """AutoML's ``outputs/`` (or its zip) with a model.pkl that needs AutoML's runtime."""
-    sha = sha256_path(source)
+    sha = sha256_path(source, limits)
     scoring = _newest(root, "scoring_file_v_*.py", "scoring file")
     tags = provenance_tags(
         "automl",
@@ -416,11 +418,22 @@ def build_automl_model(
     with tempfile.TemporaryDirectory(prefix="automl-import-") as tmp:
         root, layout = find_automl_root(materialize_source(source, Path(tmp), archive_limits))
         if layout == "mlflow_model":
-            return _import_mlflow_model(root, source, out, sample_path, target, trust_pickle)
+            return _import_mlflow_model(
+                root, source, out, sample_path, target, trust_pickle, archive_limits
+            )
         pkl = require_file(root, "model.pkl", "AutoML output")
         scoring = _newest(root, "scoring_file_v_*.py", "scoring file")
         input_df, output = parse_scoring_file(scoring)
         _require_automl_runtime(pkl)  # reads opcodes only: no consent needed
         return _import_env_outputs(
-            pkl, root, source, out, input_df, output, sample_path, target, trust_pickle
+            pkl,
+            root,
+            source,
+            out,
+            input_df,
+            output,
+            sample_path,
+            target,
+            trust_pickle,
+            archive_limits,
         )

@@ -28,7 +28,7 @@ from lifecycle.base.tags import (
     SOURCE_SHA_TAG,
 )
 from lifecycle.base.workspaces import quiet_mlflow_progress
-from models.archives import ArchiveLimits, safe_extract_zip
+from models.archives import ArchiveLimits, safe_extract_zip, zip_content_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +113,16 @@ def pinned_requirements(extra: tuple[str, ...] | list[str] = ()) -> list[str]:
     return out
 
 
-def sha256_path(path: Path) -> str:
-    """Hex SHA-256 of a file, or of a folder's files (relative names and contents, sorted)."""
+def sha256_path(path: Path, limits: ArchiveLimits | None = None) -> str:
+    """Hex SHA-256 of a file, or of a folder's files (relative names and contents, sorted).
+
+    A zip archive (other than a skops file) is hashed by what it holds, as the folder it
+    unpacks to (:func:`models.archives.zip_content_sha256`, within ``limits``): an origin
+    handed over as a folder and as a zip of it is the same source.
+    """
     h = hashlib.sha256()
+    if path.is_file() and zipfile.is_zipfile(path) and not is_skops_file(path):
+        return zip_content_sha256(path, limits)
     if path.is_file():
         with open(path, "rb") as fh:
             while block := fh.read(1 << 20):

@@ -475,7 +475,7 @@ def build_designer_model(
         signature = ModelSignature(
             inputs=input_schema, outputs=quiet_infer_signature(example, predictions).outputs
         )
-        sha = sha256_path(source)
+        sha = sha256_path(source, archive_limits)
         tags = provenance_tags(
             "designer",
             "model_directory",

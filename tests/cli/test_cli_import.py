@@ -164,3 +164,25 @@ def test_designer_import_into_remote_server(remote: Workspace, tmp_path: Path) -
     )
     again = import_designer(remote, origin, name, trust_pickle=True)
     assert (again.created, again.version) == (False, result.version)
+
+
+def test_reimporting_a_zip_of_the_same_folder_reuses_the_version(
+    dev: Workspace, designer: Path, tmp_path: Path
+) -> None:
+    """A folder and a zip of it are the same source: the README's re-import shows version 1."""
+    import shutil
+
+    first = CliRunner().invoke(
+        cli, ["import", "designer", str(designer), "--name", "same", "--trust-pickle"]
+    )
+    assert first.exit_code == 0, first.output
+    zipped = shutil.make_archive(
+        str(tmp_path / "model"), "zip", root_dir=designer.parent, base_dir=designer.name
+    )
+    again = CliRunner().invoke(
+        cli, ["import", "designer", zipped, "--name", "same", "--trust-pickle"]
+    )
+    assert again.exit_code == 0, again.output
+    assert again.stdout.splitlines()[0] == "same version 1"
+    assert "already imported" in again.stdout
+    assert len(dev.client().search_model_versions("name='same'")) == 1
