@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
-from lifecycle.base.errors import LifecycleError
+from lifecycle.base.errors import DriftDetectedError, LifecycleError
 from lifecycle.base.workspaces import Config, Workspace, load_config
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -71,7 +71,9 @@ def _fail(ctx: click.Context, exc: BaseException, line: str, code: int) -> None:
     state = ctx.find_object(State)
     if state is not None and state.debug:
         raise exc
-    click.echo(f"Error: {line}", err=True)
+    # An expected outcome that a scheduler acts on (drift: exit 3) is not an error.
+    prefix = "" if isinstance(exc, DriftDetectedError) else "Error: "
+    click.echo(f"{prefix}{line}", err=True)
     if not isinstance(exc, LifecycleError):
         click.echo("(run with --debug for the traceback)", err=True)
     sys.exit(code)

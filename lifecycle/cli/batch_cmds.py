@@ -84,7 +84,13 @@ class _Progress:
 @click.option(
     "--delimiter", default=",", show_default=True, help="CSV field delimiter (\\t or tab for tabs)."
 )
-@click.option("--engine", type=click.Choice(["local", "spark"]), default="local", show_default=True)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "spark"]),
+    default="local",
+    show_default=True,
+    help="local: processes on this machine; spark: a Spark session (local[*] or --master).",
+)
 @click.option("--master", default=None, help="Spark master URL (with --engine spark).")
 @click.option("--no-resume", is_flag=True, help="Ignore a checkpoint left by a killed run.")
 @workspace_option

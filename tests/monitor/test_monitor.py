@@ -217,7 +217,7 @@ def test_cli_json_and_exit_code_3(env: dict[str, Any]) -> None:
     assert all({"name", "psi", "ks_pvalue", "drift"} <= set(f) for f in out["features"])
     assert {f["name"] for f in out["features"] if f["drift"]} == {"x1", "cat"}
     assert [a["action"] for a in out["actions"]] == ["tag", "exit"]  # the default policy
-    assert res.stderr.strip().startswith("Error: Drift detected for churn v1")
+    assert res.stderr.strip().startswith("Drift detected for churn v1")
     assert len(res.stderr.strip().splitlines()) == 1
     mv = env["ws"].client().get_model_version(NAME, env["version"])
     assert mv.tags["needs_retraining"] == "true"
