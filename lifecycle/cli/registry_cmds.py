@@ -269,10 +269,19 @@ def history_cmd(state: State, name: str, workspace: str | None, as_json: bool) -
         lines = []
         for e in evs:
             move = ""
+            action = e.get("action")
             if e.get("to_stage"):
-                move = f"{e.get('from_stage') or '?'} -> {e['to_stage']}"
-            if e.get("from_version"):
-                move = f"from {e.get('from_workspace') or ''} v{e['from_version']} {move}".strip()
+                before = e.get("from_stage")
+                move = f"{before} -> {e['to_stage']}" if before else f"-> {e['to_stage']}"
+                if before == e["to_stage"]:  # an alias moved; the stage stayed
+                    move = f"stays {before}"
+            if e.get("alias"):
+                move = f"{move} @{e['alias']}".strip()
+            if action == "rollback" and e.get("from_version"):
+                move = f"{move} (rolled back from v{e['from_version']})".strip()
+            elif e.get("from_version"):
+                source = f"{e['from_workspace']} " if e.get("from_workspace") else ""
+                move = f"from {source}v{e['from_version']} {move}".strip()
             gates = e.get("gates") or []
             if gates:
                 ok = sum(1 for g in gates if g.get("passed"))

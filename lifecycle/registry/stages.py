@@ -332,20 +332,31 @@ def _previous_holder(ws: Workspace, name: str, stage: str, current: str) -> str 
         mv = existing.get(version)
         return mv is not None and (mv.tags or {}).get(FAILED_TAG) != "true"
 
+    history = read_history(ws, name)
+    # A version rolled back *from* was taken out for a reason: a second rollback goes
+    # further back instead of putting it back (to restore it, transition it explicitly).
+    rolled_back = {
+        str(e["from_version"])
+        for e in history
+        if e.get("action") == "rollback"
+        and e.get("to_stage") == stage
+        and e.get("from_version") is not None
+    }
     entered = [
         str(e["version"])
-        for e in read_history(ws, name)
+        for e in history
         if e.get("action") in ("transition", "promote", "rollback")
         and e.get("to_stage") == stage
         and e.get("version") is not None
     ]
     for version in reversed(entered):
-        if version != current and usable(version):
+        if version != current and version not in rolled_back and usable(version):
             return version
     older = [
         v
         for v, mv in existing.items()
         if int(v) < int(current)
+        and v not in rolled_back
         and usable(v)
         and (
             str(getattr(mv, "current_stage", "")) == "Archived"

@@ -131,6 +131,10 @@ def test_rollback_restores_previous_and_archives_current(dev: Workspace, model_d
         ModelNotFoundError, match="No earlier version of model 'rb' held stage 'Staging'"
     ):
         rollback(dev, "rb", "staging")  # v2 is the first Staging holder: nothing before it
+    # v2 into Production next: rolling it back goes to v1, skipping v3, which a rollback
+    # took out.
+    transition(dev, "rb", "2", "Production")
+    assert rollback(dev, "rb")["to_version"] == "1"
 
 
 def test_rollback_without_stage_holder(dev: Workspace, model_dir: Path) -> None:
@@ -175,5 +179,10 @@ def test_cli_rollback_and_history(project_dir: Path, dev: Workspace, model_dir: 
     assert [e["action"] for e in events] == ["transition", "transition", "rollback"]
     text = runner.invoke(cli, ["history", "hist"]).stdout.splitlines()
     assert len(text) == 3 and "rollback" in text[2] and "Archived -> Production" in text[2]
+    assert "(rolled back from v2)" in text[2] and "?" not in text[2] and "from  v" not in text[2]
+    # A second rollback does not put back the version just rolled back.
+    again = runner.invoke(cli, ["rollback", "hist", "-w", "dev"])
+    assert again.exit_code == 1 and "nothing to roll back to" in again.stderr
+    assert resolve_model(dev, "models:/hist/Production").version == "1"
     unknown = runner.invoke(cli, ["history", "ghost"])
     assert unknown.exit_code == 1 and "'ghost' does not exist" in unknown.stderr
