@@ -105,6 +105,13 @@ class ServingError(LifecycleError):
     """The scoring server cannot start or serve the model."""
 
 
+class RegistryBusyError(LifecycleError):
+    """Another command holds the lock of a registered model for too long."""
+
+    error_code = "RESOURCE_CONFLICT"
+    http_status = 409
+
+
 class ModelEnvError(LifecycleError):
     """A model's own environment cannot be built, or its worker process failed."""
 

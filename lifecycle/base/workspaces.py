@@ -90,12 +90,32 @@ class Workspace:
         self.ensure_local_dirs()
         return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
 
+    def _initialize_once(self) -> None:
+        """Create a new SQLite store's tables under a file lock: MLflow creates them on
+        first use, and two processes doing so at once fail ("table ... already exists",
+        "duplicate column name")."""
+        if urlparse(self.tracking_uri).scheme != "sqlite":
+            return
+        db = sqlite_path(self.tracking_uri)
+        if db is None or str(db) in _INITIALIZED:
+            return
+        from filelock import FileLock
+        from mlflow import MlflowClient
+
+        with FileLock(str(db) + ".init.lock"):
+            client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+            client.search_experiments(max_results=1)
+            if self.registry_uri == self.tracking_uri:
+                client.search_registered_models(max_results=1)
+        _INITIALIZED.add(str(db))
+
     def ensure_local_dirs(self) -> None:
         """Create the folders of a local store on first use."""
         if urlparse(self.tracking_uri).scheme == "sqlite":
             db_path = sqlite_path(self.tracking_uri)
             if db_path is not None:
                 db_path.parent.mkdir(parents=True, exist_ok=True)
+                self._initialize_once()
         if self.artifact_location and self.artifact_location.startswith("file:"):
             Path(urlparse(self.artifact_location).path).mkdir(parents=True, exist_ok=True)
 
@@ -114,6 +134,10 @@ class Workspace:
             "registry_uri": self.registry_uri,
             "artifact_location": self.artifact_location,
         }
+
+
+#: SQLite stores whose tables this process has seen created.
+_INITIALIZED: set[str] = set()
 
 
 def sqlite_path(uri: str) -> Path | None:

@@ -38,6 +38,7 @@ from lifecycle.base.errors import (
     ModelNotFoundError,
     PromotionError,
 )
+from lifecycle.base.locks import model_lock
 from lifecycle.base.refs import ModelRef, canonical_stage, resolve_model, search_versions
 from lifecycle.base.tags import (
     DIGEST_TAG,
@@ -281,21 +282,29 @@ def promote(
         if dry_run:
             return result
         _record_gates(src_ws, name, src_version, dst_ws, results, passed=True)
-        return _write(
-            src_ws,
-            dst_ws,
-            src,
-            run,
-            result,
-            existing,
-            holders,
-            model_dir,
-            run_artifacts,
-            force=force,
-            progress=progress,
-            before_register=before_register,
-            before_stage=before_stage,
-        )
+        with model_lock(dst_ws, name):
+            # Checked again under the lock: another promotion of the same content may have
+            # registered it while this one ran its gates.
+            if existing is None and not force:
+                existing = find_version_by_tag(dst_ws, name, DIGEST_TAG, digest)
+                if existing is not None:
+                    result.version, result.run_id = str(existing.version), str(existing.run_id)
+                    result.created = False
+            return _write(
+                src_ws,
+                dst_ws,
+                src,
+                run,
+                result,
+                existing,
+                _holders(dst_ws, name, stage_to),
+                model_dir,
+                run_artifacts,
+                force=force,
+                progress=progress,
+                before_register=before_register,
+                before_stage=before_stage,
+            )
 
 
 def _write(

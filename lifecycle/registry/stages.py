@@ -23,6 +23,7 @@ from typing import Any
 
 from lifecycle.base.audit import read_history, record_event
 from lifecycle.base.errors import LifecycleError, ModelNotFoundError
+from lifecycle.base.locks import model_lock, test_pause
 from lifecycle.base.refs import (
     STAGE_ALIASES,
     canonical_stage,
@@ -175,6 +176,7 @@ def move_stage(
         if stage in (STAGE_ALIASES)
         else []
     )
+    test_pause("after_read_holders")
     archive = archive and stage in STAGE_ALIASES
     stage_written = _set_stage(ws, name, version, stage, archive)
     mirrored = STAGE_ALIASES.get(stage)
@@ -255,9 +257,10 @@ def transition(
         CapabilityError: the workspace can express the state neither way.
     """
     stage = canonical_stage(stage)
-    result = move_stage(ws, name, str(version), stage, alias=alias, archive=archive_existing)
-    if record:
-        record_event(ws, name, "transition", version=result["version"], details=_audit(result))
+    with model_lock(ws, name):  # the holders read and the stage written as one step
+        result = move_stage(ws, name, str(version), stage, alias=alias, archive=archive_existing)
+        if record:
+            record_event(ws, name, "transition", version=result["version"], details=_audit(result))
     return result
 
 
@@ -281,6 +284,11 @@ def rollback(
         ModelNotFoundError: no version holds ``stage``, or none held it before.
     """
     stage = canonical_stage(stage)
+    with model_lock(ws, name):
+        return _rollback(ws, name, stage, record)
+
+
+def _rollback(ws: Workspace, name: str, stage: str, record: bool) -> dict[str, Any]:
     holders = versions_in_stage(ws, name, stage)
     if not holders:
         get_registered_model(ws, name)

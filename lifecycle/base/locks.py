@@ -1,0 +1,95 @@
+"""A lock per (workspace, registered model) around every read-then-write on the model: a
+stage move reads the current holders and then writes, a promotion checks the target for the
+same content digest and then registers. Without it, four transitions at once left two
+versions in Production (issue #15).
+
+For a store on this machine's disk (SQLite, a file store) the lock is a file lock
+(:mod:`filelock`) beside the store, so separate processes exclude each other. A remote
+server is shared by runners on other machines, which a file lock cannot reach: its lease in
+the registry itself is not built yet, and commands on a remote workspace run unlocked (said
+at debug level).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+from lifecycle.base.errors import RegistryBusyError
+from lifecycle.base.workspaces import Workspace, sqlite_path
+
+logger = logging.getLogger(__name__)
+
+#: Seconds a command waits for another one's lock on the same model before giving up.
+DEFAULT_TIMEOUT = 300.0
+_CACHE: dict[str, object] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def lock_path(ws: Workspace, name: str) -> Path | None:
+    """The lock file of model ``name`` in ``ws`` (None for a remote registry)."""
+    uri = ws.registry_uri or ws.tracking_uri
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite":
+        db = sqlite_path(uri)
+        if db is None:
+            return None
+        base = db.resolve().parent
+    elif parsed.scheme in ("file", ""):
+        base = Path(parsed.path if parsed.scheme == "file" else uri).resolve()
+    else:
+        return None
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    return base / ".locks" / f"{safe}.lock"
+
+
+@contextlib.contextmanager
+def model_lock(ws: Workspace, name: str, timeout: float | None = None) -> Iterator[None]:
+    """Hold the lock of model ``name`` in ``ws`` for the block (re-entrant in a thread).
+
+    Raises:
+        RegistryBusyError: another command held it for ``timeout`` seconds
+            (``$LIFECYCLE_LOCK_TIMEOUT``, default 300).
+    """
+    from filelock import FileLock, Timeout
+
+    path = lock_path(ws, name)
+    if path is None:
+        logger.debug("no lock for %s in remote workspace '%s' (lease not built yet)", name, ws.name)
+        yield
+        return
+    wait = (
+        timeout
+        if timeout is not None
+        else float(os.environ.get("LIFECYCLE_LOCK_TIMEOUT", DEFAULT_TIMEOUT))
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _CACHE_LOCK:  # one FileLock object per file: re-entrant within a thread
+        lock = _CACHE.setdefault(str(path), FileLock(str(path)))
+    assert isinstance(lock, FileLock)
+    try:
+        lock.acquire(timeout=wait)
+    except Timeout:
+        raise RegistryBusyError(
+            f"Model '{name}' in workspace '{ws.name}' is busy: another command has held its "
+            f"lock ({path}) for {wait:.0f} s; try again, or raise LIFECYCLE_LOCK_TIMEOUT"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def test_pause(step: str) -> None:
+    """Test-only fault injection: sleep at ``step`` when ``$LIFECYCLE_TEST_PAUSE`` is
+    ``STEP:SECONDS`` (widens a race window so that a test without the lock would lose)."""
+    spec = os.environ.get("LIFECYCLE_TEST_PAUSE", "")
+    if spec.partition(":")[0] == step:
+        import time
+
+        time.sleep(float(spec.partition(":")[2] or 0.5))
