@@ -315,3 +315,27 @@ def test_concurrent_calls_are_predicted_together_and_each_gets_its_own_rows(
     assert answers == {i: [expected[i], expected[i + 40]] for i in range(callers)}
     assert impl.coalescer.calls < callers
     worker_of(model).close()  # type: ignore[union-attr]
+
+
+@pytest.mark.slow
+def test_real_automl_baseline_and_monitor_run_in_its_environment(
+    automl_env: Path, dev: Workspace, project_dir: Path
+) -> None:
+    """The import's baseline (from --sample) and ``monitor`` predict through the model's
+    environment: the same rows monitored against their own baseline show no drift."""
+    case = "classification_ensemble"
+    holdout = AUTOML / case / "holdout.csv"
+    source = AUTOML / case / "outputs"
+    imported = CliRunner().invoke(
+        cli,
+        ["import", "automl", str(source), "--name", "mon", "--trust-pickle", "--sample",
+         str(holdout), "-w", "dev"],
+    )  # fmt: skip
+    assert imported.exit_code == 0, imported.output
+    result = CliRunner().invoke(
+        cli, ["monitor", "models:/mon/1", "--input", str(holdout), "-w", "dev", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["drift"] is False
+    assert report["rows"] == len(_holdout(case))
