@@ -160,7 +160,13 @@ def score_cmd(
 @click.option("--version", "version", required=True, help="Registered model version.")
 @click.option("--endpoint", required=True, help="Batch endpoint name.")
 @click.option("--compute", required=True, help="Azure ML compute cluster name.")
-@click.option("--deployment", "deployment_name", default="default", show_default=True)
+@click.option(
+    "--deployment",
+    "deployment_name",
+    default="default",
+    show_default=True,
+    help="Name of the deployment under the endpoint.",
+)
 @click.option(
     "--mini-batch-size",
     type=click.IntRange(min=1),
@@ -168,7 +174,13 @@ def score_cmd(
     show_default=True,
     help="Files per mini-batch.",
 )
-@click.option("--instance-count", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option(
+    "--instance-count",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Compute nodes the batch job runs on.",
+)
 @click.option(
     "--max-error-rate",
     type=click.FloatRange(0, 1),

@@ -21,7 +21,8 @@ def _monitor_text(r: dict[str, Any]) -> str:
         lines.append(f"  {f['name']:<24} PSI {psi:>7}  {mark}")
     for k, v in r["metrics"].items():
         change = r["metric_changes"].get(k)
-        lines.append(f"  {k:<24} {v}" + ("" if change is None else f" ({change:+.4f})"))
+        shown = int(v) if k.endswith("_rows") and float(v).is_integer() else v  # a count
+        lines.append(f"  {k:<24} {shown}" + ("" if change is None else f" ({change:+.4f})"))
     for a in r["actions"]:
         lines.append(f"  action {a['action']}: {a['status']}")
     if r["report"]:

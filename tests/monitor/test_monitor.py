@@ -236,6 +236,8 @@ def test_cli_no_drift_exits_0(env: dict[str, Any]) -> None:
     )
     assert res.exit_code == 0, res.output
     assert "no drift" in res.stdout and "accuracy" in res.stdout
+    rows = [ln.split() for ln in res.stdout.splitlines() if ln.split()[:1] == ["labelled_rows"]]
+    assert rows and rows[0][1] == str(N)  # a count, not "143.0"
 
 
 def test_cli_baseline_command(env: dict[str, Any]) -> None:
