@@ -5,9 +5,8 @@ versions in Production (issue #15).
 
 For a store on this machine's disk (SQLite, a file store) the lock is a file lock
 (:mod:`filelock`) beside the store, so separate processes exclude each other. A remote
-server is shared by runners on other machines, which a file lock cannot reach: its lease in
-the registry itself is not built yet, and commands on a remote workspace run unlocked (said
-at debug level).
+server is shared by runners on other machines, which a file lock cannot reach: there the lock
+is a lease held in the registry itself (:mod:`lifecycle.base.lease`).
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 300.0
 _CACHE: dict[str, object] = {}
 _CACHE_LOCK = threading.Lock()
+_HELD = threading.local()  # remote leases this thread holds: key -> depth
 
 
 def lock_path(ws: Workspace, name: str) -> Path | None:
@@ -49,8 +49,12 @@ def lock_path(ws: Workspace, name: str) -> Path | None:
 
 
 @contextlib.contextmanager
-def model_lock(ws: Workspace, name: str, timeout: float | None = None) -> Iterator[None]:
+def model_lock(
+    ws: Workspace, name: str, timeout: float | None = None, purpose: str = ""
+) -> Iterator[None]:
     """Hold the lock of model ``name`` in ``ws`` for the block (re-entrant in a thread).
+
+    ``purpose`` is shown to other commands that wait for a remote lease.
 
     Raises:
         RegistryBusyError: another command held it for ``timeout`` seconds
@@ -58,16 +62,16 @@ def model_lock(ws: Workspace, name: str, timeout: float | None = None) -> Iterat
     """
     from filelock import FileLock, Timeout
 
-    path = lock_path(ws, name)
-    if path is None:
-        logger.debug("no lock for %s in remote workspace '%s' (lease not built yet)", name, ws.name)
-        yield
-        return
     wait = (
         timeout
         if timeout is not None
         else float(os.environ.get("LIFECYCLE_LOCK_TIMEOUT", DEFAULT_TIMEOUT))
     )
+    path = lock_path(ws, name)
+    if path is None:
+        with _remote_lease(ws, name, wait, purpose):
+            yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with _CACHE_LOCK:  # one FileLock object per file: re-entrant within a thread
         lock = _CACHE.setdefault(str(path), FileLock(str(path)))
@@ -85,11 +89,24 @@ def model_lock(ws: Workspace, name: str, timeout: float | None = None) -> Iterat
         lock.release()
 
 
-def test_pause(step: str) -> None:
-    """Test-only fault injection: sleep at ``step`` when ``$LIFECYCLE_TEST_PAUSE`` is
-    ``STEP:SECONDS`` (widens a race window so that a test without the lock would lose)."""
-    spec = os.environ.get("LIFECYCLE_TEST_PAUSE", "")
-    if spec.partition(":")[0] == step:
-        import time
+@contextlib.contextmanager
+def _remote_lease(ws: Workspace, name: str, wait: float, purpose: str) -> Iterator[None]:
+    from lifecycle.base.lease import Lease
 
-        time.sleep(float(spec.partition(":")[2] or 0.5))
+    key = f"{ws.registry_uri or ws.tracking_uri}\n{name}"
+    held: dict[str, int] = _HELD.__dict__.setdefault("depth", {})
+    if held.get(key):
+        held[key] += 1
+        try:
+            yield
+        finally:
+            held[key] -= 1
+        return
+    lease = Lease(ws, name, purpose)
+    lease.acquire(wait)
+    held[key] = 1
+    try:
+        yield
+    finally:
+        held[key] = 0
+        lease.release()

@@ -53,6 +53,16 @@ LINEAGE_TAGS = (
     PROMOTED_BY_TAG,
 )
 
+# ---- registry trust (issue #15)
+#: Registered-model tag ``lifecycle.lease.<token>``: one command's claim on the model's lease
+#: (remote registries, where a file lock cannot reach the other runners).
+LEASE_TAG_PREFIX = "lifecycle.lease."
+#: Registered-model tag ``lifecycle.journal.<promotion id>``: an unfinished promotion's intent
+#: record and the steps it completed (deleted when the promotion finishes or is undone).
+JOURNAL_TAG_PREFIX = "lifecycle.journal."
+#: On the run and the version a promotion creates: which promotion created them.
+PROMOTION_ID_TAG = "lifecycle.promotion_id"
+
 # ---- audit and deployments (registered-model and version tags)
 #: Registered-model tag ``lifecycle.audit.<UTC timestamp>.<random>``: one JSON event.
 AUDIT_TAG_PREFIX = "lifecycle.audit."

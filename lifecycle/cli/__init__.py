@@ -19,6 +19,7 @@ from lifecycle.cli import (  # noqa: F401
     monitor_cmds,
     registry_cmds,
     serve_cmds,
+    trust_cmds,
     workspace_cmds,
 )
 from lifecycle.cli._base import cli
@@ -67,6 +68,9 @@ def hoist_global_options(args: list[str]) -> list[str]:
 
 def main() -> None:
     """Entry point of the ``lifecycle`` console script."""
+    from lifecycle.base.signals import install
+
+    install()  # SIGTERM/SIGINT raise, so a stopped command runs its own rollback
     try:
         cli(args=hoist_global_options(sys.argv[1:]), prog_name="lifecycle")
     except SystemExit as exc:

@@ -55,9 +55,9 @@ class LifecycleGroup(click.Group):
             raise
         except LifecycleError as exc:
             _fail(ctx, exc, str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("Interrupted", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:
+            click.echo(f"Interrupted ({exc or 'SIGINT'})", err=True)
+            sys.exit(getattr(exc, "exit_code", 130))
         except Exception as exc:
             from mlflow.exceptions import MlflowException
 

@@ -10,6 +10,7 @@ import click
 from lifecycle.base.errors import GateFailedError
 from lifecycle.cli._base import State, cli, emit, json_option, pass_state, workspace_option
 from lifecycle.cli.env_cmds import env_manager_option
+from lifecycle.cli.trust_cmds import repair_line
 
 _BAR_MIN_BYTES = 10 * 1024 * 1024
 
@@ -202,6 +203,8 @@ def promote_cmd(
                 head += f" (archived {', '.join(tgt['archived'])})"
         src = r["source"]
         lines = [head, f"from {src['workspace']} {src['name']} version {src['version']}"]
+        for rep in r.get("repaired") or []:
+            lines.append(f"first {repair_line(rep)}")
         if r["gates"]:
             lines.append(gate_table(r["gates"]))
         return "\n".join(lines)

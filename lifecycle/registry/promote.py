@@ -15,9 +15,12 @@
    requested stage, and record the promotion in the target's audit history.
 
 A source version whose digest already exists in the target is reused (the stage is still
-applied) unless ``force``. If anything fails after the target was written, what was created is
-deleted (or tagged failed and archived where deletion is refused) and the stage holders are
-put back.
+applied) unless ``force``. The write phase runs under the target model's lock
+(:mod:`lifecycle.base.locks`) and is journalled (:mod:`lifecycle.registry.journal`): if
+anything fails after the target was written, or SIGTERM/SIGINT arrives, the journal's undo
+(:mod:`lifecycle.registry.repair`) deletes what was created, with the run's artifacts, and
+puts the stage holders back, and the error names whatever it could not remove. A promotion
+killed outright is finished or undone by the next promotion or by ``lifecycle repair``.
 """
 
 from __future__ import annotations
@@ -35,16 +38,18 @@ from lifecycle.base.digest import model_digest
 from lifecycle.base.errors import (
     GateFailedError,
     InvalidArgumentError,
+    LifecycleError,
     ModelNotFoundError,
     PromotionError,
 )
+from lifecycle.base.faults import fault_point
 from lifecycle.base.locks import model_lock
-from lifecycle.base.refs import ModelRef, canonical_stage, resolve_model, search_versions
+from lifecycle.base.refs import ModelRef, canonical_stage, resolve_model
 from lifecycle.base.tags import (
     DIGEST_TAG,
-    FAILED_TAG,
     PROMOTED_AT_TAG,
     PROMOTED_BY_TAG,
+    PROMOTION_ID_TAG,
     SOURCE_MODEL_TAG,
     SOURCE_REGISTRY_URI_TAG,
     SOURCE_RUN_TAG,
@@ -70,7 +75,9 @@ from lifecycle.registry.gates import (
     parse_gate,
     smoke_test,
 )
-from lifecycle.registry.stages import aliases_of, move_stage, versions_in_stage
+from lifecycle.registry.journal import STEPS, Journal, new_promotion_id, repair_command
+from lifecycle.registry.repair import RepairOutcome, repair_unlocked, undo
+from lifecycle.registry.stages import move_stage, versions_in_stage
 from lifecycle.registry.versions import find_version_by_tag, log_and_register
 
 logger = logging.getLogger(__name__)
@@ -93,6 +100,7 @@ class PromotionResult:
     holdout: dict[str, Any] | None = None
     dry_run: bool = False
     plan: list[str] = field(default_factory=list)
+    repaired: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -118,6 +126,7 @@ class PromotionResult:
             "holdout": self.holdout,
             "dry_run": self.dry_run,
             "plan": self.plan,
+            "repaired": self.repaired,
         }
 
 
@@ -282,14 +291,18 @@ def promote(
         if dry_run:
             return result
         _record_gates(src_ws, name, src_version, dst_ws, results, passed=True)
-        with model_lock(dst_ws, name):
+        promotion_id = new_promotion_id()
+        with model_lock(dst_ws, name, purpose=f"promote {promotion_id}"):
+            # A promotion killed earlier is finished or undone before this one starts.
+            for outcome in repair_unlocked(dst_ws, name):
+                result.repaired.append(outcome.to_dict())
             # Checked again under the lock: another promotion of the same content may have
             # registered it while this one ran its gates.
-            if existing is None and not force:
+            if not force:
                 existing = find_version_by_tag(dst_ws, name, DIGEST_TAG, digest)
-                if existing is not None:
-                    result.version, result.run_id = str(existing.version), str(existing.run_id)
-                    result.created = False
+                result.version = str(existing.version) if existing is not None else None
+                result.run_id = str(existing.run_id) if existing is not None else None
+                result.created = existing is None
             return _write(
                 src_ws,
                 dst_ws,
@@ -297,10 +310,9 @@ def promote(
                 run,
                 result,
                 existing,
-                _holders(dst_ws, name, stage_to),
                 model_dir,
                 run_artifacts,
-                force=force,
+                promotion_id=promotion_id,
                 progress=progress,
                 before_register=before_register,
                 before_stage=before_stage,
@@ -314,18 +326,42 @@ def _write(
     run: Any,
     result: PromotionResult,
     existing: Any,
-    holders: list[str],
     model_dir: Path,
     run_artifacts: dict[str, Path],
     *,
-    force: bool,
+    promotion_id: str,
     progress: Progress | None,
     before_register: Callable[[str], None] | None,
     before_stage: Callable[[str], None] | None,
 ) -> PromotionResult:
+    """The write phase, under the target model's lock, journalled step by step."""
     name = result.name
     stage_to = result.stage or "None"
-    model_existed = bool(search_versions(dst_ws, name)) or _model_exists(dst_ws, name)
+    model_existed = _model_exists(dst_ws, name)
+    if not model_existed:
+        _create_model(dst_ws, name)  # it holds the journal
+    holders = _holders(dst_ws, name, stage_to)
+    journal = Journal.start(
+        dst_ws,
+        name,
+        promotion_id,
+        source={
+            "workspace": src_ws.name,
+            "name": name,
+            "version": str(src.version),
+            "digest": result.digest,
+        },
+        stage=stage_to,
+        before={
+            "holders": holders,
+            "model_existed": model_existed,
+            "reused_version": None if existing is None else str(existing.version),
+            "reused_prev_stage": None
+            if existing is None
+            else canonical_stage(existing.current_stage or "None"),
+        },
+        planned=list(STEPS),
+    )
     now = utcnow()
     lineage = {
         SOURCE_WORKSPACE_TAG: src_ws.name,
@@ -336,9 +372,17 @@ def _write(
         SOURCE_RUN_TAG: str(src.run_id or ""),
         PROMOTED_AT_TAG: now,
         PROMOTED_BY_TAG: current_user(),
+        PROMOTION_ID_TAG: promotion_id,
     }
-    reg = None
+
+    def registering(run_id: str) -> None:
+        journal.mark("run", run_id=run_id)
+        fault_point("after_run")
+        if before_register is not None:
+            before_register(run_id)
+
     try:
+        fault_point("after_journal")
         if existing is None:
             params, metrics, tags = run_data(src_ws, run)
             reg = log_and_register(
@@ -354,12 +398,18 @@ def _write(
                 description=getattr(src.model_version, "description", None) or None,
                 force=True,
                 extra_artifacts={k: str(v) for k, v in run_artifacts.items()},
-                before_register=before_register,
+                before_register=registering,
                 progress=upload_progress(progress),
             )
             result.version, result.run_id = reg.version, reg.run_id
+            journal.mark("register", version=reg.version, created=True)
+            fault_point("after_register")
             verify_copy(dst_ws, name, reg.version, model_dir)
+        else:
+            journal.mark("register", version=str(existing.version), created=False)
         assert result.version is not None
+        journal.mark("verify")
+        fault_point("after_verify")
         if before_stage is not None:
             before_stage(result.version)
         from_stage = (
@@ -369,12 +419,15 @@ def _write(
             moved = move_stage(dst_ws, name, result.version, stage_to, alias=None, archive=True)
             result.archived = moved["archived"]
             from_stage = moved["from_stage"]
+        journal.mark("stage", archived=result.archived)
+        fault_point("after_stage")
         record_event(
             dst_ws,
             name,
             "promote",
             version=result.version,
             details={
+                "promotion_id": promotion_id,
                 "from_workspace": src_ws.name,
                 "from_version": str(src.version),
                 "from_stage": from_stage,
@@ -385,20 +438,11 @@ def _write(
                 "gates": [g.to_dict() for g in result.gates],
             },
         )
+        fault_point("after_audit")
     except BaseException as exc:
-        created = reg is not None and reg.created
-        prev_stage = None if existing is None else canonical_stage(existing.current_stage or "None")
-        _restore(dst_ws, name, result.version, prev_stage, holders, stage_to)
-        if created and reg is not None:
-            _discard(dst_ws, name, reg.version, reg.run_id, model_existed)
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
-        if isinstance(exc, PromotionError) and reg is None:
-            raise  # log_and_register rolled back its own part and says so
-        raise PromotionError(
-            f"Promotion of {name} v{src.version} into '{dst_ws.name}' failed and was rolled "
-            f"back: {type(exc).__name__}: {exc}".splitlines()[0]
-        ) from exc
+        outcome = undo(journal)
+        raise _failure(name, src, dst_ws, exc, outcome) from exc
+    journal.close()
     logger.info(
         "promoted %s v%s (%s) -> %s v%s %s",
         name,
@@ -411,10 +455,47 @@ def _write(
     return result
 
 
+def _failure(
+    name: str, src: Any, dst_ws: Workspace, exc: BaseException, outcome: RepairOutcome
+) -> BaseException:
+    """The one-line error of a failed or interrupted promotion, honest about its undo."""
+    if isinstance(exc, KeyboardInterrupt):
+        verb, cause = "was interrupted", str(exc) or "SIGINT"
+    elif isinstance(exc, LifecycleError):
+        verb, cause = "failed", str(exc).splitlines()[0]
+    else:
+        verb, cause = "failed", f"{type(exc).__name__}: {exc}".splitlines()[0]
+    head = f"Promotion of {name} v{src.version} into '{dst_ws.name}'"
+    if outcome.clean:
+        message = f"{head} {verb} and was rolled back: {cause}" + (
+            f" ({'; '.join(outcome.notes)})" if outcome.notes else ""
+        )
+    else:
+        message = (
+            f"{head} {verb}: {cause}; the rollback left behind: "
+            f"{'; '.join(outcome.left_behind)}; run: {repair_command(dst_ws, name)}"
+        )
+    error = PromotionError(message)
+    if isinstance(exc, KeyboardInterrupt):
+        error.exit_code = getattr(exc, "exit_code", 130)
+    error.undo = outcome.to_dict()  # type: ignore[attr-defined]
+    return error
+
+
 def _same_workspace(a: Workspace, b: Workspace) -> bool:
     return a.tracking_uri.rstrip("/") == b.tracking_uri.rstrip("/") and a.registry_uri.rstrip(
         "/"
     ) == b.registry_uri.rstrip("/")
+
+
+def _create_model(ws: Workspace, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        ws.client().create_registered_model(name)
+    except MlflowException as exc:
+        if getattr(exc, "error_code", "") != "RESOURCE_ALREADY_EXISTS":
+            raise
 
 
 def _model_exists(ws: Workspace, name: str) -> bool:
@@ -498,65 +579,6 @@ def _record_gates(
         )
     except Exception as exc:
         logger.warning("could not record gate results in '%s': %s", src_ws.name, exc)
-
-
-def _restore(
-    ws: Workspace,
-    name: str,
-    new_version: str | None,
-    new_prev_stage: str | None,
-    holders: list[str],
-    stage: str,
-) -> None:
-    """Undo a stage move: previous holders back into ``stage``, the new version out."""
-    if stage == "None" or new_version is None:
-        return
-    try:
-        if new_version not in _holders(ws, name, stage):
-            return  # the move never happened
-        for old in reversed(holders):
-            move_stage(ws, name, old, stage, alias=None, archive=False)
-        if new_version not in holders:
-            move_stage(ws, name, new_version, new_prev_stage or "None", alias=None, archive=False)
-    except Exception:
-        logger.exception(
-            "could not restore %s's %s holders %s in %s", name, stage, holders, ws.name
-        )
-
-
-def _discard(ws: Workspace, name: str, version: str, run_id: str, model_existed: bool) -> None:
-    """Delete a version (and its run) created by a failed promotion; tag it failed if refused."""
-    from lifecycle.registry.stages import delete_alias
-
-    client = ws.client()
-    deleted = False
-    if ws.supports_delete is not False:
-        try:
-            client.delete_model_version(name, version)
-            deleted = True
-        except Exception as exc:
-            logger.warning("could not delete %s v%s (%s); tagging it failed", name, version, exc)
-    if not deleted:
-        try:
-            client.set_model_version_tag(name, version, FAILED_TAG, "true")
-            for al, v in aliases_of(ws, name).items():
-                if v == version:
-                    delete_alias(ws, name, al)
-            move_stage(ws, name, version, "Archived", alias=None, archive=False)
-        except Exception:
-            logger.exception("could not tag %s v%s as failed", name, version)
-    if deleted and not model_existed:
-        try:
-            if not search_versions(ws, name):
-                client.delete_registered_model(name)
-        except Exception:
-            logger.warning("could not delete the empty registered model %s", name)
-    try:
-        client.set_terminated(run_id, "FAILED")
-        if ws.supports_delete is not False:
-            client.delete_run(run_id)
-    except Exception:
-        logger.warning("could not delete run %s after a failed promotion", run_id)
 
 
 __all__ = ["PromotionResult", "promote"]

@@ -23,7 +23,8 @@ from typing import Any
 
 from lifecycle.base.audit import read_history, record_event
 from lifecycle.base.errors import LifecycleError, ModelNotFoundError
-from lifecycle.base.locks import model_lock, test_pause
+from lifecycle.base.faults import fault_point
+from lifecycle.base.locks import model_lock
 from lifecycle.base.refs import (
     STAGE_ALIASES,
     canonical_stage,
@@ -33,6 +34,7 @@ from lifecycle.base.refs import (
 )
 from lifecycle.base.tags import FAILED_TAG, STAGE_TAG
 from lifecycle.base.workspaces import Workspace, quiet_mlflow_warnings
+from lifecycle.registry.journal import require_none
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +178,7 @@ def move_stage(
         if stage in (STAGE_ALIASES)
         else []
     )
-    test_pause("after_read_holders")
+    fault_point("after_read_holders")
     archive = archive and stage in STAGE_ALIASES
     stage_written = _set_stage(ws, name, version, stage, archive)
     mirrored = STAGE_ALIASES.get(stage)
@@ -255,9 +257,12 @@ def transition(
         InvalidStageError: unknown stage (the message lists the allowed ones).
         ModelNotFoundError: unknown model or version.
         CapabilityError: the workspace can express the state neither way.
+        UnfinishedPromotionError: a killed promotion must be repaired first.
+        RegistryBusyError: another command held the model's lock too long.
     """
     stage = canonical_stage(stage)
-    with model_lock(ws, name):  # the holders read and the stage written as one step
+    with model_lock(ws, name, purpose="transition"):  # the holders read and written as one step
+        require_none(ws, name)
         result = move_stage(ws, name, str(version), stage, alias=alias, archive=archive_existing)
         if record:
             record_event(ws, name, "transition", version=result["version"], details=_audit(result))
@@ -284,7 +289,8 @@ def rollback(
         ModelNotFoundError: no version holds ``stage``, or none held it before.
     """
     stage = canonical_stage(stage)
-    with model_lock(ws, name):
+    with model_lock(ws, name, purpose="rollback"):
+        require_none(ws, name)
         return _rollback(ws, name, stage, record)
 
 

@@ -184,12 +184,17 @@ def log_and_register(
         mv = _wait_ready(client, name, str(mv.version))
         client.set_terminated(run_id, "FINISHED")
     except BaseException as exc:
-        _undo(ws, name, run_id, mv, created_model)
+        left = _undo(ws, name, run_id, mv, created_model)
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
+        cause = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        if left:
+            raise PromotionError(
+                f"Registering '{name}' in workspace '{ws.name}' failed ({cause}) and its "
+                f"rollback left behind: {'; '.join(left)}"
+            ) from exc
         raise PromotionError(
-            f"Registering '{name}' in workspace '{ws.name}' failed and was rolled back: "
-            f"{type(exc).__name__}: {exc}".splitlines()[0]
+            f"Registering '{name}' in workspace '{ws.name}' failed and was rolled back: {cause}"
         ) from exc
     logger.info("registered %s v%s in %s (run %s)", name, mv.version, ws.name, run_id)
     return Registration(
@@ -240,27 +245,20 @@ def _wait_ready(client: Any, name: str, version: str, timeout: float = 300.0) ->
     return mv
 
 
-def _undo(ws: Workspace, name: str, run_id: str, mv: Any, created_model: bool) -> None:
-    """Remove what a failed registration created; tag it failed where deletion is refused."""
-    client = ws.client()
-    if mv is not None:
-        try:
-            client.delete_model_version(name, str(mv.version))
-        except Exception:  # deletion refused (e.g. Azure ML): mark it unusable instead
-            logger.warning("could not delete %s v%s; tagging it failed", name, mv.version)
-            try:
-                client.set_model_version_tag(name, str(mv.version), FAILED_TAG, "true")
-                client.transition_model_version_stage(name, str(mv.version), "Archived")
-            except Exception:
-                logger.exception("could not tag %s v%s as failed", name, mv.version)
-    if created_model:
-        try:
-            if not search_versions(ws, name):
-                client.delete_registered_model(name)
-        except Exception:
-            logger.warning("could not delete the empty registered model %s", name)
-    try:
-        client.set_terminated(run_id, "FAILED")
-        client.delete_run(run_id)
-    except Exception:
-        logger.warning("could not delete run %s after a failed registration", run_id)
+def _undo(ws: Workspace, name: str, run_id: str, mv: Any, created_model: bool) -> list[str]:
+    """Remove what a failed registration created; return what could not be removed."""
+    from lifecycle.base.signals import deferred
+    from lifecycle.registry.cleanup import discard_empty_model, discard_run, discard_version
+
+    left: list[str] = []
+    with deferred():
+        notes = [discard_version(ws, name, str(mv.version)) if mv is not None else None]
+        notes.append(discard_run(ws, run_id))
+        if created_model:
+            notes.append(discard_empty_model(ws, name))
+        for note in notes:
+            if note is not None and not note.final:
+                left.append(note.text)
+            elif note is not None:
+                logger.warning("after a failed registration: %s", note.text)
+    return left

@@ -47,7 +47,7 @@ def _together(
     cwd: Path, commands: list[list[str]], pause: str | None = None
 ) -> list[subprocess.CompletedProcess[str]]:
     go = cwd / f"go-{time.monotonic_ns()}"
-    env = {**os.environ, **({"LIFECYCLE_TEST_PAUSE": pause} if pause else {})}
+    env = {**os.environ, **({"LIFECYCLE_TEST_FAULT": pause} if pause else {})}
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _AT_BARRIER, str(go), *cmd],
@@ -93,7 +93,7 @@ def test_concurrent_transitions_leave_one_production_version(
         runs = _together(
             project_dir,
             [["transition", "race", str(v), "Production", "-w", "dev"] for v in (1, 2, 3, 4)],
-            pause="after_read_holders:2",
+            pause="after_read_holders=pause:2",
         )
         assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
         in_prod, alias = _holders(dev, "race")
