@@ -49,12 +49,17 @@ def owner_name() -> str:
 
 
 class Lease:
-    """One command's claim on the lease of model ``name`` in remote workspace ``ws``."""
+    """One command's claim on the lease of model ``name`` in remote workspace ``ws``.
 
-    def __init__(self, ws: Workspace, name: str, purpose: str = "") -> None:
+    With ``create`` (a promotion into a new model) a missing model is created to hold the
+    claim; otherwise a missing model raises :class:`~lifecycle.base.errors.ModelNotFoundError`.
+    """
+
+    def __init__(self, ws: Workspace, name: str, purpose: str = "", create: bool = False) -> None:
         self.ws = ws
         self.name = name
         self.purpose = purpose
+        self.create = create
         self.token = f"{time.time_ns():020d}{secrets.token_hex(4)}"
         self.key = f"{LEASE_TAG_PREFIX}{self.token}"
         self.number = 0
@@ -77,13 +82,30 @@ class Lease:
         )
 
     def _write(self) -> None:
+        from mlflow.exceptions import MlflowException
+
         with self._write_lock:
-            self.ws.client().set_registered_model_tag(self.name, self.key, self._value())
+            try:
+                self.ws.client().set_registered_model_tag(self.name, self.key, self._value())
+            except MlflowException as exc:
+                if getattr(exc, "error_code", "") != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                if not self.create:
+                    from lifecycle.base.refs import get_registered_model
+
+                    get_registered_model(self.ws, self.name)  # raises ModelNotFoundError
+                    raise
+                self._ensure_model()  # a promotion's new model: created to hold the lease
+                self.ws.client().set_registered_model_tag(self.name, self.key, self._value())
 
     def _claims(self) -> dict[str, dict[str, Any]]:
+        from lifecycle.base.errors import ModelNotFoundError
         from lifecycle.base.refs import get_registered_model
 
-        tags = get_registered_model(self.ws, self.name).tags or {}
+        try:
+            tags = get_registered_model(self.ws, self.name).tags or {}
+        except ModelNotFoundError:
+            return {}  # deleted under us (an undone promotion's new model): claim again
         claims = {}
         for key, value in tags.items():
             if key.startswith(LEASE_TAG_PREFIX):
@@ -134,7 +156,6 @@ class Lease:
             RegistryBusyError: another command held it for ``timeout`` seconds.
         """
         deadline = time.monotonic() + timeout
-        self._ensure_model()
         self._start()
         blocker: dict[str, Any] = {}
         try:
@@ -150,9 +171,7 @@ class Lease:
                 while True:  # 3: wait for every claim ahead of ours
                     claims = self._take_over_stale(self._claims())
                     if self.key not in claims:
-                        # The model was deleted and re-created under us: start again.
-                        self._ensure_model()
-                        break
+                        break  # the model was deleted under us: claim again (re-creates it)
                     ahead = [
                         c
                         for k, c in claims.items()

@@ -50,11 +50,16 @@ def lock_path(ws: Workspace, name: str) -> Path | None:
 
 @contextlib.contextmanager
 def model_lock(
-    ws: Workspace, name: str, timeout: float | None = None, purpose: str = ""
+    ws: Workspace,
+    name: str,
+    timeout: float | None = None,
+    purpose: str = "",
+    create: bool = False,
 ) -> Iterator[None]:
     """Hold the lock of model ``name`` in ``ws`` for the block (re-entrant in a thread).
 
-    ``purpose`` is shown to other commands that wait for a remote lease.
+    ``purpose`` is shown to other commands that wait for a remote lease; ``create`` lets the
+    lease create a missing model (a promotion's target), else a missing one is an error.
 
     Raises:
         RegistryBusyError: another command held it for ``timeout`` seconds
@@ -69,7 +74,7 @@ def model_lock(
     )
     path = lock_path(ws, name)
     if path is None:
-        with _remote_lease(ws, name, wait, purpose):
+        with _remote_lease(ws, name, wait, purpose, create):
             yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -90,7 +95,9 @@ def model_lock(
 
 
 @contextlib.contextmanager
-def _remote_lease(ws: Workspace, name: str, wait: float, purpose: str) -> Iterator[None]:
+def _remote_lease(
+    ws: Workspace, name: str, wait: float, purpose: str, create: bool
+) -> Iterator[None]:
     from lifecycle.base.lease import Lease
 
     key = f"{ws.registry_uri or ws.tracking_uri}\n{name}"
@@ -102,7 +109,7 @@ def _remote_lease(ws: Workspace, name: str, wait: float, purpose: str) -> Iterat
         finally:
             held[key] -= 1
         return
-    lease = Lease(ws, name, purpose)
+    lease = Lease(ws, name, purpose, create)
     lease.acquire(wait)
     held[key] = 1
     try:

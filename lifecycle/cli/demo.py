@@ -71,11 +71,15 @@ class DemoReport:
     results: list[ScenarioResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: ``lifecycle doctor``'s violations in dev and prod after the scenarios (none expected).
+    registry_violations: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """True when every scenario that ran succeeded."""
-        return bool(self.results) and all(r.ok for r in self.results)
+        """True when every scenario that ran succeeded and the registry is sound."""
+        return (
+            bool(self.results) and all(r.ok for r in self.results) and not self.registry_violations
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly description."""
@@ -86,6 +90,7 @@ class DemoReport:
             "seconds": round(self.seconds, 1),
             "scenarios": [{"scenario": r.scenario, **asdict(r)} for r in self.results],
             "notes": self.notes,
+            "registry_violations": self.registry_violations,
         }
 
 
@@ -133,6 +138,10 @@ def run_demo(
             except _NotAvailable as exc:
                 report.notes.append(f"{origin}: not run: {exc}")
                 logger.warning("%s scenarios not run: %s", origin, exc)
+        from lifecycle.registry.doctor import check
+
+        for ws in (dev, prod):
+            report.registry_violations += [v.to_dict() for v in check(ws)]
     finally:
         if previous is None:
             os.environ.pop(cache_var, None)

@@ -87,6 +87,16 @@ def _table(report: object) -> str:
     failed = [r for r in report.results if not r.ok]
     lines += [f"  {r.scenario}: {r.detail}" for r in failed]
     lines += [f"note: {n}" for n in report.notes]
+    if report.registry_violations:
+        lines.append(
+            f"registry: lifecycle doctor found {len(report.registry_violations)} violation(s):"
+        )
+        lines += [
+            f"  {v['workspace']} {v['model']}: {v['check']}: {v['detail']}"
+            for v in report.registry_violations
+        ]
+    else:
+        lines.append("registry: lifecycle doctor finds every invariant held in dev and prod")
     lines.append(f"Workspaces and outputs in {report.work_dir} ({report.seconds:.0f}s in all)")
     return "\n".join(lines)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from lifecycle.base.refs import search_versions
 from lifecycle.base.tags import FAILED_TAG
-from lifecycle.base.workspaces import Workspace
+from lifecycle.base.workspaces import Workspace, use_workspace
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +83,8 @@ def discard_run(ws: Workspace, run_id: str) -> Left | None:
         except Exception as exc:
             left.append(f"still RUNNING ({_short(exc)})")
     try:
-        get_artifact_repository(run.info.artifact_uri).delete_artifacts()
+        with use_workspace(ws):  # an mlflow-artifacts:/ URI is resolved against the server
+            get_artifact_repository(run.info.artifact_uri).delete_artifacts()
     except Exception as exc:
         left.append(f"artifacts at {run.info.artifact_uri} not deleted ({_short(exc)})")
     if run.info.lifecycle_stage != "deleted":

@@ -3,7 +3,10 @@
 A promotion writes a registered-model tag ``lifecycle.journal.<promotion id>`` in the target
 before it creates anything there. The record names the source, the target stage, the steps
 planned, and what the target looked like before (the stage's holders, whether the model
-existed, a reused version's stage); each step adds itself to ``done`` when it completes. The
+existed, a reused version's stage); the step that decides between finishing and undoing
+(the copy registered and verified) adds itself to ``done``; the others are found by their
+traces (the run and version carry the promotion id, the holders and the audit are read), so
+that a promotion pays for three journal writes in all. The
 tag is deleted when the promotion finishes or is undone, so a journal that is still there
 (and whose model lock nobody holds) is the trace of a promotion that was killed.
 
@@ -94,11 +97,13 @@ class Journal:
         value = json.dumps(self.record, sort_keys=True, default=str)
         self.ws.client().set_registered_model_tag(self.name, self.key, value)
 
-    def mark(self, step: str, **facts: Any) -> None:
-        """Record that ``step`` completed (with the facts an undo or finish needs)."""
-        self.record["done"][step] = {"at": utcnow(), **facts}
+    def mark(self, *steps: str, **facts: Any) -> None:
+        """Record, in one write, that ``steps`` completed (with the facts an undo or finish
+        needs)."""
+        for step in steps:
+            self.record["done"][step] = {"at": utcnow(), **facts}
         self._write()
-        logger.debug("promotion %s: step %s done", self.record["id"], step)
+        logger.debug("promotion %s: step(s) %s done", self.record["id"], ", ".join(steps))
 
     def done(self, step: str) -> dict[str, Any] | None:
         """The facts of a completed step, None if it did not complete."""
@@ -142,7 +147,8 @@ def describe(journal: Journal) -> str:
     return (
         f"promotion {rec['id']} of {journal.name} v{src.get('version', '?')} from "
         f"'{src.get('workspace', '?')}' by {rec.get('owner', '?')}, started {rec.get('started', '?')}, "
-        f"stopped after step: {steps[-1] if steps else 'none'}"
+        f"copy verified: {'yes' if 'verify' in steps else 'no'}"
+        + (", being undone" if "undo" in rec.get("done", {}) else "")
     )
 
 

@@ -292,9 +292,10 @@ def promote(
             return result
         _record_gates(src_ws, name, src_version, dst_ws, results, passed=True)
         promotion_id = new_promotion_id()
-        with model_lock(dst_ws, name, purpose=f"promote {promotion_id}"):
+        model_existed = _model_exists(dst_ws, name)  # before a remote lease may create it
+        with model_lock(dst_ws, name, purpose=f"promote {promotion_id}", create=True):
             # A promotion killed earlier is finished or undone before this one starts.
-            for outcome in repair_unlocked(dst_ws, name):
+            for outcome in repair_unlocked(dst_ws, name, stray_runs=False):
                 result.repaired.append(outcome.to_dict())
             # Checked again under the lock: another promotion of the same content may have
             # registered it while this one ran its gates.
@@ -313,6 +314,7 @@ def promote(
                 model_dir,
                 run_artifacts,
                 promotion_id=promotion_id,
+                model_existed=model_existed,
                 progress=progress,
                 before_register=before_register,
                 before_stage=before_stage,
@@ -330,6 +332,7 @@ def _write(
     run_artifacts: dict[str, Path],
     *,
     promotion_id: str,
+    model_existed: bool,
     progress: Progress | None,
     before_register: Callable[[str], None] | None,
     before_stage: Callable[[str], None] | None,
@@ -337,9 +340,8 @@ def _write(
     """The write phase, under the target model's lock, journalled step by step."""
     name = result.name
     stage_to = result.stage or "None"
-    model_existed = _model_exists(dst_ws, name)
     if not model_existed:
-        _create_model(dst_ws, name)  # it holds the journal
+        _create_model(dst_ws, name)  # it holds the journal (a remote lease may have made it)
     holders = _holders(dst_ws, name, stage_to)
     journal = Journal.start(
         dst_ws,
@@ -376,7 +378,8 @@ def _write(
     }
 
     def registering(run_id: str) -> None:
-        journal.mark("run", run_id=run_id)
+        # Not marked in the journal (a round trip): a repair finds the run by its
+        # promotion id tag.
         fault_point("after_run")
         if before_register is not None:
             before_register(run_id)
@@ -402,13 +405,10 @@ def _write(
                 progress=upload_progress(progress),
             )
             result.version, result.run_id = reg.version, reg.run_id
-            journal.mark("register", version=reg.version, created=True)
-            fault_point("after_register")
+            fault_point("after_register")  # registered, not verified: a repair undoes it
             verify_copy(dst_ws, name, reg.version, model_dir)
-        else:
-            journal.mark("register", version=str(existing.version), created=False)
         assert result.version is not None
-        journal.mark("verify")
+        journal.mark("register", "verify", version=result.version, created=existing is None)
         fault_point("after_verify")
         if before_stage is not None:
             before_stage(result.version)
@@ -419,8 +419,7 @@ def _write(
             moved = move_stage(dst_ws, name, result.version, stage_to, alias=None, archive=True)
             result.archived = moved["archived"]
             from_stage = moved["from_stage"]
-        journal.mark("stage", archived=result.archived)
-        fault_point("after_stage")
+        fault_point("after_stage")  # not marked: a repair checks the holders itself
         record_event(
             dst_ws,
             name,

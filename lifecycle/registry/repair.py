@@ -4,8 +4,9 @@ A promotion that fails, or that is stopped by SIGTERM/SIGINT, calls :func:`undo`
 journal before it exits. A promotion killed outright leaves the journal behind;
 ``lifecycle repair`` (or a rerun of any promotion of the model) then calls :func:`repair`:
 
-- a promotion whose copy was registered and verified is **finished**: its stage move and audit
-  event are done if they were not, and its run is ended as FINISHED;
+- a promotion whose copy was registered and verified, and whose undo had not begun, is
+  **finished**: its stage move and audit event are done if they were not, and its run is
+  ended as FINISHED;
 - an earlier one is **undone**: the stage's previous holders are put back, the version and run
   it created (found by their ``lifecycle.promotion_id`` tag, even if the journal never
   recorded them) are deleted with the run's artifacts, and an empty model it created goes too.
@@ -115,6 +116,10 @@ def undo(journal: Journal, *, record: bool = True) -> RepairOutcome:
 def _undo(journal: Journal, record: bool) -> RepairOutcome:
     ws, name, rec = journal.ws, journal.name, journal.record
     out = RepairOutcome(rec["id"], "undone")
+    try:  # once an undo has begun, a repair continues it rather than finishing the promotion
+        journal.mark("undo")
+    except Exception as exc:
+        logger.warning("could not mark promotion %s as being undone: %s", rec["id"], exc)
     stage = str(rec.get("stage") or "None")
     before = rec.get("before") or {}
     holders = [str(v) for v in before.get("holders") or []]
@@ -245,17 +250,20 @@ def _close(journal: Journal, out: RepairOutcome, record: bool) -> None:
 
 def resolve(journal: Journal, *, record: bool = True) -> RepairOutcome:
     """Finish ``journal``'s promotion if its copy was verified, else undo it."""
-    if journal.done("verify") and journal.done("register"):
+    if journal.done("verify") and journal.done("register") and not journal.done("undo"):
         return finish(journal, record=record)
     return undo(journal, record=record)
 
 
-def repair_unlocked(ws: Workspace, name: str) -> list[RepairOutcome]:
-    """:func:`repair` for a caller that already holds the model's lock."""
+def repair_unlocked(ws: Workspace, name: str, *, stray_runs: bool = True) -> list[RepairOutcome]:
+    """:func:`repair` for a caller that already holds the model's lock (a promotion skips
+    the search for stray runs: two round trips, and ``doctor`` finds them)."""
     outcomes = []
     for journal in unfinished(ws, name):
         logger.warning("repairing the unfinished %s", describe(journal))
         outcomes.append(resolve(journal))
+    if not stray_runs:
+        return outcomes
     stray = _end_stray_runs(ws, name)
     if stray.notes or stray.removed or stray.left_behind:
         outcomes.append(stray)

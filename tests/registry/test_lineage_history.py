@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -15,15 +13,6 @@ from lifecycle.base.workspaces import load_config
 from lifecycle.cli import cli
 from lifecycle.registry.lineage import find_workspace, lineage
 from lifecycle.registry.versions import log_and_register
-from tests.support.mlflow_models import save_sklearn_model
-
-
-@pytest.fixture(scope="module")
-def model_dir(
-    tmp_path_factory: pytest.TempPathFactory, fitted_logreg: Any, breast_cancer: Any
-) -> Path:
-    X, _ = breast_cancer
-    return save_sklearn_model(fitted_logreg, tmp_path_factory.mktemp("m") / "model", X.head(3))
 
 
 def test_promote_cli_then_lineage_after_workspace_rename(

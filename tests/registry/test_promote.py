@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from sklearn.dummy import DummyClassifier
 
 from lifecycle.base.audit import read_history
 from lifecycle.base.errors import GateFailedError, InvalidArgumentError, PromotionError
@@ -26,26 +25,10 @@ from lifecycle.registry.lineage import lineage
 from lifecycle.registry.promote import promote
 from lifecycle.registry.stages import versions_in_stage
 from lifecycle.registry.versions import log_and_register
-from tests.support.mlflow_models import save_sklearn_model
 
 
 def _uniq(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-@pytest.fixture(scope="module")
-def logreg_dir(
-    tmp_path_factory: pytest.TempPathFactory, fitted_logreg: Any, breast_cancer: Any
-) -> Path:
-    X, _ = breast_cancer
-    return save_sklearn_model(fitted_logreg, tmp_path_factory.mktemp("m") / "logreg", X.head(3))
-
-
-@pytest.fixture(scope="module")
-def dummy_dir(tmp_path_factory: pytest.TempPathFactory, breast_cancer: Any) -> Path:
-    X, y = breast_cancer
-    dummy = DummyClassifier(strategy="constant", constant=0).fit(X, y)
-    return save_sklearn_model(dummy, tmp_path_factory.mktemp("m") / "dummy", X.head(3))
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +59,9 @@ def _register(ws: Workspace, model_dir: Path, name: str, **metrics: float) -> st
 
 
 def test_promote_deep_copies_and_stages(
-    dev: Workspace, prod: Workspace, logreg_dir: Path, breast_cancer: Any, fitted_logreg: Any
+    dev: Workspace, prod: Workspace, model_dir: Path, breast_cancer: Any, fitted_logreg: Any
 ) -> None:
-    v = _register(dev, logreg_dir, "churn", accuracy=0.97)
+    v = _register(dev, model_dir, "churn", accuracy=0.97)
     dev.client().set_model_version_tag("churn", v, "validated_by", "risk-team")
     calls: list[tuple[str, int, int]] = []
     res = promote(
@@ -117,9 +100,9 @@ def test_promote_deep_copies_and_stages(
 
 
 def test_failing_gate_leaves_target_untouched_and_shows_table(
-    project_dir: Path, dev: Workspace, prod: Workspace, logreg_dir: Path
+    project_dir: Path, dev: Workspace, prod: Workspace, model_dir: Path
 ) -> None:
-    v = _register(dev, logreg_dir, "fraud", accuracy=0.8)
+    v = _register(dev, model_dir, "fraud", accuracy=0.8)
     result = CliRunner().invoke(
         cli,
         [
@@ -158,9 +141,9 @@ def test_failing_gate_leaves_target_untouched_and_shows_table(
 
 
 def test_dry_run_writes_nothing(
-    project_dir: Path, dev: Workspace, prod: Workspace, logreg_dir: Path
+    project_dir: Path, dev: Workspace, prod: Workspace, model_dir: Path
 ) -> None:
-    v = _register(dev, logreg_dir, "dry", accuracy=0.95)
+    v = _register(dev, model_dir, "dry", accuracy=0.95)
     result = CliRunner().invoke(
         cli,
         [
@@ -177,9 +160,9 @@ def test_dry_run_writes_nothing(
 
 
 def test_holdout_refuses_worse_accepts_better(
-    dev: Workspace, prod: Workspace, logreg_dir: Path, dummy_dir: Path, holdout_csv: Path
+    dev: Workspace, prod: Workspace, model_dir: Path, dummy_dir: Path, holdout_csv: Path
 ) -> None:
-    good = _register(dev, logreg_dir, "bc")
+    good = _register(dev, model_dir, "bc")
     bad = _register(dev, dummy_dir, "bc")
     # No champion yet: the gate passes and says so.
     first = promote(dev, prod, "bc", version=bad, holdout=holdout_csv, target="target", smoke=False)
@@ -212,9 +195,9 @@ def test_holdout_refuses_worse_accepts_better(
 
 
 def test_holdout_bad_input(
-    dev: Workspace, prod: Workspace, logreg_dir: Path, holdout_csv: Path
+    dev: Workspace, prod: Workspace, model_dir: Path, holdout_csv: Path
 ) -> None:
-    v = _register(dev, logreg_dir, "bad-in")
+    v = _register(dev, model_dir, "bad-in")
     with pytest.raises(InvalidArgumentError, match="Target column 'label' is not in holdout"):
         promote(dev, prod, "bad-in", version=v, holdout=holdout_csv, target="label")
     with pytest.raises(InvalidArgumentError, match="'rmse' is not a classification metric"):
@@ -224,9 +207,9 @@ def test_holdout_bad_input(
 
 
 def test_crash_between_upload_and_registration_then_rerun(
-    dev: Workspace, prod: Workspace, logreg_dir: Path
+    dev: Workspace, prod: Workspace, model_dir: Path
 ) -> None:
-    v = _register(dev, logreg_dir, "atomic")
+    v = _register(dev, model_dir, "atomic")
 
     def crash(run_id: str) -> None:
         raise ConnectionError("network dropped (injected)")
@@ -243,9 +226,9 @@ def test_crash_between_upload_and_registration_then_rerun(
 
 
 def test_crash_at_stage_move_restores_champion(
-    dev: Workspace, prod: Workspace, logreg_dir: Path, dummy_dir: Path
+    dev: Workspace, prod: Workspace, model_dir: Path, dummy_dir: Path
 ) -> None:
-    first = _register(dev, logreg_dir, "restore")
+    first = _register(dev, model_dir, "restore")
     second = _register(dev, dummy_dir, "restore")
     promote(dev, prod, "restore", version=first, smoke=False)
 
@@ -260,9 +243,9 @@ def test_crash_at_stage_move_restores_champion(
 
 
 def test_double_promotion_makes_one_version(
-    dev: Workspace, prod: Workspace, logreg_dir: Path
+    dev: Workspace, prod: Workspace, model_dir: Path
 ) -> None:
-    v = _register(dev, logreg_dir, "twice")
+    v = _register(dev, model_dir, "twice")
     a = promote(dev, prod, "twice", version=v, target_stage="Staging", smoke=False)
     b = promote(dev, prod, "twice", version=v, target_stage="production", smoke=False)
     assert a.created and not b.created and a.version == b.version == "1"
@@ -297,10 +280,10 @@ def test_promote_logged_model_source(
     np.testing.assert_array_equal(pred, fitted_logreg.predict(X.head(5)))
 
 
-def test_select_source_by_stage_or_alias(dev: Workspace, prod: Workspace, logreg_dir: Path) -> None:
+def test_select_source_by_stage_or_alias(dev: Workspace, prod: Workspace, model_dir: Path) -> None:
     from lifecycle.registry.stages import transition
 
-    v = _register(dev, logreg_dir, "sel")
+    v = _register(dev, model_dir, "sel")
     transition(dev, "sel", v, "Staging", alias="champion")
     by_stage = promote(dev, prod, "sel", stage="staging", dry_run=True, smoke=False)
     by_alias = promote(dev, prod, "sel", alias="champion", dry_run=True, smoke=False)
@@ -312,12 +295,12 @@ def test_select_source_by_stage_or_alias(dev: Workspace, prod: Workspace, logreg
 
 
 def test_local_remote_local_three_hops(
-    config_with_remote: Path, logreg_dir: Path, breast_cancer: Any, fitted_logreg: Any
+    config_with_remote: Path, model_dir: Path, breast_cancer: Any, fitted_logreg: Any
 ) -> None:
     config = load_config()
     dev, remote, prod = (config.get(n) for n in ("dev", "remote", "prod"))
     name = _uniq("hop")
-    v = _register(dev, logreg_dir, name, accuracy=0.97)
+    v = _register(dev, model_dir, name, accuracy=0.97)
     mid = promote(
         dev, remote, name, version=v, target_stage="Staging", gates=["accuracy>=0.9"], smoke=False
     )
@@ -347,10 +330,10 @@ def test_local_remote_local_three_hops(
 
 
 def test_remote_to_remote(
-    remote: Workspace, remote2: Workspace, logreg_dir: Path, breast_cancer: Any
+    remote: Workspace, remote2: Workspace, model_dir: Path, breast_cancer: Any
 ) -> None:
     name = _uniq("r2r")
-    v = _register(remote, logreg_dir, name, accuracy=0.97)
+    v = _register(remote, model_dir, name, accuracy=0.97)
     res = promote(remote, remote2, name, version=v, smoke=False)
     assert res.created and res.stage == "Production"
     mv = remote2.client().get_model_version(name, res.version)
@@ -365,12 +348,12 @@ def test_remote_to_remote(
 
 
 def test_backend_without_deletes_tags_failed_and_archives(
-    dev: Workspace, prod: Workspace, logreg_dir: Path, dummy_dir: Path
+    dev: Workspace, prod: Workspace, model_dir: Path, dummy_dir: Path
 ) -> None:
     import dataclasses
 
     no_delete = dataclasses.replace(prod, supports_delete=False)  # like Azure ML
-    first = _register(dev, logreg_dir, "nodel")
+    first = _register(dev, model_dir, "nodel")
     second = _register(dev, dummy_dir, "nodel")
     promote(dev, no_delete, "nodel", version=first, smoke=False)
 

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import warnings
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -26,15 +25,6 @@ from lifecycle.registry.stages import (
     versions_in_stage,
 )
 from lifecycle.registry.versions import log_and_register
-from tests.support.mlflow_models import save_sklearn_model
-
-
-@pytest.fixture(scope="module")
-def model_dir(
-    tmp_path_factory: pytest.TempPathFactory, fitted_logreg: Any, breast_cancer: Any
-) -> Path:
-    X, _ = breast_cancer
-    return save_sklearn_model(fitted_logreg, tmp_path_factory.mktemp("m") / "model", X.head(3))
 
 
 def _versions(ws: Workspace, model_dir: Path, name: str, n: int) -> list[str]:
