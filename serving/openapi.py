@@ -60,8 +60,10 @@ def openapi_spec(scorer: Scorer) -> dict[str, Any]:
                         },
                         "400": {"description": "Bad input (MLflow error JSON)"},
                         "401": {"description": "Missing or wrong API key"},
+                        "408": {"description": "Request slower to arrive than --header-timeout"},
                         "413": {"description": "Body larger than --max-body-bytes"},
                         "415": {"description": "Unsupported content type"},
+                        "503": {"description": "More connections than --max-connections"},
                         "504": {"description": "Slower than --timeout"},
                     },
                 }

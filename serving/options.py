@@ -35,6 +35,12 @@ class ServeOptions:
     #: With several workers: the folder where each writes its counters, so /metrics on any
     #: worker reports the whole server.
     metrics_dir: str | None = None
+    #: Open connections per worker beyond which a new one is answered 503 and closed.
+    max_connections: int = 1024
+    #: Seconds a client has to send a whole request once its first byte arrived (else 408).
+    header_timeout: float = 10.0
+    #: Seconds an idle keep-alive connection is kept open.
+    keepalive_timeout: float = 5.0
 
 
 # --------------------------------------------------------------------------- metrics

@@ -71,6 +71,9 @@ def serve(
     poll_interval: float = 30.0,
     record: bool = True,
     cache: bool = True,
+    max_connections: int = 1024,
+    header_timeout: float = 10.0,
+    keepalive_timeout: float = 5.0,
 ) -> None:
     """Serve ``model_uri`` (resolved in ``ws``) over HTTP until SIGTERM/SIGINT (blocking).
 
@@ -89,6 +92,9 @@ def serve(
         cache: start a pinned version from its verified local copy when a previous start
             left one (:mod:`serving.warmstart`), asking the registry once ready; False:
             always resolve and load through the registry first.
+        max_connections: open connections per worker beyond which a new one gets 503.
+        header_timeout: seconds a request may take to arrive once it started (else 408).
+        keepalive_timeout: seconds an idle keep-alive connection stays open.
 
     Raises:
         ServingError: the model fails to load, the port is taken, or a worker fails to start.
@@ -105,6 +111,9 @@ def serve(
         poll_interval=float(poll_interval),
         record=record,
         cache=cache,
+        max_connections=int(max_connections),
+        header_timeout=float(header_timeout),
+        keepalive_timeout=float(keepalive_timeout),
     )
     if ws is None and not Path(model_uri).is_dir():
         raise ServingError(f"A workspace is needed to resolve {model_uri}")

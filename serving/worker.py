@@ -17,7 +17,7 @@ from lifecycle.base.errors import ServingError
 from serving.app import ScoringApp
 from serving.fastpath import Scorer, load_scorer
 from serving.follow import Follower, after_ready
-from serving.http import Connection
+from serving.http import Connection, sweep_connections
 from serving.input_log import InputLog
 from serving.options import ServeTarget
 from serving.prepare import PreparedModel, model_dir
@@ -99,6 +99,7 @@ async def _serve_loop(
     loop = asyncio.get_running_loop()
     app = ScoringApp(scorer, options, loop)
     server = await loop.create_server(lambda: Connection(app), sock=sock, backlog=1024)
+    sweep_connections(app)  # --header-timeout and --keepalive-timeout
     stop = asyncio.Event()
     app.stop_event = stop
     for sig in (signal.SIGTERM, signal.SIGINT):

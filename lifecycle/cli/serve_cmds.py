@@ -43,6 +43,27 @@ from lifecycle.cli.env_cmds import env_manager_option
     help="Seconds per request before answering 504.",
 )
 @click.option(
+    "--max-connections",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Open connections per worker; a new one beyond it is answered 503 and closed.",
+)
+@click.option(
+    "--header-timeout",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds a request may take to arrive once its first byte did (else 408).",
+)
+@click.option(
+    "--keepalive-timeout",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds an idle keep-alive connection stays open.",
+)
+@click.option(
     "--log-inputs",
     type=click.Path(file_okay=False),
     default=None,
@@ -82,6 +103,9 @@ def serve_cmd(
     api_key: str | None,
     max_body_bytes: int,
     timeout: float,
+    max_connections: int,
+    header_timeout: float,
+    keepalive_timeout: float,
     log_inputs: str | None,
     poll_interval: float,
     no_record: bool,
@@ -132,6 +156,9 @@ def serve_cmd(
         poll_interval=poll_interval,
         record=not no_record,
         cache=not no_cache,
+        max_connections=max_connections,
+        header_timeout=header_timeout,
+        keepalive_timeout=keepalive_timeout,
     )
 
 
