@@ -64,6 +64,7 @@ class Connection(asyncio.Protocol):
         self.request_began: float | None = None
         self.last_active = self.opened
         self.paused = False
+        self.eof = False  # the client half-closed: answer what it sent, then close
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -93,6 +94,19 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.app.connections.discard(self)
         self.transport = None
+
+    def eof_received(self) -> bool:
+        """The client will send nothing more: answer the whole requests it sent, then close
+        (returning True keeps the transport open for the answers)."""
+        self.eof = True
+        if not self.busy:
+            self._next()
+            self._close_if_done()
+        return True
+
+    def _close_if_done(self) -> None:
+        if self.eof and not self.busy and self.transport is not None:
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self.discard:
@@ -297,10 +311,13 @@ class Connection(asyncio.Protocol):
             transport.close()
         elif self.buf:
             app.loop.call_soon(self._resume)
+        else:
+            self._close_if_done()
 
     def _resume(self) -> None:
         if not self.busy and self.transport is not None and self.buf:
             self._next()
+        self._close_if_done()
 
     def check_timeouts(self, now: float) -> None:
         """Answer 408 to a request that is arriving too slowly; close an idle connection."""
