@@ -29,7 +29,8 @@ class Left:
         return self.text
 
 
-def _short(exc: BaseException) -> str:
+def short_error(exc: BaseException) -> str:
+    """``Type: message``, first line, at most 200 characters."""
     return f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
 
 
@@ -42,7 +43,7 @@ def discard_version(ws: Workspace, name: str, version: str) -> Left | None:
             client.delete_model_version(name, version)
             return None
         except Exception as exc:
-            reason = _short(exc)
+            reason = short_error(exc)
             logger.warning("could not delete %s v%s (%s); tagging it failed", name, version, reason)
     try:
         client.set_model_version_tag(name, version, FAILED_TAG, "true")
@@ -58,7 +59,9 @@ def discard_version(ws: Workspace, name: str, version: str) -> Left | None:
         )
     except Exception as exc:
         logger.exception("could not tag %s v%s as failed", name, version)
-        return Left(f"{name} version {version} (neither deleted nor tagged failed: {_short(exc)})")
+        return Left(
+            f"{name} version {version} (neither deleted nor tagged failed: {short_error(exc)})"
+        )
 
 
 def discard_run(ws: Workspace, run_id: str) -> Left | None:
@@ -81,12 +84,12 @@ def discard_run(ws: Workspace, run_id: str) -> Left | None:
         try:
             client.set_terminated(run_id, "FAILED")
         except Exception as exc:
-            left.append(f"still RUNNING ({_short(exc)})")
+            left.append(f"still RUNNING ({short_error(exc)})")
     try:
         with use_workspace(ws):  # an mlflow-artifacts:/ URI is resolved against the server
             get_artifact_repository(run.info.artifact_uri).delete_artifacts()
     except Exception as exc:
-        left.append(f"artifacts at {run.info.artifact_uri} not deleted ({_short(exc)})")
+        left.append(f"artifacts at {run.info.artifact_uri} not deleted ({short_error(exc)})")
     if run.info.lifecycle_stage != "deleted":
         if ws.supports_delete is False:
             refused = True
@@ -94,7 +97,7 @@ def discard_run(ws: Workspace, run_id: str) -> Left | None:
             try:
                 client.delete_run(run_id)
             except Exception as exc:
-                left.append(f"not deleted ({_short(exc)})")
+                left.append(f"not deleted ({short_error(exc)})")
     if left:
         return Left(f"run {run_id}: " + "; ".join(left))
     if refused:
@@ -113,4 +116,4 @@ def discard_empty_model(ws: Workspace, name: str) -> Left | None:
         ws.client().delete_registered_model(name)
         return None
     except Exception as exc:
-        return Left(f"the empty registered model {name} ({_short(exc)})")
+        return Left(f"the empty registered model {name} ({short_error(exc)})")

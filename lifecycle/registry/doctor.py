@@ -25,7 +25,7 @@ from lifecycle.base.audit import read_history
 from lifecycle.base.refs import STAGE_ALIASES, search_versions
 from lifecycle.base.tags import DIGEST_TAG, FAILED_TAG, PROMOTION_ID_TAG, STAGE_TAG
 from lifecycle.base.workspaces import Workspace
-from lifecycle.registry.journal import describe, repair_command, unfinished
+from lifecycle.registry.journal import describe, quote_name, repair_command, unfinished
 from lifecycle.registry.stages import aliases_of, capabilities
 
 logger = logging.getLogger(__name__)
@@ -53,12 +53,6 @@ class Violation:
             "detail": self.detail,
             "repair": self.repair,
         }
-
-
-def _q(name: str) -> str:
-    return (
-        name if name.replace("-", "").replace("_", "").replace(".", "").isalnum() else f"'{name}'"
-    )
 
 
 def model_names(ws: Workspace) -> list[str]:
@@ -108,14 +102,14 @@ def check_model(ws: Workspace, name: str) -> list[Violation]:
             add(
                 "two-holders",
                 f"versions {', '.join(by_stage)} are all in {stage}",
-                f"lifecycle transition {_q(name)} {keep} {stage} -w {ws.name}",
+                f"lifecycle transition {quote_name(name)} {keep} {stage} -w {ws.name}",
             )
         holder = by_stage[-1] if by_stage else None
         if capabilities(ws)["aliases"] and stages_on and pointed != holder:
             if holder is not None:
-                fix = f"lifecycle transition {_q(name)} {holder} {stage} -w {ws.name}"
+                fix = f"lifecycle transition {quote_name(name)} {holder} {stage} -w {ws.name}"
             else:
-                fix = f"lifecycle transition {_q(name)} {pointed} {stage} -w {ws.name}"
+                fix = f"lifecycle transition {quote_name(name)} {pointed} {stage} -w {ws.name}"
             add(
                 "alias-split",
                 f"@{alias} -> {pointed or 'nothing'} but {stage} is held by {holder or 'nothing'}",
@@ -127,7 +121,7 @@ def check_model(ws: Workspace, name: str) -> list[Violation]:
                 add(
                     "alias-split",
                     f"version {v} is in {stage} but its {STAGE_TAG} tag says {tag}",
-                    f"lifecycle transition {_q(name)} {v} {stage} -w {ws.name}",
+                    f"lifecycle transition {quote_name(name)} {v} {stage} -w {ws.name}",
                 )
             entered = any(
                 e.get("action") in _ENTERING
@@ -139,7 +133,7 @@ def check_model(ws: Workspace, name: str) -> list[Violation]:
                 add(
                     "unaudited-stage",
                     f"version {v} holds {stage} but no audit event put it there",
-                    f"lifecycle transition {_q(name)} {v} {stage} -w {ws.name}",
+                    f"lifecycle transition {quote_name(name)} {v} {stage} -w {ws.name}",
                 )
     by_digest: dict[str, list[str]] = {}
     for v, mv in versions.items():
@@ -157,7 +151,7 @@ def check_model(ws: Workspace, name: str) -> list[Violation]:
             add(
                 "duplicate-digest",
                 f"versions {', '.join(same)} hold the same content ({digest[:12]}…)",
-                f"lifecycle transition {_q(name)} {extra} Archived -w {ws.name}",
+                f"lifecycle transition {quote_name(name)} {extra} Archived -w {ws.name}",
             )
     for run in running_promotion_runs(ws, name):
         pid = (run.data.tags or {}).get(PROMOTION_ID_TAG)

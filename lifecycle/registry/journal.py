@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import shlex
 from typing import Any
 
 from lifecycle.base.audit import utcnow
@@ -45,12 +46,14 @@ def new_promotion_id() -> str:
     return utcnow()[:19].replace("-", "").replace(":", "") + "-" + secrets.token_hex(4)
 
 
+def quote_name(name: str) -> str:
+    """``name`` as it must be typed in a shell command."""
+    return shlex.quote(name)
+
+
 def repair_command(ws: Workspace, name: str) -> str:
     """The command that repairs ``name`` in ``ws``."""
-    quoted = (
-        name if name.replace("-", "").replace("_", "").replace(".", "").isalnum() else f"'{name}'"
-    )
-    return f"lifecycle repair {quoted} -w {ws.name}"
+    return f"lifecycle repair {quote_name(name)} -w {ws.name}"
 
 
 class Journal:

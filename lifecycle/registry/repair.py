@@ -29,7 +29,13 @@ from lifecycle.base.refs import canonical_stage, search_versions
 from lifecycle.base.signals import deferred
 from lifecycle.base.tags import FAILED_TAG, PROMOTION_ID_TAG
 from lifecycle.base.workspaces import Workspace
-from lifecycle.registry.cleanup import Left, discard_empty_model, discard_run, discard_version
+from lifecycle.registry.cleanup import (
+    Left,
+    discard_empty_model,
+    discard_run,
+    discard_version,
+    short_error,
+)
 from lifecycle.registry.journal import Journal, describe, unfinished
 from lifecycle.registry.stages import move_stage, versions_in_stage
 
@@ -63,10 +69,6 @@ class RepairOutcome:
             "notes": self.notes,
             "clean": self.clean,
         }
-
-
-def _short(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
 
 
 def _created_versions(journal: Journal) -> list[str]:
@@ -147,7 +149,7 @@ def _undo(journal: Journal, record: bool) -> RepairOutcome:
             logger.exception("could not restore %s's %s holders %s", name, stage, holders)
             out.left_behind.append(
                 f"{stage} of {name} not restored to version(s) {', '.join(holders) or 'none'} "
-                f"({_short(exc)})"
+                f"({short_error(exc)})"
             )
     # 2. the version(s) and run(s) it created.
     for version in created:
@@ -162,13 +164,13 @@ def _undo(journal: Journal, record: bool) -> RepairOutcome:
                 continue
             left = discard_version(ws, name, version)
         except Exception as exc:
-            left = Left(f"{name} version {version} ({_short(exc)})")
+            left = Left(f"{name} version {version} ({short_error(exc)})")
         _account(out, left, f"{name} version {version}")
     for run_id in _created_runs(journal):
         try:
             left = discard_run(ws, run_id)
         except Exception as exc:
-            left = Left(f"run {run_id} ({_short(exc)})")
+            left = Left(f"run {run_id} ({short_error(exc)})")
         _account(out, left, f"run {run_id} and its artifacts")
     # 3. an empty model the promotion created (its own journal goes with it).
     if not before.get("model_existed", True) and not out.left_behind:
