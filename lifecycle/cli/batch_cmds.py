@@ -243,4 +243,15 @@ def azure_batch_cmd(
         out_dir=out_dir,
         apply=apply_,
     )
-    emit(result, as_json, lambda r: "\n".join(f"wrote {p}" for p in r["files"].values()))
+    emit(
+        result,
+        as_json,
+        lambda r: (
+            "\n".join(f"{k}: {v}" for k, v in r["files"].items())
+            + (
+                f"\napplied to endpoint {endpoint}"
+                if r.get("applied")
+                else "\n(plan only; --apply creates it)"
+            )
+        ),
+    )

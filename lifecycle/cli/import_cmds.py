@@ -19,6 +19,22 @@ class _ImportGroup(click.Group):
             args = ["auto", *args]
         return super().parse_args(ctx, args)
 
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The group's help lists the options of ``lifecycle import PATH`` too (the form
+        without a kind), which is otherwise a hidden command."""
+        super().format_options(ctx, formatter)
+        auto = self.commands.get("auto")
+        if auto is None:
+            return
+        sub = click.Context(auto, info_name="auto", parent=ctx)
+        rows = [
+            r
+            for p in auto.get_params(sub)
+            if isinstance(p, click.Option) and (r := p.get_help_record(sub)) is not None
+        ]
+        with formatter.section("Options of 'lifecycle import PATH' (kind detected)"):
+            formatter.write_dl(rows)
+
 
 def _import_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(
@@ -28,7 +44,8 @@ def _import_options(func: Callable[..., Any]) -> Callable[..., Any]:
             click.option(
                 "--sample",
                 type=click.Path(dir_okay=False),
-                help="CSV of sample rows (signature and input example for notebook models).",
+                help="CSV of sample rows: the monitoring baseline (every kind) and, for "
+                "notebook models, the signature and input example.",
             ),
             click.option(
                 "--target", help="The sample's target column (left out of the signature)."

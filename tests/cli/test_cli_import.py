@@ -136,6 +136,18 @@ def test_help_has_examples() -> None:
         assert "Example" in result.output and "lifecycle import" in result.output
 
 
+def test_group_help_lists_the_options_of_the_form_without_a_kind() -> None:
+    result = CliRunner().invoke(cli, ["import", "--help"])
+    assert result.exit_code == 0
+    section = result.output.split("Options of 'lifecycle import PATH' (kind detected):", 1)[1]
+    for option in ("--name", "--sample", "--target", "--trust-pickle", "--force",
+                   "--max-archive-bytes", "--workspace", "--json"):  # fmt: skip
+        assert option in section, option
+    for kind in ("designer", "automl"):
+        sample = CliRunner().invoke(cli, ["import", kind, "--help"]).output
+        assert "monitoring baseline (every kind)" in " ".join(sample.split())
+
+
 def test_designer_import_into_remote_server(remote: Workspace, tmp_path: Path) -> None:
     """Over HTTP into a real ``mlflow server``: registered, loadable, same predictions."""
     import mlflow.pyfunc

@@ -165,6 +165,15 @@ def test_deploy_azure_batch_writes_specs_the_sdk_loads(churn: Path, project_dir:
          "--compute", "cpu", "--out", "specs2"],
     )  # fmt: skip
     assert bad.exit_code == 1 and "Invalid Azure ML endpoint name 'x_bad'" in bad.output
+    text = CliRunner().invoke(
+        cli,
+        ["deploy", "azure-batch", "churn", "--version", "1", "--endpoint", "churn-batch",
+         "--compute", "cpu", "--out", "specs3"],
+    )  # fmt: skip
+    assert text.exit_code == 0, text.output
+    lines = text.output.strip().splitlines()
+    assert lines[-1] == "(plan only; --apply creates it)"  # as azure-online says
+    assert any(line.startswith("deployment: ") for line in lines)
 
 
 def test_registry_uri_resolved_in_a_child_process(churn: Path, project_dir: Path) -> None:
