@@ -284,4 +284,15 @@ def deploy_azure_batch(
             details={"compute": compute},
         )
         result["applied"] = True
+    else:
+        from lifecycle.base.deployments import record_deployment
+
+        record_deployment(
+            ws,
+            model_name,
+            version,
+            kind="azure-batch",
+            target=f"{endpoint}/{checked.deployment.name}",
+            details={"applied": False, "specs": str(Path(out_dir).resolve())},
+        )
     return result

@@ -379,6 +379,17 @@ def deploy_online(
             target=f"{endpoint}/{deployment}",
             details={"instance_type": instance_type, "traffic": spec.traffic_steps[-1]},
         )
+    else:
+        from lifecycle.base.deployments import record_deployment
+
+        record_deployment(
+            ws,
+            model_name,
+            version,
+            kind="azure-online",
+            target=f"{endpoint}/{deployment}",
+            details={"applied": False, "specs": str(Path(out_dir).resolve())},
+        )
     return result
 
 

@@ -2,7 +2,8 @@
 
 A deployment record is a model-version tag ``lifecycle.deployment.<kind>.<key>`` whose value
 is a JSON object (``kind``, ``target``, ``since`` and kind-specific facts). Readable with
-MLflow alone; ``lifecycle status`` lists them.
+MLflow alone; ``lifecycle status`` lists them, and each is also a ``deploy`` event of the
+model's audit history (``lifecycle history``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,14 @@ def record_deployment(
         model_name, str(version), key, json.dumps(record, default=str, sort_keys=True)
     )
     logger.info("recorded %s deployment of %s v%s at %s", kind, model_name, version, target)
+    try:  # and in the model's history, so `lifecycle history` lists where it went
+        from lifecycle.base.audit import record_event
+
+        record_event(
+            ws, model_name, "deploy", version=version, details={"kind": kind, "target": target}
+        )
+    except Exception as exc:  # the record itself is written; the history line is extra
+        logger.warning("could not add the deployment to %s's history: %s", model_name, exc)
     return record
 
 

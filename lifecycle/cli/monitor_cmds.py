@@ -118,6 +118,15 @@ def baseline_cmd(
     )
 
 
+def _deployment_text(d: dict[str, Any]) -> str:
+    text = f"{d.get('kind')}:{d.get('target')}"
+    if d.get("answering") is False:
+        text += " (not answering)"
+    if d.get("applied") is False:
+        text += f" (specs in {d.get('specs')}, not applied)"
+    return text
+
+
 def _status_text(r: dict[str, Any]) -> str:
     lines = []
     for ws in r["workspaces"]:
@@ -129,7 +138,7 @@ def _status_text(r: dict[str, Any]) -> str:
         for m in ws["models"]:
             lines.append(f"  {m['name']}")
             for v in m["versions"]:
-                deps = ", ".join(f"{d.get('kind')}:{d.get('target')}" for d in v["deployments"])
+                deps = ", ".join(_deployment_text(d) for d in v["deployments"])
                 aliases = ",".join(v["aliases"])
                 last = v["monitor"]
                 mon = "" if not last else f" monitor: {'DRIFT' if last.get('drift') else 'ok'}"

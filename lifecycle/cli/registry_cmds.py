@@ -256,7 +256,8 @@ def rollback_cmd(state: State, name: str, stage: str, workspace: str | None, as_
 @json_option
 @pass_state
 def history_cmd(state: State, name: str, workspace: str | None, as_json: bool) -> None:
-    """Show the audit history of a model: transitions, promotions, rollbacks, gates.
+    """Show the audit history of a model: transitions, promotions, rollbacks, gates,
+    deployments (serving, batch, Azure specs) and monitoring results (drift or not).
 
     \b
     Example:
@@ -285,6 +286,20 @@ def history_cmd(state: State, name: str, workspace: str | None, as_json: bool) -
             elif e.get("from_version"):
                 source = f"{e['from_workspace']} " if e.get("from_workspace") else ""
                 move = f"from {source}v{e['from_version']} {move}".strip()
+            if action == "deploy":
+                move = f"{e.get('kind', '?')} at {e.get('target', '?')}"
+            elif action == "monitor":
+                drifted = e.get("drifted_features") or []
+                move = (
+                    f"drift found ({', '.join(drifted[:5]) or 'metrics'})"
+                    if e.get("drift")
+                    else "no drift"
+                ) + (f" on {e['rows']} rows" if e.get("rows") is not None else "")
+            elif action == "promote_undone":
+                left = e.get("left_behind") or []
+                move = f"promotion {e.get('promotion_id', '?')} undone" + (
+                    f"; LEFT BEHIND: {'; '.join(left)}" if left else ""
+                )
             gates = e.get("gates") or []
             if gates:
                 ok = sum(1 for g in gates if g.get("passed"))

@@ -132,12 +132,28 @@ def _version_status(ws: Workspace, name: str, mv: Any, aliases: list[str]) -> di
         "stage": stage,
         "aliases": aliases,
         "run_id": mv.run_id,
-        "deployments": list_deployments(ws, name, str(mv.version)),
+        "deployments": [_with_liveness(d) for d in list_deployments(ws, name, str(mv.version))],
         "baseline": bool(tags.get(BASELINE_TAG)) or _has_baseline_artifact(ws, mv.run_id),
         "monitor": last,
         "flags": flags,
         "needs_retraining_reason": tags.get(NEEDS_RETRAINING_REASON_TAG),
     }
+
+
+def _with_liveness(record: dict[str, Any]) -> dict[str, Any]:
+    """A serving record with ``answering``: whether its ``/health`` answers now (1 s), so a
+    server that has stopped is not shown as serving."""
+    if record.get("kind") != "serving" or not record.get("target"):
+        return record
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{record['target']}/health", timeout=1.0) as resp:
+            answering = resp.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        answering = False
+    return {**record, "answering": answering}
 
 
 def _has_baseline_artifact(ws: Workspace, run_id: str | None) -> bool:

@@ -227,6 +227,10 @@ def test_cli_json_and_exit_code_3(env: dict[str, Any]) -> None:
         if e.get("monitor_run_id") == out["run_id"]
     ]
     assert actions == ["monitor", "tag", "exit"]
+    history = _cli(env, "history", NAME, "-w", "dev")
+    assert history.exit_code == 0, history.output
+    lines = [ln for ln in history.stdout.splitlines() if " monitor " in ln]
+    assert any(f"drift found (x1, cat) on {N} rows" in ln for ln in lines), lines
 
 
 def test_cli_no_drift_exits_0(env: dict[str, Any]) -> None:
@@ -238,6 +242,8 @@ def test_cli_no_drift_exits_0(env: dict[str, Any]) -> None:
     assert "no drift" in res.stdout and "accuracy" in res.stdout
     rows = [ln.split() for ln in res.stdout.splitlines() if ln.split()[:1] == ["labelled_rows"]]
     assert rows and rows[0][1] == str(N)  # a count, not "143.0"
+    history = _cli(env, "history", NAME, "-w", "dev").stdout.splitlines()
+    assert any(" monitor " in ln and f"no drift on {N} rows" in ln for ln in history), history
 
 
 def test_cli_baseline_command(env: dict[str, Any]) -> None:

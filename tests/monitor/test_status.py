@@ -61,6 +61,8 @@ def test_status_shows_stages_deployments_and_flags(env: dict[str, Any]) -> None:
     assert v2["aliases"] == ["challenger", "staging"]
     kinds = {(d["kind"], d["target"]) for d in v1["deployments"]}
     assert kinds == {("serving", "127.0.0.1:5001"), ("batch", str(env["root"] / "scored.csv"))}
+    served = next(d for d in v1["deployments"] if d["kind"] == "serving")
+    assert served["answering"] is False  # its /health does not answer
     assert v2["deployments"] == []
     assert v1["baseline"] is True and v2["baseline"] is False
     assert v1["monitor"]["run_id"] == env["monitor_run"] and v1["monitor"]["drift"] is True
@@ -78,7 +80,8 @@ def test_status_cli_json_and_text(env: dict[str, Any]) -> None:
     assert [w["name"] for w in data["workspaces"]] == ["dev"]
     res = runner.invoke(cli, ["--config", str(env["config"]), "status"])
     assert res.exit_code == 0, res.output
-    assert "serving:127.0.0.1:5001" in res.stdout
+    # Nothing listens on 127.0.0.1:5001: the record stays, marked as a server that stopped.
+    assert "serving:127.0.0.1:5001 (not answering)" in res.stdout
     assert "flags: needs_retraining,drift" in res.stdout
     assert "workspace prod" in res.stdout
     res = runner.invoke(cli, ["--config", str(env["config"]), "status", "-w", "nowhere"])
@@ -94,3 +97,24 @@ def test_unreachable_workspace_is_reported_not_raised(tmp_path: Path) -> None:
     )
     (row,) = status(load_config(cfg), "down")["workspaces"]
     assert row["reachable"] is False and row["error"] and row["models"] == []
+
+
+def test_azure_specs_written_without_apply_show_as_planned(
+    env: dict[str, Any], tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    base = ["--config", str(env["config"])]
+    res = runner.invoke(
+        cli,
+        [*base, "deploy", "azure-online", NAME, "--version", env["v2"], "--endpoint",
+         "loans-rt", "--out", str(tmp_path / "specs"), "-w", "dev"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    text = runner.invoke(cli, [*base, "status", "-w", "dev"]).stdout
+    line = next(ln for ln in text.splitlines() if ln.strip().startswith(f"v{env['v2']} "))
+    assert "azure-online:loans-rt/" in line
+    assert f"(specs in {tmp_path / 'specs'}, not applied)" in line
+    history = runner.invoke(cli, [*base, "history", NAME, "-w", "dev"]).stdout
+    assert any(
+        " deploy " in ln and "azure-online at loans-rt/" in ln for ln in history.splitlines()
+    )

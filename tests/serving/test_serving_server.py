@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 import requests
 
+from lifecycle.base.audit import read_history
 from lifecycle.base.deployments import list_deployments
 from lifecycle.base.errors import ModelNotFoundError, ServingError
 from lifecycle.base.refs import resolve_model
@@ -218,6 +219,10 @@ def test_start_is_recorded_on_the_version(slow: tuple[BackgroundServer, Workspac
         time.sleep(0.2)
     assert records and records[-1]["target"] == server.url.removeprefix("http://")
     assert records[-1]["uri"] == "models:/slow/Production"
+    # ... and an event of the model's history (``lifecycle history``).
+    events = [e for e in read_history(ws, "slow") if e["action"] == "deploy"]
+    target = server.url.removeprefix("http://")
+    assert any(e["kind"] == "serving" and e["target"] == target for e in events), events
 
 
 def test_stage_following_swaps_under_load_without_failures(
