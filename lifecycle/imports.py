@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from lifecycle.base.errors import InvalidArgumentError, ModelImportError
+from lifecycle.base.locks import model_lock
 from lifecycle.base.tags import BASELINE_TAG, DIGEST_TAG
 from lifecycle.base.workspaces import Workspace
+from lifecycle.registry.journal import require_none
 from lifecycle.registry.versions import find_version_by_tag, log_and_register
 from models.common import (
     ORIGIN_FORMAT_TAG,
@@ -170,21 +172,26 @@ def import_model(
             "source": built.source_name,
         }
         params.update(built.params)
-        reg = log_and_register(
-            ws,
-            built.model_dir,
-            name,
-            experiment=experiment,
-            run_name=f"import {built.kind} {built.source_name}",
-            params=params,
-            metrics=built.metrics,
-            run_tags=built.tags,
-            version_tags=built.tags,
-            description=built.summary,
-            dedupe_tag=(SOURCE_SHA_TAG, sha),
-            force=force,
-            extra_artifacts={PROVENANCE_ARTIFACT_PATH: prov_dir},
-        )
+        # Under the model's lock: the check for an earlier import of the same source is
+        # repeated there (two imports at once register it once), and a killed promotion's
+        # journal stops the import with the repair command.
+        with model_lock(ws, name, purpose="import", create=True):
+            require_none(ws, name)
+            reg = log_and_register(
+                ws,
+                built.model_dir,
+                name,
+                experiment=experiment,
+                run_name=f"import {built.kind} {built.source_name}",
+                params=params,
+                metrics=built.metrics,
+                run_tags=built.tags,
+                version_tags=built.tags,
+                description=built.summary,
+                dedupe_tag=(SOURCE_SHA_TAG, sha),
+                force=force,
+                extra_artifacts={PROVENANCE_ARTIFACT_PATH: prov_dir},
+            )
     result = ImportResult(
         name=name,
         version=reg.version,

@@ -146,3 +146,24 @@ def test_stale_remote_lease_is_taken_over_and_said(
     assert _holders(remote, name) == (["1"], "1")
     tags = remote.client().get_registered_model(name).tags
     assert not [k for k in tags if k.startswith(LEASE_TAG_PREFIX)]
+
+
+def test_concurrent_imports_of_one_artifact_register_it_once(
+    dev: Workspace, project_dir: Path
+) -> None:
+    from tests.support.origins import build_notebook
+
+    origin = build_notebook(project_dir / "nb", "skops")
+    runs = together(
+        project_dir,
+        [
+            ["import", "notebook", str(origin.path), "--name", "imp", "--sample",
+             str(origin.sample_csv), "--target", "target", "-w", "dev", "--json"]
+            for _ in range(4)
+        ],
+    )  # fmt: skip
+    assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+    created = sorted(json.loads(r.stdout)["created"] for r in runs)
+    assert created == [False, False, False, True]
+    assert [str(v.version) for v in dev.client().search_model_versions("name='imp'")] == ["1"]
+    _doctor_clean(project_dir, "imp", "dev")
