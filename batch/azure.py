@@ -268,31 +268,19 @@ def deploy_azure_batch(
         "deployment": checked.deployment.name,
         "applied": False,
     }
+    from lifecycle.base.deployments import record_deployment
+
+    details: dict[str, Any] = {"applied": False, "specs": str(Path(out_dir).resolve())}
     if apply:
         from lifecycle.base import azureml
-        from lifecycle.base.deployments import record_deployment
 
         client = azureml.ml_client(azureml.azure_target(ws.extra.get("azure")))
         for entity in (checked.model, checked.endpoint, checked.deployment):
             azureml.begin_create_or_update(client, entity)
-        record_deployment(
-            ws,
-            model_name,
-            version,
-            kind="azure-batch",
-            target=f"{endpoint}/{checked.deployment.name}",
-            details={"compute": compute},
-        )
         result["applied"] = True
-    else:
-        from lifecycle.base.deployments import record_deployment
-
-        record_deployment(
-            ws,
-            model_name,
-            version,
-            kind="azure-batch",
-            target=f"{endpoint}/{checked.deployment.name}",
-            details={"applied": False, "specs": str(Path(out_dir).resolve())},
-        )
+        details = {"compute": compute}
+    record_deployment(
+        ws, model_name, version, kind="azure-batch",
+        target=f"{endpoint}/{checked.deployment.name}", details=details,
+    )  # fmt: skip
     return result

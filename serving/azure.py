@@ -365,31 +365,18 @@ def deploy_online(
         "plan": rollout_plan(spec),
         "applied": False,
     }
-    if apply:
-        from lifecycle.base.deployments import record_deployment
+    from lifecycle.base.deployments import record_deployment
 
+    details: dict[str, Any] = {"applied": False, "specs": str(Path(out_dir).resolve())}
+    if apply:
         client = azureml.ml_client(target)
         result["steps"] = apply_online(checked, out_dir, client)
         result["applied"] = True
-        record_deployment(
-            ws,
-            model_name,
-            version,
-            kind="azure-online",
-            target=f"{endpoint}/{deployment}",
-            details={"instance_type": instance_type, "traffic": spec.traffic_steps[-1]},
-        )
-    else:
-        from lifecycle.base.deployments import record_deployment
-
-        record_deployment(
-            ws,
-            model_name,
-            version,
-            kind="azure-online",
-            target=f"{endpoint}/{deployment}",
-            details={"applied": False, "specs": str(Path(out_dir).resolve())},
-        )
+        details = {"instance_type": instance_type, "traffic": spec.traffic_steps[-1]}
+    record_deployment(
+        ws, model_name, version, kind="azure-online", target=f"{endpoint}/{deployment}",
+        details=details,
+    )  # fmt: skip
     return result
 
 

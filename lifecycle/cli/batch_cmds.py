@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from lifecycle.cli._base import cli, emit, json_option, pass_state, workspace_option
-from lifecycle.cli.deploy_cmds import deploy
+from lifecycle.cli.deploy_cmds import deploy, plan_text
 from lifecycle.cli.env_cmds import env_manager_option
 
 
@@ -246,12 +246,5 @@ def azure_batch_cmd(
     emit(
         result,
         as_json,
-        lambda r: (
-            "\n".join(f"{k}: {v}" for k, v in r["files"].items())
-            + (
-                f"\napplied to endpoint {endpoint}"
-                if r.get("applied")
-                else "\n(plan only; --apply creates it)"
-            )
-        ),
+        lambda r: plan_text(r, endpoint),
     )

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from lifecycle.cli._base import cli
+
+
+def plan_text(result: dict[str, Any], endpoint: str) -> str:
+    """The files a deploy command wrote, and whether they were applied."""
+    lines = [f"{k}: {v}" for k, v in result["files"].items()]
+    applied = result.get("applied")
+    lines.append(
+        f"applied to endpoint {endpoint}" if applied else "(plan only; --apply creates it)"
+    )
+    return "\n".join(lines)
 
 
 @cli.group("deploy")

@@ -6,7 +6,7 @@ import click
 
 from lifecycle.cli._base import State, emit, json_option, pass_state, workspace_option
 from lifecycle.cli._base import cli as _cli
-from lifecycle.cli.deploy_cmds import deploy
+from lifecycle.cli.deploy_cmds import deploy, plan_text
 from lifecycle.cli.env_cmds import env_manager_option
 
 
@@ -236,12 +236,5 @@ def deploy_azure_online_cmd(
     emit(
         result,
         as_json,
-        lambda r: (
-            "\n".join(f"{k}: {v}" for k, v in r["files"].items())
-            + (
-                f"\napplied to endpoint {endpoint}"
-                if r.get("applied")
-                else "\n(plan only; --apply creates it)"
-            )
-        ),
+        lambda r: plan_text(r, endpoint),
     )
