@@ -134,6 +134,11 @@ async def _serve_loop(
             "stopping" if app.fatal else "SIGTERM",
             app.in_flight,
         )
+        # Close the door before the last sweep: a connection the kernel completes between the
+        # sweep and the close would be reset, so new SYNs are dropped first (the client retries
+        # and finds another worker or a refused port) and handshakes already under way finish.
+        if refuse_new_connections(sock):
+            await asyncio.sleep(0.05)
         _accept_backlog(sock, server, app, loop)
         server.close()
         if follower is not None:
@@ -146,6 +151,34 @@ async def _serve_loop(
             logger.info("stopping before the post-start bookkeeping finished")
     if app.fatal:
         raise ServingError(app.fatal)
+
+
+#: A classic BPF program for SO_ATTACH_FILTER: drop TCP segments with SYN set (the filter
+#: runs with the packet's data at the TCP header; byte 13 holds its flags), pass the rest.
+_DROP_SYN = (
+    (0x30, 0, 0, 13),  # ldb [13]
+    (0x45, 0, 1, 0x02),  # jset #SYN, next, skip
+    (0x06, 0, 0, 0),  # ret #0 (drop)
+    (0x06, 0, 0, 0xFFFFFFFF),  # ret #-1 (pass)
+)
+_SO_ATTACH_FILTER = 26  # Linux
+
+
+def refuse_new_connections(sock: socket.socket) -> bool:
+    """Make the listening ``sock`` drop new connection attempts while those the kernel has
+    already begun still complete (Linux); False where the filter cannot be attached."""
+    import ctypes
+    import struct
+
+    code = b"".join(struct.pack("HBBI", *insn) for insn in _DROP_SYN)
+    buf = ctypes.create_string_buffer(code)
+    prog = struct.pack("HP", len(_DROP_SYN), ctypes.addressof(buf))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_FILTER, prog)
+    except OSError as exc:
+        logger.debug("cannot attach the SYN filter: %s", exc)
+        return False
+    return True
 
 
 def _snapshot_every_second(app: ScoringApp, loop: asyncio.AbstractEventLoop) -> None:

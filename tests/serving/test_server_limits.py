@@ -165,3 +165,23 @@ def test_connections_beyond_the_cap_get_503(server: BackgroundServer) -> None:
             f"{HEAD}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
         )
         assert _read_all(sock).startswith(b"HTTP/1.1 200 OK")
+
+
+def test_a_stopping_listener_drops_new_syns_but_keeps_accepted_connections() -> None:
+    """The door a stopping worker closes before its last backlog sweep: a connection already
+    accepted keeps working, a new attempt gets no handshake (so none can be reset at close)."""
+    from serving.worker import listen_socket, refuse_new_connections
+
+    sock = listen_socket("127.0.0.1", 0, reuse_port=False)
+    sock.setblocking(True)
+    port = sock.getsockname()[1]
+    with contextlib.ExitStack() as stack:
+        stack.callback(sock.close)
+        old = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=5))
+        accepted, _ = sock.accept()
+        stack.callback(accepted.close)
+        assert refuse_new_connections(sock)
+        old.sendall(b"still here")
+        assert accepted.recv(10) == b"still here"
+        with pytest.raises(TimeoutError):
+            socket.create_connection(("127.0.0.1", port), timeout=0.5)
