@@ -113,6 +113,10 @@ def expand_inputs(inputs: str | os.PathLike[str] | list[str | os.PathLike[str]])
     return out
 
 
+#: The largest block Arrow is asked to parse at once (and so the longest record accepted).
+MAX_BLOCK_BYTES = 64 << 20
+
+
 def read_columns(inp: InputFile, delimiter: str = ",") -> list[str]:
     """The column names of an input (a CSV's header row, a Parquet file's schema).
 
@@ -127,21 +131,31 @@ def read_columns(inp: InputFile, delimiter: str = ",") -> list[str]:
 
     if inp.size == 0:
         raise ScoringError(f"Input '{inp.path}' is empty: expected a header row")
-    try:
-        reader = pacsv.open_csv(
-            inp.path,
-            read_options=pacsv.ReadOptions(block_size=1 << 16, use_threads=False),
-            parse_options=pacsv.ParseOptions(
-                delimiter=delimiter, newlines_in_values=True, invalid_row_handler=lambda r: "skip"
-            ),
-            convert_options=pacsv.ConvertOptions(
-                null_values=NULL_VALUES, strings_can_be_null=True, auto_dict_encode=False
-            ),
-        )
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise ScoringError(
-            f"Cannot read the header of '{inp.path}': {exc}".splitlines()[0]
-        ) from exc
+    # Arrow reads the header with the first block of records; a record longer than the block
+    # ("straddles two block boundaries") is retried with a larger one.
+    block = 1 << 16
+    while True:
+        try:
+            reader = pacsv.open_csv(
+                inp.path,
+                read_options=pacsv.ReadOptions(block_size=block, use_threads=False),
+                parse_options=pacsv.ParseOptions(
+                    delimiter=delimiter,
+                    newlines_in_values=True,
+                    invalid_row_handler=lambda r: "skip",
+                ),
+                convert_options=pacsv.ConvertOptions(
+                    null_values=NULL_VALUES, strings_can_be_null=True, auto_dict_encode=False
+                ),
+            )
+            break
+        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+            if "straddl" in str(exc) and block < min(inp.size + 1, MAX_BLOCK_BYTES):
+                block *= 8
+                continue
+            raise ScoringError(
+                f"Cannot read the header of '{inp.path}': {exc}".splitlines()[0]
+            ) from exc
     names = list(reader.schema.names)
     reader.close()
     return names

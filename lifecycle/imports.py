@@ -25,7 +25,7 @@ from lifecycle.base.locks import model_lock
 from lifecycle.base.tags import BASELINE_TAG, DIGEST_TAG
 from lifecycle.base.workspaces import Workspace
 from lifecycle.registry.journal import require_none
-from lifecycle.registry.versions import find_version_by_tag, log_and_register
+from lifecycle.registry.versions import find_version_by_tag, log_and_register, record_consent
 from models.common import (
     ORIGIN_FORMAT_TAG,
     ORIGIN_KIND_TAG,
@@ -139,6 +139,8 @@ def import_model(
         if existing is not None:
             tags = dict(existing.tags or {})
             logger.info("%s v%s already holds %s; reusing it", name, existing.version, src.name)
+            if trust_pickle:  # consent given now for the source that version was built from
+                record_consent(ws, name, str(existing.version), "import --trust-pickle")
             return ImportResult(
                 name=name,
                 version=str(existing.version),
@@ -191,6 +193,7 @@ def import_model(
                 dedupe_tag=(SOURCE_SHA_TAG, sha),
                 force=force,
                 extra_artifacts={PROVENANCE_ARTIFACT_PATH: prov_dir},
+                trust_pickle=trust_pickle,
             )
     result = ImportResult(
         name=name,

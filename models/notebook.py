@@ -13,8 +13,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from lifecycle.base.consent import unpickling_reason
 from lifecycle.base.errors import ModelImportError, UntrustedPickleError
-from lifecycle.base.loader import load_pyfunc, unpickling_reason
+from lifecycle.base.loader import load_pyfunc
 from lifecycle.base.tags import ESTIMATOR_TAG
 from models._unpickler import load_trusted_pickle
 from models.archives import ArchiveLimits

@@ -37,6 +37,8 @@ class PreparedModel:
     #: ``warm``: from the local cache, registry not asked yet; ``cold``: through the registry.
     start: str = "cold"
     pin: Any = None
+    #: Consent to unpickle is recorded on the version (kept in the warm-start pin).
+    consented: bool = False
 
 
 def prepared_from(fetched: FetchedModel, ws: Workspace) -> PreparedModel:
@@ -58,6 +60,7 @@ def prepared_from(fetched: FetchedModel, ws: Workspace) -> PreparedModel:
         follows=ref.follows_registry,
         source=resolved.source if ref.path is None else None,
         downloaded=fetched.downloaded,
+        consented=bool(fetched.consent),
     )
 
 
@@ -81,8 +84,14 @@ def fetch_child(ws: Workspace, model_uri: str | ModelRef, dst: str) -> ModelFetc
 
 
 def warm_start(pin: Any, sink: Any) -> tuple[PreparedModel, Scorer] | None:
-    """A prepared model and scorer from the local cache for ``pin``, or None."""
+    """A prepared model and scorer from the local cache for ``pin``, or None (a cold start,
+    which asks the registry, also when the cached files need a consent the pin lacks)."""
+    from lifecycle.base.consent import trusted_by_flag, unpickling_reason
     from serving.warmstart import lean_scorer
+
+    if not (pin.consented or trusted_by_flag()) and unpickling_reason(pin.path):
+        logger.info("no consent to unpickle %s v%s was cached: cold start", pin.name, pin.version)
+        return None
 
     scorer = lean_scorer(pin, sink)
     if scorer is None:
@@ -94,6 +103,7 @@ def warm_start(pin: Any, sink: Any) -> tuple[PreparedModel, Scorer] | None:
         downloaded=pin.copied,
         start="warm",
         pin=pin,
+        consented=pin.consented,
     )
     return prepared, scorer
 
@@ -114,7 +124,14 @@ def remember(ws: Workspace, prepared: PreparedModel, scorer: Scorer) -> None:
     if prepared.info.version is None:
         return
     record_verdict(scorer, prepared.path)
-    save_pin(ws, prepared.path, prepared.info, prepared.source, prepared.downloaded)
+    save_pin(
+        ws,
+        prepared.path,
+        prepared.info,
+        prepared.source,
+        prepared.downloaded,
+        consented=prepared.consented,
+    )
 
 
 def record_start(ws: Workspace | None, info: ModelInfo, options: ServeOptions) -> None:

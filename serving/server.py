@@ -148,6 +148,9 @@ def serve(
         elif ws is not None:
             prepared = prepare_model(ws, ref, tmp)
         else:
+            from lifecycle.base.consent import require_consent
+
+            require_consent(model_uri, recorded=None)  # a model directory: --trust-pickle
             prepared = PreparedModel(model_uri, ModelInfo(None, None, model_uri))
         if options.workers == 1:
             run_worker(target, prepared, ready_fd=ready_fd_from_env(), scorer=scorer)

@@ -71,6 +71,8 @@ class Pin:
     info: dict[str, Any]
     copied: bool = False
     pin_version: int = PIN_VERSION
+    #: The version carried a recorded consent to unpickle when it was cached.
+    consented: bool = False
 
 
 def _key(ws: Workspace, name: str, version: str) -> str:
@@ -110,7 +112,13 @@ def load_pin(ws: Workspace, name: str, version: str) -> Pin | None:
 
 
 def save_pin(
-    ws: Workspace, path: str, info: ModelInfo, source: str | None, downloaded: bool
+    ws: Workspace,
+    path: str,
+    info: ModelInfo,
+    source: str | None,
+    downloaded: bool,
+    *,
+    consented: bool = False,
 ) -> Pin | None:
     """Remember a cold start's resolution (copying a downloaded model into the cache).
 
@@ -143,6 +151,7 @@ def save_pin(
             registry_digest=info.digest,
             info=info.to_dict(),
             copied=downloaded,
+            consented=consented,
         )
         file = _pin_file(key)
         atomic_write_text(file, json.dumps(asdict(pin), indent=1), mkdir=True)

@@ -31,7 +31,17 @@ def _isolated_env(
     # Warm-start pins and fast-path verdicts: one fresh cache per test, never ~/.cache.
     monkeypatch.setenv("LIFECYCLE_CACHE_DIR", str(tmp_path_factory.mktemp("lifecycle-cache")))
     monkeypatch.setenv("LIFECYCLE_USER", "pytest")
+    # No blanket consent to unpickle (set, so that a CLI run in this process that sets it
+    # through --trust-pickle is undone after the test); tests of model directories they
+    # wrote themselves consent with the ``trusted_pickles`` fixture.
+    monkeypatch.setenv("LIFECYCLE_TRUST_PICKLE", "0")
     monkeypatch.setenv("GIT_PYTHON_REFRESH", "quiet")
+
+
+@pytest.fixture
+def trusted_pickles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Consent to unpickling model directories (``--trust-pickle``): the test wrote them."""
+    monkeypatch.setenv("LIFECYCLE_TRUST_PICKLE", "1")
 
 
 @pytest.fixture

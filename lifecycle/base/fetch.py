@@ -25,9 +25,10 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from lifecycle.base import errors
+from lifecycle.base.consent import require_consent
 from lifecycle.base.errors import LifecycleError, ScoringError
 from lifecycle.base.refs import ModelRef, ResolvedModel, parse_model_uri, resolve_model
-from lifecycle.base.tags import DIGEST_TAG
+from lifecycle.base.tags import DIGEST_TAG, PICKLE_CONSENT_TAG
 from lifecycle.base.workspaces import Workspace
 
 
@@ -41,6 +42,8 @@ class FetchedModel:
     digest: str | None = None
     #: True when ``path`` is a download (not a model directory or the store's own folder).
     downloaded: bool = False
+    #: The consent to unpickle recorded on the version (its tag's value), if any.
+    consent: str | None = None
 
 
 def fetch_model(
@@ -51,8 +54,10 @@ def fetch_model(
     in_place: bool = False,
     digest: bool = False,
     error: type[LifecycleError] = ScoringError,
+    trust_pickle: bool | None = None,
 ) -> FetchedModel:
-    """Resolve ``uri`` in ``ws`` and make its files local, in this process.
+    """Resolve ``uri`` in ``ws`` and make its files local, in this process, refusing files
+    that would unpickle without the user's consent (:mod:`lifecycle.base.consent`).
 
     Args:
         dst: the folder a download goes to (unused for a local model directory).
@@ -60,16 +65,20 @@ def fetch_model(
         digest: fill :attr:`FetchedModel.digest` from the files when the version has no
             digest tag.
         error: the error class for files that cannot be downloaded.
+        trust_pickle: the command's ``--trust-pickle`` (None: ``$LIFECYCLE_TRUST_PICKLE``).
 
     Raises:
         ModelNotFoundError: the model, version, stage or alias does not exist.
         LifecycleError: ``error``, the files could not be downloaded.
+        UntrustedPickleError: loading the files would unpickle, and neither the version's
+            recorded consent nor ``trust_pickle`` allows it.
     """
     ref = parse_model_uri(uri) if isinstance(uri, str) else uri
     resolved = resolve_model(ws, ref)
-    tag = None
+    tag = consent = None
     if resolved.model_version is not None:
-        tag = (resolved.model_version.tags or {}).get(DIGEST_TAG)
+        vtags = resolved.model_version.tags or {}
+        tag, consent = vtags.get(DIGEST_TAG), vtags.get(PICKLE_CONSENT_TAG)
     local = local_model_dir(resolved.source) if in_place else None
     downloaded = False
     if ref.path is not None:
@@ -86,11 +95,20 @@ def fetch_model(
                 f"Cannot download {resolved.pinned_uri} from workspace '{ws.name}': "
                 f"{exc}".splitlines()[0]
             ) from exc
+    is_version = resolved.model_version is not None and ref.path is None
+    require_consent(
+        path,
+        recorded=consent,
+        name=resolved.name if is_version else None,
+        version=resolved.version if is_version else None,
+        workspace=ws.name,
+        trust_pickle=trust_pickle,
+    )
     if tag is None and digest:
         from lifecycle.base.digest import model_digest
 
         tag = model_digest(path)
-    return FetchedModel(resolved, path, tag, downloaded)
+    return FetchedModel(resolved, path, tag, downloaded, consent)
 
 
 class ModelFetch:
@@ -102,7 +120,7 @@ class ModelFetch:
     Args:
         child: True/False forces the choice; None: a child when the URI names a registry
             version and MLflow is not imported in this process yet.
-        dst, in_place, digest, error: as for :func:`fetch_model`.
+        dst, in_place, digest, error, trust_pickle: as for :func:`fetch_model`.
     """
 
     def __init__(
@@ -115,11 +133,13 @@ class ModelFetch:
         digest: bool = False,
         error: type[LifecycleError] = ScoringError,
         child: bool | None = None,
+        trust_pickle: bool | None = None,
     ) -> None:
         self.ws = ws
         self.ref = parse_model_uri(uri) if isinstance(uri, str) else uri
         self.dst = dst
         self.in_place, self.digest, self.error = in_place, digest, error
+        self.trust_pickle = trust_pickle
         if child is None:
             child = "mlflow" not in sys.modules
         self.in_child = child and self.ref.path is None
@@ -139,6 +159,7 @@ class ModelFetch:
                 "in_place": self.in_place,
                 "digest": self.digest,
                 "error": self.error.__name__,
+                "trust_pickle": self.trust_pickle,
             }
             self._call = ChildCall("lifecycle.base.fetch", spec, self.error, "Resolving the model")
         return self
@@ -165,6 +186,7 @@ class ModelFetch:
                 in_place=self.in_place,
                 digest=self.digest,
                 error=self.error,
+                trust_pickle=self.trust_pickle,
             )
         got = self._call.result()
         resolved = ResolvedModel(
@@ -176,7 +198,13 @@ class ModelFetch:
             run_id=got["run_id"],
             source=got["source"],
         )
-        return FetchedModel(resolved, str(got["path"]), got["digest"], bool(got["downloaded"]))
+        return FetchedModel(
+            resolved,
+            str(got["path"]),
+            got["digest"],
+            bool(got["downloaded"]),
+            got.get("consent"),
+        )
 
 
 def download(ws: Workspace, pinned_uri: str, dst: str) -> str:
@@ -214,6 +242,7 @@ def _fetch_in_child(spec: dict[str, Any]) -> dict[str, Any]:
         in_place=bool(spec.get("in_place")),
         digest=bool(spec.get("digest")),
         error=error,
+        trust_pickle=spec.get("trust_pickle"),
     )
     r = got.resolved
     return {
@@ -225,6 +254,7 @@ def _fetch_in_child(spec: dict[str, Any]) -> dict[str, Any]:
         "path": got.path,
         "digest": got.digest,
         "downloaded": got.downloaded,
+        "consent": got.consent,
     }
 
 

@@ -17,45 +17,13 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
+from lifecycle.base.consent import unpickling_reason
 from lifecycle.base.errors import LifecycleError, ScoringError, UntrustedPickleError
 from lifecycle.base.fetch import FetchedModel, fetch_model
 from lifecycle.base.refs import ModelRef
 from lifecycle.base.workspaces import Workspace, quiet_mlflow_progress
-
-#: Files that hold pickles, by how they end.
-PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib", ".cloudpickle")
-
-
-def unpickling_reason(model_dir: str | Path) -> str | None:
-    """Why loading the MLflow model in ``model_dir`` would unpickle (run code from) a file,
-    or None when it would not. Read from ``MLmodel`` and the file names only.
-
-    A scikit-learn model saved with skops and a models-from-code pyfunc load without
-    unpickling; a pickle or cloudpickle serialization, a cloudpickled ``python_model``, or
-    any pickle file among the model's files do not.
-    """
-    import yaml
-
-    root = Path(model_dir)
-    mlmodel = yaml.safe_load((root / "MLmodel").read_text(encoding="utf-8")) or {}
-    flavors = mlmodel.get("flavors") or {}
-    sk = flavors.get("sklearn") or {}
-    fmt = sk.get("serialization_format")
-    if sk and fmt != "skops":
-        return f"its scikit-learn model is serialized with {fmt or 'pickle'}"
-    pyfunc = flavors.get("python_function") or {}
-    if pyfunc.get("cloudpickle_version") or str(pyfunc.get("python_model", "")).endswith(
-        PICKLE_SUFFIXES
-    ):
-        return "its python_model is cloudpickled"
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.name.lower().endswith(PICKLE_SUFFIXES):
-            return f"it holds the pickle file '{path.relative_to(root)}'"
-    return None
-
 
 #: The environment variable that carries ``--env-manager`` to every process.
 ENV_MANAGER_VAR = "LIFECYCLE_ENV_MANAGER"

@@ -63,6 +63,10 @@ JOURNAL_TAG_PREFIX = "lifecycle.journal."
 #: On the run and the version a promotion creates: which promotion created them.
 PROMOTION_ID_TAG = "lifecycle.promotion_id"
 
+# ---- consent (issue #16)
+#: Version tag: the user's consent to unpickle the version's files (JSON: by, at, how).
+PICKLE_CONSENT_TAG = "lifecycle.pickle_consent"
+
 # ---- audit and deployments (registered-model and version tags)
 #: Registered-model tag ``lifecycle.audit.<UTC timestamp>.<random>``: one JSON event.
 AUDIT_TAG_PREFIX = "lifecycle.audit."

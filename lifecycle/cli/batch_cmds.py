@@ -10,7 +10,7 @@ import click
 
 from lifecycle.cli._base import cli, emit, json_option, pass_state, workspace_option
 from lifecycle.cli.deploy_cmds import deploy, plan_text
-from lifecycle.cli.env_cmds import env_manager_option
+from lifecycle.cli.env_cmds import env_manager_option, trust_pickle_option
 
 
 def _delimiter(value: str) -> str:
@@ -48,6 +48,7 @@ class _Progress:
 
 @cli.command("score")
 @env_manager_option
+@trust_pickle_option
 @click.argument("model_uri")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import click
 
+from lifecycle.base.consent import TRUST_PICKLE_VAR
 from lifecycle.base.envs import ENV_MANAGERS, choose_env_manager, env_path, prepare_env, read_spec
 from lifecycle.base.errors import ModelEnvError
 from lifecycle.base.fetch import fetch_model
@@ -38,6 +39,24 @@ def env_manager_option(func: F) -> F:
         callback=_set_env_manager,
         help="Where the model runs: local (this environment), virtualenv (its own, made by "
         "`lifecycle env prepare`), or auto (default: its own when this one cannot load it).",
+    )(func)
+
+
+def _set_trust_pickle(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        os.environ[TRUST_PICKLE_VAR] = "1"  # reaches the workers the command starts
+
+
+def trust_pickle_option(func: F) -> F:
+    """Add ``--trust-pickle`` to a command that loads models: consent for this run."""
+    return click.option(
+        "--trust-pickle",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_trust_pickle,
+        help="Consent, for this run, to unpickling a model that has no consent recorded "
+        "(a model directory, a runs:/ URI, or a version not imported with --trust-pickle; "
+        "`lifecycle trust NAME VERSION` records it on a version instead).",
     )(func)
 
 

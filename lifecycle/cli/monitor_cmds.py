@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from lifecycle.cli._base import State, cli, emit, json_option, pass_state, workspace_option
-from lifecycle.cli.env_cmds import env_manager_option
+from lifecycle.cli.env_cmds import env_manager_option, trust_pickle_option
 
 
 def _monitor_text(r: dict[str, Any]) -> str:
@@ -32,6 +32,7 @@ def _monitor_text(r: dict[str, Any]) -> str:
 
 @cli.command("monitor")
 @env_manager_option
+@trust_pickle_option
 @click.argument("model_uri")
 @click.option(
     "--input",
@@ -81,6 +82,7 @@ def monitor_cmd(
 
 @cli.command("baseline")
 @env_manager_option
+@trust_pickle_option
 @click.argument("model_uri")
 @click.option(
     "--data", multiple=True, required=True, help="CSV/Parquet training or sample data (repeatable)."

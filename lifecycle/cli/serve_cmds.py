@@ -7,11 +7,12 @@ import click
 from lifecycle.cli._base import State, emit, json_option, pass_state, workspace_option
 from lifecycle.cli._base import cli as _cli
 from lifecycle.cli.deploy_cmds import deploy, plan_text
-from lifecycle.cli.env_cmds import env_manager_option
+from lifecycle.cli.env_cmds import env_manager_option, trust_pickle_option
 
 
 @_cli.command("serve")
 @env_manager_option
+@trust_pickle_option
 @click.argument("model_uri")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", "-p", default=5000, show_default=True, type=int, help="TCP port.")

@@ -1,5 +1,5 @@
-"""``lifecycle doctor | repair``: check the registry's invariants; finish or undo a killed
-promotion."""
+"""``lifecycle doctor | repair | trust``: check the registry's invariants; finish or undo a
+killed promotion; record the consent to unpickle a version."""
 
 from __future__ import annotations
 
@@ -91,3 +91,45 @@ def repair_cmd(state: State, name: str, workspace: str | None, as_json: bool) ->
     emit(outcomes, as_json, text)
     if any(o["left_behind"] for o in outcomes):
         raise SystemExit(1)
+
+
+@cli.command("trust")
+@click.argument("name")
+@click.argument("version")
+@click.option("--revoke", is_flag=True, help="Remove the recorded consent instead.")
+@workspace_option
+@json_option
+@pass_state
+def trust_cmd(
+    state: State, name: str, version: str, revoke: bool, workspace: str | None, as_json: bool
+) -> None:
+    """Record your consent to unpickle version VERSION of NAME (or --revoke it).
+
+    Loading a pickled model runs code from its files. The toolkit loads a registered version
+    that needs unpickling (serve, score, monitor, gates, promote, Azure specs) only when
+    consent is recorded on it: by `import --trust-pickle`, by this command, or carried by a
+    promotion of the same bytes. Both changes are audit events (see `lifecycle history`).
+    A server started before a revocation keeps its loaded model; its warm-start cache on
+    this machine is not cleared.
+
+    \b
+    Example:
+      lifecycle trust churn 3 -w dev
+      lifecycle trust churn 3 -w dev --revoke
+    """
+    from lifecycle.registry.versions import set_consent
+
+    ws = state.workspace_obj(workspace)
+    out = set_consent(ws, name, version, revoke=revoke)
+
+    def text(d: dict[str, Any]) -> str:
+        where = f"{d['name']} v{d['version']} in '{d['workspace']}'"
+        if revoke:
+            if d["changed"]:
+                return f"revoked the consent to unpickle {where}"
+            return f"no consent was recorded on {where}"
+        if d["changed"]:
+            return f"recorded your consent to unpickle {where}"
+        return f"consent to unpickle {where} was already recorded: {d['consent']}"
+
+    emit(out, as_json, text)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from lifecycle.base.audit import current_user, record_event, utcnow
+from lifecycle.base.consent import require_consent
 from lifecycle.base.digest import model_digest
 from lifecycle.base.errors import (
     GateFailedError,
@@ -47,6 +48,7 @@ from lifecycle.base.locks import model_lock
 from lifecycle.base.refs import ModelRef, canonical_stage, resolve_model
 from lifecycle.base.tags import (
     DIGEST_TAG,
+    PICKLE_CONSENT_TAG,
     PROMOTED_AT_TAG,
     PROMOTED_BY_TAG,
     PROMOTION_ID_TAG,
@@ -228,6 +230,15 @@ def promote(
         model_dir = Path(tmp) / "model"
         started = time.perf_counter()
         download_model(src_ws, name, src_version, model_dir, progress)
+        # The gates load it (the smoke test in a fresh process): only with recorded consent.
+        consent = (getattr(src.model_version, "tags", None) or {}).get(PICKLE_CONSENT_TAG)
+        require_consent(
+            str(model_dir),
+            recorded=consent,
+            name=name,
+            version=src_version,
+            workspace=src_ws.name,
+        )
         run_artifacts = download_run_artifacts(src_ws, run, source_uri, Path(tmp) / "run", progress)
         digest = model_digest(model_dir)
         logger.info("downloaded and hashed the source in %.1fs", time.perf_counter() - started)
@@ -397,7 +408,16 @@ def _write(
                 params=params,
                 metrics=metrics,
                 run_tags={**tags, **lineage},
-                version_tags={**user_version_tags(src.model_version), **lineage},
+                version_tags={
+                    **user_version_tags(src.model_version),
+                    **lineage,
+                    # The same bytes (digest-checked): the source's consent carries over.
+                    **{
+                        k: v
+                        for k, v in (getattr(src.model_version, "tags", None) or {}).items()
+                        if k == PICKLE_CONSENT_TAG
+                    },
+                },
                 description=getattr(src.model_version, "description", None) or None,
                 force=True,
                 extra_artifacts={k: str(v) for k, v in run_artifacts.items()},

@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lifecycle.base.audit import current_user
+from lifecycle.base.consent import consent_tag_value, unpickling_reason
 from lifecycle.base.digest import model_digest
 from lifecycle.base.errors import ModelImportError, PromotionError
 from lifecycle.base.refs import search_versions
-from lifecycle.base.tags import DIGEST_TAG, FAILED_TAG, REGISTERED_MODEL_TAG
+from lifecycle.base.tags import DIGEST_TAG, FAILED_TAG, PICKLE_CONSENT_TAG, REGISTERED_MODEL_TAG
 from lifecycle.base.workspaces import Workspace, get_or_create_experiment
 
 logger = logging.getLogger(__name__)
@@ -91,6 +93,7 @@ def log_and_register(
     extra_artifacts: Mapping[str, str | Path] | None = None,
     before_register: Callable[[str], None] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    trust_pickle: bool = False,
 ) -> Registration:
     """Log ``model_dir`` in a new run of ``ws`` and register it as a new version of ``name``.
 
@@ -109,6 +112,9 @@ def log_and_register(
             (lets callers add work, and lets tests inject a failure there).
         progress: called with (bytes uploaded, bytes total) while the model directory is
             uploaded file by file (a CLI draws a progress bar with it).
+        trust_pickle: the user consents to unpickling the model's files; recorded on the
+            new version (:data:`~lifecycle.base.tags.PICKLE_CONSENT_TAG`) when loading it
+            would unpickle, so later loads by the toolkit accept it.
 
     Returns:
         The :class:`Registration` (``created`` is False when an existing version was reused).
@@ -131,6 +137,8 @@ def log_and_register(
             logger.info(
                 "%s v%s already holds this model (%s); reusing it", name, existing.version, key
             )
+            if trust_pickle and unpickling_reason(model_path):
+                record_consent(ws, name, str(existing.version), "register --trust-pickle")
             return Registration(
                 name=name,
                 version=str(existing.version),
@@ -176,6 +184,8 @@ def log_and_register(
                 raise
         source = f"{run.info.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}"
         vtags = {DIGEST_TAG: digest, **(version_tags or {})}
+        if trust_pickle and PICKLE_CONSENT_TAG not in vtags and unpickling_reason(model_path):
+            vtags[PICKLE_CONSENT_TAG] = consent_tag_value("register --trust-pickle", current_user())
         if key != DIGEST_TAG:
             vtags[key] = value
         mv = client.create_model_version(
@@ -206,6 +216,62 @@ def log_and_register(
         source=source,
         model_version=mv,
     )
+
+
+def record_consent(ws: Workspace, name: str, version: str, how: str) -> bool:
+    """Record the user's consent to unpickle version ``version`` of ``name`` (kept when one
+    is already recorded). True when it was written now."""
+    client = ws.client()
+    mv = client.get_model_version(name, version)
+    if (mv.tags or {}).get(PICKLE_CONSENT_TAG):
+        return False
+    client.set_model_version_tag(
+        name, version, PICKLE_CONSENT_TAG, consent_tag_value(how, current_user())
+    )
+    logger.info("recorded consent to unpickle %s v%s (%s)", name, version, how)
+    return True
+
+
+def set_consent(ws: Workspace, name: str, version: str, *, revoke: bool = False) -> dict[str, Any]:
+    """Record (or with ``revoke`` remove) the user's consent to unpickle a version, with an
+    audit event when something changed. What ``lifecycle trust`` reports.
+
+    Raises:
+        InvalidArgumentError: ``version`` is not a number.
+        ModelNotFoundError: no such model or version in ``ws``.
+    """
+    from lifecycle.base.audit import record_event
+    from lifecycle.base.errors import InvalidArgumentError
+    from lifecycle.base.refs import ModelRef, resolve_model
+
+    if not str(version).isdigit():
+        raise InvalidArgumentError(f"Invalid version '{version}': expected a number")
+    resolve_model(ws, ModelRef(name=name, version=str(version)))  # exists, or a clear error
+    if revoke:
+        changed = revoke_consent(ws, name, str(version))
+    else:
+        changed = record_consent(ws, name, str(version), "lifecycle trust")
+    if changed:
+        record_event(ws, name, "distrust" if revoke else "trust", version=str(version))
+    tags = ws.client().get_model_version(name, str(version)).tags or {}
+    return {
+        "name": name,
+        "version": str(version),
+        "workspace": ws.name,
+        "consent": tags.get(PICKLE_CONSENT_TAG),
+        "changed": changed,
+    }
+
+
+def revoke_consent(ws: Workspace, name: str, version: str) -> bool:
+    """Remove the consent to unpickle ``name`` v``version``; True when there was one."""
+    client = ws.client()
+    mv = client.get_model_version(name, version)
+    if not (mv.tags or {}).get(PICKLE_CONSENT_TAG):
+        return False
+    client.delete_model_version_tag(name, version, PICKLE_CONSENT_TAG)
+    logger.info("revoked the consent to unpickle %s v%s", name, version)
+    return True
 
 
 def _upload_model_dir(

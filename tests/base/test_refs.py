@@ -58,8 +58,8 @@ def two_versions(
 ) -> Workspace:
     X, _ = breast_cancer
     model_dir = save_sklearn_model(fitted_logreg, tmp_path / "m", X.head(5))
-    log_and_register(dev, model_dir, "m", experiment="t")
-    log_and_register(dev, model_dir, "m", experiment="t", force=True)
+    log_and_register(dev, model_dir, "m", experiment="t", trust_pickle=True)
+    log_and_register(dev, model_dir, "m", experiment="t", force=True, trust_pickle=True)
     client = dev.client()
     with quiet_mlflow_warnings():
         client.transition_model_version_stage("m", "1", "Production")

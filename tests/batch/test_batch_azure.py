@@ -93,7 +93,7 @@ def test_cli_error_threshold_reaches_the_deployment(
     from lifecycle.cli import cli
     from lifecycle.registry.versions import log_and_register
 
-    log_and_register(dev, model_dir, "batchy", experiment="t")  # type: ignore[arg-type]
+    log_and_register(dev, model_dir, "batchy", experiment="t", trust_pickle=True)  # type: ignore[arg-type]
     base = ["deploy", "azure-batch", "batchy", "--version", "1", "--endpoint", "e-batch"]
     base += ["--compute", "cpu", "-w", "dev"]
     runner = CliRunner()

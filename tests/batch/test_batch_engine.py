@@ -21,6 +21,9 @@ from lifecycle.base.workspaces import Workspace, local_workspace
 from lifecycle.registry.versions import log_and_register
 from tests.support.batch_models import save_code_model, save_logreg, scoring_frame
 
+# These tests score model directories they wrote themselves: consent to unpickle them.
+pytestmark = pytest.mark.usefixtures("trusted_pickles")
+
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
@@ -35,7 +38,7 @@ def logreg_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def registered(ws: Workspace, logreg_dir: Path) -> str:
-    reg = log_and_register(ws, logreg_dir, "churn", experiment="import")
+    reg = log_and_register(ws, logreg_dir, "churn", experiment="import", trust_pickle=True)
     return f"models:/churn/{reg.version}"
 
 

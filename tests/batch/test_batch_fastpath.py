@@ -293,6 +293,9 @@ import json, sys
 from batch.engine import score
 from lifecycle.base.workspaces import local_workspace
 
+# These tests score model directories they wrote themselves: consent to unpickle them.
+pytestmark = pytest.mark.usefixtures("trusted_pickles")
+
 seen = []
 ws = local_workspace("dev", __import__("pathlib").Path(sys.argv[1]))
 m = score(ws, sys.argv[2], sys.argv[3], sys.argv[4], keep_columns=["id"], workers=2,
@@ -318,7 +321,7 @@ def test_lean_path_scores_without_mlflow_in_memory(
     model = str(models["logreg"])
     if uri.startswith("models:/"):
         ws = local_workspace("dev", tmp_path / "ws")
-        log_and_register(ws, models["logreg"], "lean", experiment="import")
+        log_and_register(ws, models["logreg"], "lean", experiment="import", trust_pickle=True)
         model = uri
     df = _random_rows(2000, seed=3)
     src = tmp_path / "in.csv"

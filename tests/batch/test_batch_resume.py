@@ -16,6 +16,9 @@ from batch.engine import score
 from lifecycle.base.workspaces import local_workspace
 from tests.support.batch_models import save_code_model, scoring_frame
 
+# These tests score model directories they wrote themselves: consent to unpickle them.
+pytestmark = pytest.mark.usefixtures("trusted_pickles")
+
 
 def _score_cmd(model: Path, src: Path, out: Path, workers: int) -> list[str]:
     return [

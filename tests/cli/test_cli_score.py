@@ -23,7 +23,11 @@ def registered_project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, 
     root = tmp_path_factory.mktemp("project")
     model_dir = save_logreg(root / "logreg")
     log_and_register(
-        local_workspace("dev", root / ".lifecycle"), model_dir, "churn", experiment="import"
+        local_workspace("dev", root / ".lifecycle"),
+        model_dir,
+        "churn",
+        experiment="import",
+        trust_pickle=True,
     )
     return root, model_dir
 

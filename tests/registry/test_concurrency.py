@@ -54,7 +54,7 @@ def test_concurrent_transitions_leave_one_production_version(
 ) -> None:
     name = f"race-{uuid.uuid4().hex[:6]}"
     for _ in range(4):
-        log_and_register(backend, model_dir, name, experiment="t", force=True)
+        log_and_register(backend, model_dir, name, experiment="t", force=True, trust_pickle=True)
     for round_ in range(2):
         # Each process pauses between reading the stage holders and writing (a test-only
         # hook): without the lock all four read the same holders and all four win.
@@ -81,7 +81,7 @@ def test_concurrent_promotions_of_one_version_register_it_once(
     target_ws = backend if backend.name != "dev" else load_config().get("prod")
     name = f"twice-{uuid.uuid4().hex[:6]}"
     for src in (model_dir, dummy_dir):
-        log_and_register(dev, src, name, experiment="t", force=True)
+        log_and_register(dev, src, name, experiment="t", force=True, trust_pickle=True)
     for round_, version in enumerate(("1", "2"), start=1):
         runs = together(
             project_dir,
@@ -121,7 +121,7 @@ def test_remote_lease_held_elsewhere_makes_a_command_wait_then_fail(
     config_with_remote: Path, remote: Workspace, project_dir: Path, model_dir: Path
 ) -> None:
     name = f"held-{uuid.uuid4().hex[:6]}"
-    log_and_register(remote, model_dir, name, experiment="t")
+    log_and_register(remote, model_dir, name, experiment="t", trust_pickle=True)
     _claim(remote, name, expires_in=300)
     env = {"LIFECYCLE_LOCK_TIMEOUT": "2"}
     run = lifecycle(project_dir, "transition", name, "1", "Production", "-w", "remote", env=env)
@@ -137,7 +137,7 @@ def test_stale_remote_lease_is_taken_over_and_said(
     config_with_remote: Path, remote: Workspace, project_dir: Path, model_dir: Path
 ) -> None:
     name = f"stale-{uuid.uuid4().hex[:6]}"
-    log_and_register(remote, model_dir, name, experiment="t")
+    log_and_register(remote, model_dir, name, experiment="t", trust_pickle=True)
     _claim(remote, name, expires_in=-5)  # its runner died 5 s after its last renewal
     run = lifecycle(project_dir, "transition", name, "1", "Production", "-w", "remote")
     assert run.returncode == 0, run.stderr

@@ -32,8 +32,8 @@ STEPS = ["after_journal", "after_run", "after_register", "after_verify", "after_
 def champion(dev: Workspace, prod: Workspace, model_dir: Path, dummy_dir: Path) -> str:
     """A model with v1 promoted to Production in prod (the champion) and a v2 in dev."""
     name = f"k-{uuid.uuid4().hex[:6]}"
-    log_and_register(dev, model_dir, name, experiment="t")
-    log_and_register(dev, dummy_dir, name, experiment="t")
+    log_and_register(dev, model_dir, name, experiment="t", trust_pickle=True)
+    log_and_register(dev, dummy_dir, name, experiment="t", trust_pickle=True)
     promote(dev, prod, name, version="1", smoke=False)
     return name
 
@@ -103,8 +103,8 @@ def test_kill_on_a_server_then_rerun(
 ) -> None:  # fmt: skip
     """The same against a real ``mlflow server`` (the lease instead of the file lock)."""
     name = f"ks-{uuid.uuid4().hex[:6]}"
-    log_and_register(dev, model_dir, name, experiment="t")
-    log_and_register(dev, dummy_dir, name, experiment="t")
+    log_and_register(dev, model_dir, name, experiment="t", trust_pickle=True)
+    log_and_register(dev, dummy_dir, name, experiment="t", trust_pickle=True)
     promote(dev, remote, name, version="1", smoke=False)
     args = ("promote", name, "--version", "2", "--from", "dev", "--to", "remote", "--no-smoke")
     short = {"LIFECYCLE_LEASE_TTL": "3"}  # the killed command's claim expires 3 s after it dies
@@ -185,9 +185,13 @@ def test_doctor_names_each_violation_and_its_repair(
 ) -> None:
     """Damage made with MLflow's own client (as a script or another tool would) is found."""
     client = prod.client()
-    extra = log_and_register(prod, model_dir, champion, experiment="x", force=True).version
+    extra = log_and_register(
+        prod, model_dir, champion, experiment="x", force=True, trust_pickle=True
+    ).version
     client.transition_model_version_stage(champion, extra, "Production")  # no archive, no audit
-    log_and_register(prod, model_dir, champion, experiment="x", force=True)  # same content again
+    log_and_register(
+        prod, model_dir, champion, experiment="x", force=True, trust_pickle=True
+    )  # same content again
     run = client.create_run(client.get_experiment_by_name(f"promoted/{champion}").experiment_id)
     found = {v.check: v for v in check(prod, champion)}
     assert set(found) == {"two-holders", "alias-split", "unaudited-stage", "duplicate-digest",

@@ -20,7 +20,9 @@ def test_promote_cli_then_lineage_after_workspace_rename(
 ) -> None:
     config = load_config()
     dev = config.get("dev")
-    v = log_and_register(dev, model_dir, "ren", experiment="t", metrics={"accuracy": 0.96}).version
+    v = log_and_register(
+        dev, model_dir, "ren", experiment="t", metrics={"accuracy": 0.96}, trust_pickle=True
+    ).version
     runner = CliRunner()
     out = runner.invoke(
         cli,
@@ -68,7 +70,7 @@ def test_lineage_ends_at_unreachable_source(project_dir: Path, model_dir: Path) 
 
     config = load_config()
     dev, prod = config.get("dev"), config.get("prod")
-    v = log_and_register(dev, model_dir, "gone", experiment="t").version
+    v = log_and_register(dev, model_dir, "gone", experiment="t", trust_pickle=True).version
     promote(dev, prod, "gone", version=v, smoke=False)
     # A configuration whose "dev" is another store (the original was lost): the chain ends
     # with what the tags recorded.
@@ -83,7 +85,9 @@ def test_lineage_ends_at_unreachable_source(project_dir: Path, model_dir: Path) 
 
 def test_promote_cli_errors(project_dir: Path, model_dir: Path) -> None:
     config = load_config()
-    v = log_and_register(config.get("dev"), model_dir, "err", experiment="t").version
+    v = log_and_register(
+        config.get("dev"), model_dir, "err", experiment="t", trust_pickle=True
+    ).version
     runner = CliRunner()
     base = ["promote", "err", "--from", "dev", "--to", "prod"]
     r = runner.invoke(cli, [*base, "--version", v, "--stage", "live"])

@@ -54,6 +54,7 @@ def _register(ws: Workspace, model_dir: Path, name: str, **metrics: float) -> st
         metrics=history,
         run_tags={"team": "fraud"},
         force=True,
+        trust_pickle=True,
     )
     return reg.version
 

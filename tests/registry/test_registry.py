@@ -35,7 +35,13 @@ def test_register_loads_and_predicts(
     ws: Workspace = request.getfixturevalue(target)
     name = f"reg-{target}-{request.node.name[-8:].strip('[]')}"
     reg = log_and_register(
-        ws, model_dir, name, experiment="t", params={"C": 1.0}, metrics={"auc": 0.99}
+        ws,
+        model_dir,
+        name,
+        experiment="t",
+        params={"C": 1.0},
+        metrics={"auc": 0.99},
+        trust_pickle=True,
     )
     assert reg.created and reg.version == "1"
     assert (
@@ -51,10 +57,10 @@ def test_register_loads_and_predicts(
 
 
 def test_register_is_idempotent_unless_forced(dev: Workspace, model_dir: Path) -> None:
-    first = log_and_register(dev, model_dir, "idem", experiment="t")
-    again = log_and_register(dev, model_dir, "idem", experiment="t")
+    first = log_and_register(dev, model_dir, "idem", experiment="t", trust_pickle=True)
+    again = log_and_register(dev, model_dir, "idem", experiment="t", trust_pickle=True)
     assert not again.created and again.version == first.version
-    forced = log_and_register(dev, model_dir, "idem", experiment="t", force=True)
+    forced = log_and_register(dev, model_dir, "idem", experiment="t", force=True, trust_pickle=True)
     assert forced.created and forced.version == "2"
 
 
@@ -63,19 +69,23 @@ def test_failure_before_registration_leaves_nothing(dev: Workspace, model_dir: P
         raise OSError("disk full (injected)")
 
     with pytest.raises(PromotionError, match="rolled back: OSError: disk full"):
-        log_and_register(dev, model_dir, "atomic", experiment="t", before_register=boom)
+        log_and_register(
+            dev, model_dir, "atomic", experiment="t", before_register=boom, trust_pickle=True
+        )
     client = dev.client()
     assert client.search_registered_models(filter_string="name='atomic'") == []
     exp = client.get_experiment_by_name("t")
     assert client.search_runs([exp.experiment_id]) == []  # the run was deleted
     # The same call succeeds afterwards.
-    assert log_and_register(dev, model_dir, "atomic", experiment="t").version == "1"
+    assert (
+        log_and_register(dev, model_dir, "atomic", experiment="t", trust_pickle=True).version == "1"
+    )
     assert len(search_versions(dev, "atomic")) == 1
 
 
 def test_not_a_model_dir(dev: Workspace, tmp_path: Path) -> None:
     with pytest.raises(ModelImportError, match="is not an MLflow model directory"):
-        log_and_register(dev, tmp_path, "x", experiment="t")
+        log_and_register(dev, tmp_path, "x", experiment="t", trust_pickle=True)
 
 
 def test_digest_ignores_volatile_mlmodel_fields(model_dir: Path, tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ from lifecycle.registry.versions import log_and_register
 
 def _versions(ws: Workspace, model_dir: Path, name: str, n: int) -> list[str]:
     return [
-        log_and_register(ws, model_dir, name, experiment="t", force=True).version for _ in range(n)
+        log_and_register(ws, model_dir, name, experiment="t", force=True, trust_pickle=True).version
+        for _ in range(n)
     ]
 
 

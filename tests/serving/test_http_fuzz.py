@@ -31,7 +31,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServe
     srv = start_background(
         str(model),
         cwd=root,
-        extra_args=["--no-record", "--max-body-bytes", "65536", "--header-timeout", "1",
+        extra_args=["--no-record", "--trust-pickle", "--max-body-bytes", "65536", "--header-timeout", "1",
                     "--keepalive-timeout", "1"],
     )  # fmt: skip
     try:

@@ -27,7 +27,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundServe
         str(model),
         cwd=root,
         extra_args=[
-            "--no-record", "--max-body-bytes", "100000", "--header-timeout", "1.5",
+            "--no-record", "--trust-pickle", "--max-body-bytes", "100000", "--header-timeout", "1.5",
             "--keepalive-timeout", "1", "--max-connections", "6", "--timeout", "30",
         ],
     )  # fmt: skip

@@ -24,7 +24,9 @@ pytestmark = pytest.mark.azure
 
 @pytest.fixture
 def registered(dev: Workspace, tmp_path: Path) -> Workspace:
-    log_and_register(dev, save_logreg(tmp_path / "m"), "churn", experiment="azure-tests")
+    log_and_register(
+        dev, save_logreg(tmp_path / "m"), "churn", experiment="azure-tests", trust_pickle=True
+    )
     return dev
 
 

@@ -32,7 +32,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
     root = tmp_path_factory.mktemp("diff")
     model_dir = save_logreg(root / "model")
     ws = local_workspace("dev", root / ".lifecycle")
-    log_and_register(ws, model_dir, "diff_lr", experiment="serving-tests")
+    log_and_register(ws, model_dir, "diff_lr", experiment="serving-tests", trust_pickle=True)
     theirs = MlflowScoringServer(model_dir, free_port(), root / "mlflow.log").start()
     ours: BackgroundServer | None = None
     try:

@@ -48,7 +48,9 @@ def slow(
 ) -> Iterator[tuple[BackgroundServer, Workspace, Path]]:
     root = tmp_path_factory.mktemp("ops")
     ws = local_workspace("dev", root / ".lifecycle")
-    log_and_register(ws, save_slow_model(root / "v1", 1.0), "slow", experiment="serving-tests")
+    log_and_register(
+        ws, save_slow_model(root / "v1", 1.0), "slow", experiment="serving-tests", trust_pickle=True
+    )
     _promote(ws, "slow", "1")
     server = start_background(
         "models:/slow/Production",
@@ -229,7 +231,13 @@ def test_stage_following_swaps_under_load_without_failures(
     slow: tuple[BackgroundServer, Workspace, Path],
 ) -> None:
     server, ws, root = slow
-    log_and_register(ws, save_slow_model(root / "v2", 10.0), "slow", experiment="serving-tests")
+    log_and_register(
+        ws,
+        save_slow_model(root / "v2", 10.0),
+        "slow",
+        experiment="serving-tests",
+        trust_pickle=True,
+    )
     results: list[tuple[int, str, Any]] = []
     stop = threading.Event()
 
@@ -268,7 +276,13 @@ def test_stage_following_swaps_under_load_without_failures(
 
 def test_sigterm_under_load_finishes_in_flight_requests(tmp_path: Path) -> None:
     ws = local_workspace("dev", tmp_path / ".lifecycle")
-    log_and_register(ws, save_slow_model(tmp_path / "m", 1.0), "slow", experiment="serving-tests")
+    log_and_register(
+        ws,
+        save_slow_model(tmp_path / "m", 1.0),
+        "slow",
+        experiment="serving-tests",
+        trust_pickle=True,
+    )
     server = start_background(
         "models:/slow/1", workspace="dev", cwd=tmp_path, extra_args=["--workers", "2"]
     )
@@ -335,7 +349,7 @@ def test_model_that_fails_to_load_fails_the_start(
     ws = local_workspace("dev", tmp_path / ".lifecycle")
     broken = save_logreg(tmp_path / "broken")
     (broken / "model.skops").unlink()
-    log_and_register(ws, broken, "broken", experiment="serving-tests")
+    log_and_register(ws, broken, "broken", experiment="serving-tests", trust_pickle=True)
     result = _serve_cli(tmp_path, monkeypatch, "models:/broken/1")
     assert result.exit_code == 1
     error = [ln for ln in result.output.splitlines() if ln.startswith("Error:")]
@@ -367,7 +381,11 @@ def test_alias_following_swaps_when_the_alias_moves(tmp_path: Path) -> None:
     ws = local_workspace("dev", tmp_path / ".lifecycle")
     for factor in (1.0, 10.0):
         log_and_register(
-            ws, save_slow_model(tmp_path / f"f{factor:g}", factor), "aliased", experiment="t"
+            ws,
+            save_slow_model(tmp_path / f"f{factor:g}", factor),
+            "aliased",
+            experiment="t",
+            trust_pickle=True,
         )
     with quiet_mlflow_warnings():
         ws.client().set_registered_model_alias("aliased", "champion", "1")
@@ -432,7 +450,7 @@ def test_a_big_fast_path_request_is_504_past_the_timeout(tmp_path: Path) -> None
         skops_trusted_types=["sklearn.tree._tree.Tree"],
     )
     ws = local_workspace("dev", tmp_path / ".lifecycle")
-    log_and_register(ws, tmp_path / "forest", "forest", experiment="t")
+    log_and_register(ws, tmp_path / "forest", "forest", experiment="t", trust_pickle=True)
     big = numeric_frame(60_000, seed=4)
     with start_background(
         "models:/forest/1", workspace="dev", cwd=tmp_path, extra_args=["--timeout", "0.05"]
@@ -458,7 +476,7 @@ def test_a_big_fast_path_request_is_504_past_the_timeout(tmp_path: Path) -> None
 
 def test_metrics_add_up_over_all_workers(tmp_path: Path) -> None:
     ws = local_workspace("dev", tmp_path / ".lifecycle")
-    log_and_register(ws, save_logreg(tmp_path / "m"), "counted", experiment="t")
+    log_and_register(ws, save_logreg(tmp_path / "m"), "counted", experiment="t", trust_pickle=True)
     body = {"dataframe_split": {"columns": ["f0", "f1", "f2", "f3"], "data": [[1, 2, 3, 4]]}}
     with start_background(
         "models:/counted/1", workspace="dev", cwd=tmp_path, extra_args=["--workers", "2"]

@@ -29,7 +29,9 @@ pytestmark = pytest.mark.slow
 
 def _register(root: Path, name: str = "warm") -> Workspace:
     ws = local_workspace("dev", root / ".lifecycle")
-    log_and_register(ws, save_logreg(root / name), name, experiment="serving-tests")
+    log_and_register(
+        ws, save_logreg(root / name), name, experiment="serving-tests", trust_pickle=True
+    )
     return ws
 
 
@@ -166,7 +168,9 @@ def test_a_remote_version_starts_warm_even_while_the_registry_is_down(
     registry = MlflowServer(tmp_path / "server").start()
     try:
         ws = Workspace(name="remote", tracking_uri=registry.url, registry_uri=registry.url)
-        log_and_register(ws, save_logreg(tmp_path / "m"), "down", experiment="serving-tests")
+        log_and_register(
+            ws, save_logreg(tmp_path / "m"), "down", experiment="serving-tests", trust_pickle=True
+        )
         config = tmp_path / "lifecycle.yaml"
         config.write_text(
             json.dumps({"workspaces": {"remote": {"tracking_uri": registry.url}}}),

@@ -85,7 +85,7 @@ def register(ws: Workspace, name: str, model: Any, sample: pd.DataFrame, path: P
         pip_requirements=["scikit-learn", "pandas"],
         skops_trusted_types=trusted,
     )
-    return log_and_register(ws, path, name, experiment="imports").version
+    return log_and_register(ws, path, name, experiment="imports", trust_pickle=True).version
 
 
 _TEMPLATE: list[Path] = []
