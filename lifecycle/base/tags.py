@@ -67,6 +67,11 @@ PROMOTION_ID_TAG = "lifecycle.promotion_id"
 #: Version tag: the user's consent to unpickle the version's files (JSON: by, at, how).
 PICKLE_CONSENT_TAG = "lifecycle.pickle_consent"
 
+# ---- release automation (issue #17)
+#: Registered-model tag ``lifecycle.release.slot.<job>``: the last schedule slot claimed by
+#: the release controller for that job (UTC, ISO).
+RELEASE_SLOT_TAG_PREFIX = "lifecycle.release.slot."
+
 # ---- audit and deployments (registered-model and version tags)
 #: Registered-model tag ``lifecycle.audit.<UTC timestamp>.<random>``: one JSON event.
 AUDIT_TAG_PREFIX = "lifecycle.audit."

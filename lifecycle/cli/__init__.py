@@ -18,6 +18,7 @@ from lifecycle.cli import (  # noqa: F401
     import_cmds,
     monitor_cmds,
     registry_cmds,
+    release_cmds,
     serve_cmds,
     trust_cmds,
     workspace_cmds,

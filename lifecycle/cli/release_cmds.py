@@ -1,0 +1,218 @@
+"""``lifecycle release plan | apply | approve | reject | run``: the declarative release
+policy (``release.yaml``) and its controller."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Any
+
+import click
+
+from lifecycle.cli._base import State, cli, emit, json_option, pass_state
+
+_FILE = click.option(
+    "-f",
+    "--file",
+    "path",
+    default="release.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The release policy.",
+)
+
+_MARK = {
+    "ready": "->",
+    "done": "ok",
+    "up-to-date": "ok",
+    "waiting-approval": "..",
+    "soaking": "..",
+    "no-candidate": "  ",
+    "manual": "  ",
+    "rejected": "xx",
+    "gates-failed": "xx",
+}
+
+
+def _load(state: State, path: str) -> Any:
+    from lifecycle.release.policy import load_policy
+
+    return load_policy(path, state.config)
+
+
+def plan_text(d: dict[str, Any], applied: bool = False) -> str:
+    """The plan (or what apply did) as lines: one per hop, then the scheduled jobs."""
+    lines = [f"release {d['file']} (sha256 {d['digest'][:12]})"]
+    for h in d["hops"]:
+        version = f"v{h['version']}" if h["version"] else "-"
+        lines.append(
+            f"  {_MARK.get(h['state'], '  ')} {h['model']} {h['hop']:<10} {h['source']:>8} -> "
+            f"{h['target']:<8} {version:<5} {h['state']:<16} {h['detail']}"
+        )
+        for g in h.get("gates") or []:
+            result = {True: "pass", False: "FAIL", None: "skipped"}[g.get("passed")]
+            lines.append(f"       gate {g.get('gate')}: {g.get('value')} {result}")
+    for j in d.get("jobs") or []:
+        due = "due" if j.get("due") else "done"
+        lines.append(
+            f"  {j['kind']} {j['model']}/{j['job']} '{j['schedule']}' in '{j['workspace']}': "
+            f"slot {j['slot']} {due}; next {j['next']}"
+        )
+    if applied:
+        if d["actions"]:
+            lines += [
+                f"  done: {a['model']} {a['hop']}: {a['from']} -> {a['to']}" for a in d["actions"]
+            ]
+        else:
+            lines.append("nothing to do: every hop is up to date or waiting")
+    return "\n".join(lines)
+
+
+@cli.group("release")
+def release_group() -> None:
+    """Release automation from a policy file: plan, apply, approvals, the controller.
+
+    \b
+    Example:
+      lifecycle release plan -f release.yaml
+      lifecycle release apply -f release.yaml
+      lifecycle release approve churn 1 --hop prod --comment "reviewed the holdout report"
+      lifecycle release run -f release.yaml --once
+    """
+
+
+@release_group.command("plan")
+@_FILE
+@json_option
+@pass_state
+def plan_cmd(state: State, path: str, as_json: bool) -> None:
+    """Show what apply would do now: each hop's candidate, its gates (dry run), what waits
+    for approval or soak, and which scheduled jobs are due. Changes nothing."""
+    from lifecycle.release.apply import plan
+    from lifecycle.release.jobs import job_states
+
+    policy = _load(state, path)
+    out = plan(policy, state.config)
+    out.jobs = [j.to_dict() for j in job_states(policy, state.config)]
+    emit(out.to_dict(), as_json, plan_text)
+
+
+@release_group.command("apply")
+@_FILE
+@click.option("--auto-approve", is_flag=True, help="Approve the hops that wait for approval.")
+@json_option
+@pass_state
+def apply_cmd(state: State, path: str, auto_approve: bool, as_json: bool) -> None:
+    """Promote every hop that is ready (gates pass, approved, soaked), in order; each action
+    is an audit event with the release file's digest. A second apply with nothing new
+    changes nothing and says so."""
+    from lifecycle.release.apply import apply
+
+    policy = _load(state, path)
+    out = apply(policy, state.config, auto_approve=auto_approve)
+    emit(out.to_dict(), as_json, lambda d: plan_text(d, applied=True))
+
+
+def _decide_cmd(approve: bool) -> Any:
+    verb = "approve" if approve else "reject"
+
+    @release_group.command(verb)
+    @click.argument("name")
+    @click.argument("version")
+    @click.option("--hop", required=True, help="The hop (its name in the release file).")
+    @click.option("--by", default=None, help="Who decides (default: the current user).")
+    @click.option("--comment", default=None, help="Why.")
+    @_FILE
+    @json_option
+    @pass_state
+    def cmd(
+        state: State,
+        name: str,
+        version: str,
+        hop: str,
+        by: str | None,
+        comment: str | None,
+        path: str,
+        as_json: bool,
+    ) -> None:
+        from lifecycle.release.apply import decide
+
+        policy = _load(state, path)
+        event = decide(
+            policy, state.config, name, version, hop, approve=approve, by=by, comment=comment
+        )
+        emit(
+            event,
+            as_json,
+            lambda e: (
+                f"{verb}d {name} v{version} (from '{e['source_workspace']}') for hop "
+                f"'{hop}', recorded in '{e['workspace']}' by {e['approver']}"
+            ),
+        )
+
+    cmd.__doc__ = (
+        f"Record that version VERSION of NAME (numbered in the hop's source workspace) is "
+        f"{verb}d for hop HOP, in the target workspace's audit."
+        + (
+            " A hop with approval: required moves only with it."
+            if approve
+            else " The hop does not move that content until it is approved."
+        )
+    )
+    return cmd
+
+
+approve_cmd = _decide_cmd(True)
+reject_cmd = _decide_cmd(False)
+
+
+@release_group.command("run")
+@_FILE
+@click.option(
+    "--poll-interval",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds between reconcile passes.",
+)
+@click.option("--once", is_flag=True, help="One pass (hops and due jobs), then exit.")
+@click.option("--auto-approve", is_flag=True, help="Approve the hops that wait for approval.")
+@json_option
+@pass_state
+def run_cmd(
+    state: State, path: str, poll_interval: float, once: bool, auto_approve: bool, as_json: bool
+) -> None:
+    """The controller: apply the policy (a new version in a source moves through its hops),
+    and run each scheduled batch job and monitor once per slot (at most once, across
+    restarts and controllers). SIGTERM finishes the action in flight, then exits 0.
+
+    Registry webhooks are not received yet: new versions are found by polling.
+    """
+    from lifecycle.release.apply import apply
+    from lifecycle.release.jobs import run_due
+
+    stop = threading.Event()
+    if not once:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    while True:
+        policy = _load(state, path)  # re-read: an edited policy applies on the next pass
+        out = apply(policy, state.config, auto_approve=auto_approve)
+        out.jobs = run_due(policy, state.config)
+        if as_json:
+            emit(out.to_dict(), True)
+        else:
+            for a in out.actions:
+                click.echo(
+                    f"{time.strftime('%H:%M:%S')} {a['model']} {a['hop']}: {a['from']} -> {a['to']}"
+                )
+            for j in out.jobs:
+                what = "ok" if j.get("ok") else f"FAILED: {j.get('error')}"
+                click.echo(
+                    f"{time.strftime('%H:%M:%S')} {j['kind']} {j['job']} slot {j['slot']}: {what}"
+                )
+            if once and not out.actions and not out.jobs:
+                click.echo("nothing to do: every hop is up to date and no job is due")
+        if once or stop.wait(poll_interval):
+            return
