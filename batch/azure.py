@@ -249,7 +249,10 @@ def deploy_azure_batch(
 
     get_model_version(ws, model_name, version)
     with tempfile.TemporaryDirectory(prefix="lifecycle-azure-batch-") as tmp:
-        local = fetch_model(ws, f"models:/{model_name}/{version}", tmp, error=DeploymentError).path
+        local = fetch_model(
+            ws, f"models:/{model_name}/{version}", tmp, error=DeploymentError,
+            restricted_action="deploy",
+        ).path  # fmt: skip
         spec = build_batch_deployment(
             model_name,
             version,

@@ -147,7 +147,7 @@ def score(
     with contextlib.ExitStack() as stack:
         # The model's libraries are not imported while a child resolves: the two processes'
         # modules side by side (~500 MB) would outweigh the scoring itself.
-        fetch = stack.enter_context(ModelFetch(ws, str(model_uri)))
+        fetch = stack.enter_context(ModelFetch(ws, str(model_uri), restricted_action="score"))
         fetched = fetch.result()
         resolved, model_dir = fetched.resolved, fetched.path
         keep = _check_inputs(files, delimiter, keep_columns, keep_all)

@@ -343,7 +343,10 @@ def deploy_online(
 
         target = azureml.azure_target(ws.extra.get("azure"))  # fail before writing anything
     with tempfile.TemporaryDirectory(prefix="lifecycle-azure-online-") as tmp:
-        local = fetch_model(ws, f"models:/{model_name}/{version}", tmp, error=DeploymentError).path
+        local = fetch_model(
+            ws, f"models:/{model_name}/{version}", tmp, error=DeploymentError,
+            restricted_action="deploy",
+        ).path  # fmt: skip
         spec = build_online_deployment(
             model_name,
             version,

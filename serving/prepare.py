@@ -72,15 +72,19 @@ def prepare_model(ws: Workspace, model_uri: str | ModelRef, dst: str) -> Prepare
         ModelNotFoundError: the model, version, stage or alias does not exist.
         ServingError: the artifacts cannot be downloaded.
     """
-    fetched = fetch_model(ws, model_uri, dst, in_place=True, digest=True, error=ServingError)
+    fetched = fetch_model(
+        ws, model_uri, dst, in_place=True, digest=True, error=ServingError,
+        restricted_action="serve",
+    )  # fmt: skip
     return prepared_from(fetched, ws)
 
 
 def fetch_child(ws: Workspace, model_uri: str | ModelRef, dst: str) -> ModelFetch:
     """:func:`prepare_model`'s fetch, run in a child process (enter it, then ``result()``)."""
     return ModelFetch(
-        ws, model_uri, dst=dst, in_place=True, digest=True, error=ServingError, child=True
-    )
+        ws, model_uri, dst=dst, in_place=True, digest=True, error=ServingError, child=True,
+        restricted_action="serve",
+    )  # fmt: skip
 
 
 def warm_start(pin: Any, sink: Any) -> tuple[PreparedModel, Scorer] | None:

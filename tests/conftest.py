@@ -35,6 +35,7 @@ def _isolated_env(
     # through --trust-pickle is undone after the test); tests of model directories they
     # wrote themselves consent with the ``trusted_pickles`` fixture.
     monkeypatch.setenv("LIFECYCLE_TRUST_PICKLE", "0")
+    monkeypatch.setenv("LIFECYCLE_ALLOW_RESTRICTED", "0")  # likewise --allow-restricted
     monkeypatch.setenv("GIT_PYTHON_REFRESH", "quiet")
 
 

@@ -101,6 +101,13 @@ class ScoringError(LifecycleError):
     http_status = 400
 
 
+class RestrictedVersionError(LifecycleError):
+    """A version is restricted (needs retraining, stale, drifted...) and no override was given."""
+
+    error_code = "INVALID_STATE"
+    http_status = 409
+
+
 class ServingError(LifecycleError):
     """The scoring server cannot start or serve the model."""
 

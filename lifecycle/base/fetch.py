@@ -55,6 +55,7 @@ def fetch_model(
     digest: bool = False,
     error: type[LifecycleError] = ScoringError,
     trust_pickle: bool | None = None,
+    restricted_action: str | None = None,
 ) -> FetchedModel:
     """Resolve ``uri`` in ``ws`` and make its files local, in this process, refusing files
     that would unpickle without the user's consent (:mod:`lifecycle.base.consent`).
@@ -66,12 +67,15 @@ def fetch_model(
             digest tag.
         error: the error class for files that cannot be downloaded.
         trust_pickle: the command's ``--trust-pickle`` (None: ``$LIFECYCLE_TRUST_PICKLE``).
+        restricted_action: ``serve``, ``score`` or ``deploy``: refuse a restricted version
+            (:mod:`lifecycle.base.restrict`) before downloading it.
 
     Raises:
         ModelNotFoundError: the model, version, stage or alias does not exist.
         LifecycleError: ``error``, the files could not be downloaded.
         UntrustedPickleError: loading the files would unpickle, and neither the version's
             recorded consent nor ``trust_pickle`` allows it.
+        RestrictedVersionError: ``restricted_action`` and the version is restricted.
     """
     ref = parse_model_uri(uri) if isinstance(uri, str) else uri
     resolved = resolve_model(ws, ref)
@@ -79,6 +83,12 @@ def fetch_model(
     if resolved.model_version is not None:
         vtags = resolved.model_version.tags or {}
         tag, consent = vtags.get(DIGEST_TAG), vtags.get(PICKLE_CONSENT_TAG)
+        if restricted_action and ref.path is None:
+            from lifecycle.base.restrict import require_unrestricted
+
+            require_unrestricted(
+                ws, str(resolved.name), str(resolved.version), vtags, action=restricted_action
+            )
     local = local_model_dir(resolved.source) if in_place else None
     downloaded = False
     if ref.path is not None:
@@ -120,7 +130,8 @@ class ModelFetch:
     Args:
         child: True/False forces the choice; None: a child when the URI names a registry
             version and MLflow is not imported in this process yet.
-        dst, in_place, digest, error, trust_pickle: as for :func:`fetch_model`.
+        dst, in_place, digest, error, trust_pickle, restricted_action: as for
+            :func:`fetch_model`.
     """
 
     def __init__(
@@ -134,12 +145,14 @@ class ModelFetch:
         error: type[LifecycleError] = ScoringError,
         child: bool | None = None,
         trust_pickle: bool | None = None,
+        restricted_action: str | None = None,
     ) -> None:
         self.ws = ws
         self.ref = parse_model_uri(uri) if isinstance(uri, str) else uri
         self.dst = dst
         self.in_place, self.digest, self.error = in_place, digest, error
         self.trust_pickle = trust_pickle
+        self.restricted_action = restricted_action
         if child is None:
             child = "mlflow" not in sys.modules
         self.in_child = child and self.ref.path is None
@@ -160,6 +173,7 @@ class ModelFetch:
                 "digest": self.digest,
                 "error": self.error.__name__,
                 "trust_pickle": self.trust_pickle,
+                "restricted_action": self.restricted_action,
             }
             self._call = ChildCall("lifecycle.base.fetch", spec, self.error, "Resolving the model")
         return self
@@ -187,6 +201,7 @@ class ModelFetch:
                 digest=self.digest,
                 error=self.error,
                 trust_pickle=self.trust_pickle,
+                restricted_action=self.restricted_action,
             )
         got = self._call.result()
         resolved = ResolvedModel(
@@ -243,6 +258,7 @@ def _fetch_in_child(spec: dict[str, Any]) -> dict[str, Any]:
         digest=bool(spec.get("digest")),
         error=error,
         trust_pickle=spec.get("trust_pickle"),
+        restricted_action=spec.get("restricted_action"),
     )
     r = got.resolved
     return {

@@ -71,6 +71,9 @@ PICKLE_CONSENT_TAG = "lifecycle.pickle_consent"
 #: Registered-model tag ``lifecycle.release.slot.<job>``: the last schedule slot claimed by
 #: the release controller for that job (UTC, ISO).
 RELEASE_SLOT_TAG_PREFIX = "lifecycle.release.slot."
+#: Version tag: why a release policy restricts the version (JSON: reason, release digest);
+#: serve, score and deploy refuse it without --allow-restricted.
+RESTRICTED_TAG = "lifecycle.restricted"
 
 # ---- audit and deployments (registered-model and version tags)
 #: Registered-model tag ``lifecycle.audit.<UTC timestamp>.<random>``: one JSON event.

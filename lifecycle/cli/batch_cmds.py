@@ -10,7 +10,11 @@ import click
 
 from lifecycle.cli._base import cli, emit, json_option, pass_state, workspace_option
 from lifecycle.cli.deploy_cmds import deploy, plan_text
-from lifecycle.cli.env_cmds import env_manager_option, trust_pickle_option
+from lifecycle.cli.env_cmds import (
+    allow_restricted_option,
+    env_manager_option,
+    trust_pickle_option,
+)
 
 
 def _delimiter(value: str) -> str:
@@ -49,6 +53,7 @@ class _Progress:
 @cli.command("score")
 @env_manager_option
 @trust_pickle_option
+@allow_restricted_option
 @click.argument("model_uri")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
@@ -157,6 +162,7 @@ def score_cmd(
 
 
 @deploy.command("azure-batch")
+@allow_restricted_option
 @click.argument("name")
 @click.option("--version", "version", required=True, help="Registered model version.")
 @click.option("--endpoint", required=True, help="Batch endpoint name.")

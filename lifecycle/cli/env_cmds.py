@@ -16,6 +16,7 @@ from lifecycle.base.envs import ENV_MANAGERS, choose_env_manager, env_path, prep
 from lifecycle.base.errors import ModelEnvError
 from lifecycle.base.fetch import fetch_model
 from lifecycle.base.loader import ENV_MANAGER_VAR
+from lifecycle.base.restrict import ALLOW_RESTRICTED_VAR
 from lifecycle.base.workspaces import quiet_mlflow_progress
 from lifecycle.cli._base import State, cli, emit, json_option, pass_state, workspace_option
 
@@ -57,6 +58,23 @@ def trust_pickle_option(func: F) -> F:
         help="Consent, for this run, to unpickling a model that has no consent recorded "
         "(a model directory, a runs:/ URI, or a version not imported with --trust-pickle; "
         "`lifecycle trust NAME VERSION` records it on a version instead).",
+    )(func)
+
+
+def _set_allow_restricted(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        os.environ[ALLOW_RESTRICTED_VAR] = "1"  # reaches the workers the command starts
+
+
+def allow_restricted_option(func: F) -> F:
+    """Add ``--allow-restricted`` to serve, score and deploy: override a restriction."""
+    return click.option(
+        "--allow-restricted",
+        is_flag=True,
+        expose_value=False,
+        callback=_set_allow_restricted,
+        help="Use a restricted version anyway (needs_retraining, or restricted by a release "
+        "policy); the override is recorded in the audit.",
     )(func)
 
 

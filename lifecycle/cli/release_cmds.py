@@ -32,6 +32,7 @@ _MARK = {
     "manual": "  ",
     "rejected": "xx",
     "gates-failed": "xx",
+    "restricted": "xx",
 }
 
 
@@ -53,6 +54,12 @@ def plan_text(d: dict[str, Any], applied: bool = False) -> str:
         for g in h.get("gates") or []:
             result = {True: "pass", False: "FAIL", None: "skipped"}[g.get("passed")]
             lines.append(f"       gate {g.get('gate')}: {g.get('value')} {result}")
+    for r in d.get("restrictions") or []:
+        verb = "restrict" if r["restricted"] else "lift the restriction of"
+        done = "" if applied else " (planned)"
+        lines.append(
+            f"  {verb} {r['model']} v{r['version']} in '{r['workspace']}': {r['reason']}{done}"
+        )
     for j in d.get("jobs") or []:
         due = "due" if j.get("due") else "done"
         lines.append(
@@ -60,7 +67,7 @@ def plan_text(d: dict[str, Any], applied: bool = False) -> str:
             f"slot {j['slot']} {due}; next {j['next']}"
         )
     if applied:
-        if d["actions"]:
+        if d["actions"] or d.get("restrictions"):
             lines += [
                 f"  done: {a['model']} {a['hop']}: {a['from']} -> {a['to']}" for a in d["actions"]
             ]
@@ -212,7 +219,11 @@ def run_cmd(
                 click.echo(
                     f"{time.strftime('%H:%M:%S')} {j['kind']} {j['job']} slot {j['slot']}: {what}"
                 )
-            if once and not out.actions and not out.jobs:
+            for r in out.restrictions:
+                verb = "restricted" if r["restricted"] else "lifted the restriction of"
+                click.echo(f"{time.strftime('%H:%M:%S')} {verb} {r['model']} v{r['version']} "
+                           f"in '{r['workspace']}': {r['reason']}")  # fmt: skip
+            if once and not out.actions and not out.jobs and not out.restrictions:
                 click.echo("nothing to do: every hop is up to date and no job is due")
         if once or stop.wait(poll_interval):
             return

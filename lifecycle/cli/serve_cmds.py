@@ -7,12 +7,17 @@ import click
 from lifecycle.cli._base import State, emit, json_option, pass_state, workspace_option
 from lifecycle.cli._base import cli as _cli
 from lifecycle.cli.deploy_cmds import deploy, plan_text
-from lifecycle.cli.env_cmds import env_manager_option, trust_pickle_option
+from lifecycle.cli.env_cmds import (
+    allow_restricted_option,
+    env_manager_option,
+    trust_pickle_option,
+)
 
 
 @_cli.command("serve")
 @env_manager_option
 @trust_pickle_option
+@allow_restricted_option
 @click.argument("model_uri")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", "-p", default=5000, show_default=True, type=int, help="TCP port.")
@@ -164,6 +169,7 @@ def serve_cmd(
 
 
 @deploy.command("azure-online")
+@allow_restricted_option
 @click.argument("name")
 @click.option("--version", "version", required=True, help="Registered model version to deploy.")
 @click.option("--endpoint", required=True, help="Managed online endpoint name.")

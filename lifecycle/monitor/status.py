@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 from lifecycle.base.deployments import list_deployments
 from lifecycle.base.refs import search_versions
+from lifecycle.base.restrict import restriction
 from lifecycle.base.tags import (
     BASELINE_TAG,
     FAILED_TAG,
@@ -127,12 +128,18 @@ def _version_status(ws: Workspace, name: str, mv: Any, aliases: list[str]) -> di
         flags.append("drift")
     if tags.get(FAILED_TAG) == "true":
         flags.append("failed")
+    deployments = [_with_liveness(d) for d in list_deployments(ws, name, str(mv.version))]
+    restricted = restriction(tags)
+    if restricted:
+        live = [d for d in deployments if d.get("answering") is not False]
+        flags.append("restricted (still deployed)" if live else "restricted")
     return {
         "version": str(mv.version),
         "stage": stage,
         "aliases": aliases,
         "run_id": mv.run_id,
-        "deployments": [_with_liveness(d) for d in list_deployments(ws, name, str(mv.version))],
+        "deployments": deployments,
+        "restricted": restricted,
         "baseline": bool(tags.get(BASELINE_TAG)) or _has_baseline_artifact(ws, mv.run_id),
         "monitor": last,
         "flags": flags,

@@ -16,6 +16,7 @@ from lifecycle.base.tags import DIGEST_TAG
 from lifecycle.base.workspaces import Config
 from lifecycle.release.hops import HopPlan, hop_promote_kwargs, hop_source, plan_hop
 from lifecycle.release.policy import ModelPolicy, ReleasePolicy
+from lifecycle.release.restrictions import mark
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class ReleasePlan:
     hops: list[HopPlan] = field(default_factory=list)
     actions: list[dict[str, Any]] = field(default_factory=list)
     jobs: list[dict[str, Any]] = field(default_factory=list)
+    restrictions: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -37,6 +39,7 @@ class ReleasePlan:
             "hops": [h.to_dict() for h in self.hops],
             "actions": self.actions,
             "jobs": self.jobs,
+            "restrictions": self.restrictions,
         }
 
 
@@ -47,6 +50,7 @@ def plan(policy: ReleasePolicy, config: Config, *, run_gates: bool = True) -> Re
     (apply recomputes it after promoting the earlier hop).
     """
     out = ReleasePlan(policy.path, policy.digest)
+    out.restrictions = mark(policy, config, write=False)
     for model in policy.models:
         for i in range(len(model.hops)):
             out.hops.append(plan_hop(config, model, i, run_gates=run_gates))
@@ -63,6 +67,8 @@ def apply(policy: ReleasePolicy, config: Config, *, auto_approve: bool = False) 
             (the actions done before stay done and are in the audit).
     """
     out = ReleasePlan(policy.path, policy.digest)
+    # Restrictions first: a version the policy restricts is not promoted.
+    out.restrictions = mark(policy, config, write=True)
     for model in policy.models:
         for i, hop in enumerate(model.hops):
             hp = plan_hop(config, model, i)
@@ -82,7 +88,7 @@ def apply(policy: ReleasePolicy, config: Config, *, auto_approve: bool = False) 
             if hp.state != "ready":
                 continue
             out.actions.append(_promote_hop(policy, config, model, i, hp))
-    if not out.actions:
+    if not out.actions and not out.restrictions:
         logger.info("nothing to do: every hop is up to date or waiting")
     return out
 

@@ -28,6 +28,7 @@ STATES = (
     "soaking",
     "gates-failed",
     "manual",  # when: manual: apply does not promote it
+    "restricted",  # the candidate is restricted (needs_retraining, the policy's restrict)
 )
 
 
@@ -176,6 +177,12 @@ def plan_hop(
     if held is not None:
         out.state = "up-to-date"
         out.detail = f"'{hop.to}' holds it as v{held} at {where(hop)}"
+        return out
+    from lifecycle.base.restrict import restriction
+
+    why = restriction(mv.tags)
+    if why:
+        out.state, out.detail = "restricted", f"v{mv.version} in '{src_name}' is restricted: {why}"
         return out
     if hop.when == "manual":
         out.state, out.detail = "manual", "when: manual; promote it with `lifecycle promote`"

@@ -67,9 +67,15 @@ def test_status_shows_stages_deployments_and_flags(env: dict[str, Any]) -> None:
     assert v1["baseline"] is True and v2["baseline"] is False
     assert v1["monitor"]["run_id"] == env["monitor_run"] and v1["monitor"]["drift"] is True
     assert sorted(v1["monitor"]["drifted_features"]) == ["cat", "x1"]
-    assert v1["flags"] == ["needs_retraining", "drift"]
+    # needs_retraining restricts v1, and it still has a deployment record (issue #17)
+    assert v1["flags"] == ["needs_retraining", "drift", "restricted (still deployed)"]
+    assert v1["restricted"].startswith("it is flagged needs_retraining")
     assert v2["flags"] == [] and v2["monitor"] is None
-    assert model["flags"] == [f"v{env['v1']}:drift", f"v{env['v1']}:needs_retraining"]
+    assert model["flags"] == [
+        f"v{env['v1']}:drift",
+        f"v{env['v1']}:needs_retraining",
+        f"v{env['v1']}:restricted (still deployed)",
+    ]
 
 
 def test_status_cli_json_and_text(env: dict[str, Any]) -> None:
