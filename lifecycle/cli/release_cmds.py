@@ -181,49 +181,139 @@ reject_cmd = _decide_cmd(False)
     default=30.0,
     show_default=True,
     type=click.FloatRange(0.1),
-    help="Seconds between reconcile passes.",
+    help="Seconds between reconcile passes (a webhook starts one at once).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Receive MLflow registry webhooks on this port (secret in "
+    "$LIFECYCLE_WEBHOOK_SECRET); the servers among the sources get the webhook.",
+)
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface the webhook receiver listens on.",
+)
+@click.option(
+    "--webhook-url",
+    default=None,
+    help="The URL the MLflow servers post to (default http://HOST:PORT/webhook).",
 )
 @click.option("--once", is_flag=True, help="One pass (hops and due jobs), then exit.")
 @click.option("--auto-approve", is_flag=True, help="Approve the hops that wait for approval.")
 @json_option
 @pass_state
 def run_cmd(
-    state: State, path: str, poll_interval: float, once: bool, auto_approve: bool, as_json: bool
+    state: State,
+    path: str,
+    poll_interval: float,
+    port: int | None,
+    host: str,
+    webhook_url: str | None,
+    once: bool,
+    auto_approve: bool,
+    as_json: bool,
 ) -> None:
     """The controller: apply the policy (a new version in a source moves through its hops),
     and run each scheduled batch job and monitor once per slot (at most once, across
     restarts and controllers). SIGTERM finishes the action in flight, then exits 0.
 
-    Registry webhooks are not received yet: new versions are found by polling.
+    With --port, the MLflow tracking servers among the policy's sources post registry
+    webhooks (signed with $LIFECYCLE_WEBHOOK_SECRET, checked with its timestamp) that start
+    a pass at once; local stores, and every source between webhooks, are polled.
     """
+    import logging
+    import os
+
+    from lifecycle.base.errors import ConfigError
     from lifecycle.release.apply import apply
     from lifecycle.release.jobs import run_due
 
-    stop = threading.Event()
+    # A daemon's log lines carry their time.
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     if not once:
+        # A long-running controller imports what a pass needs now, not when a version
+        # arrives (MLflow's model code, scikit-learn: seconds on a small machine).
+        import mlflow.pyfunc  # noqa: F401
+
+        import lifecycle.registry.promote  # noqa: F401
+    stop, wake = threading.Event(), threading.Event()
+    receiver = None
+    if port is not None and not once:
+        from lifecycle.release.webhooks import (
+            SECRET_VAR,
+            WebhookReceiver,
+            register,
+            serves_webhooks,
+        )
+
+        secret = os.environ.get(SECRET_VAR, "")
+        if len(secret) < 16:
+            raise ConfigError(
+                f"--port needs the webhook secret in ${SECRET_VAR} (16 characters or more)"
+            )
+        receiver = WebhookReceiver(host, port, secret, wake).start()
+        url = webhook_url or f"http://{host}:{receiver.port}/webhook"
+        policy = _load(state, path)
+        sources = {m.source for m in policy.models} | {
+            h.to for m in policy.models for h in m.hops[:-1]
+        }
+        for name in sorted(sources):
+            ws = state.config.get(name)
+            if serves_webhooks(ws):
+                register(ws, url, secret)
+                click.echo(f"webhook: '{name}' posts to {url}")
+            else:
+                click.echo(
+                    f"polling '{name}' every {poll_interval:g}s (no server to post webhooks)"
+                )
+    if not once:
+
+        def _stop(*_: Any) -> None:
+            stop.set()
+            wake.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
-    while True:
-        policy = _load(state, path)  # re-read: an edited policy applies on the next pass
-        out = apply(policy, state.config, auto_approve=auto_approve)
-        out.jobs = run_due(policy, state.config)
-        if as_json:
-            emit(out.to_dict(), True)
-        else:
-            for a in out.actions:
-                click.echo(
-                    f"{time.strftime('%H:%M:%S')} {a['model']} {a['hop']}: {a['from']} -> {a['to']}"
-                )
-            for j in out.jobs:
-                what = "ok" if j.get("ok") else f"FAILED: {j.get('error')}"
-                click.echo(
-                    f"{time.strftime('%H:%M:%S')} {j['kind']} {j['job']} slot {j['slot']}: {what}"
-                )
-            for r in out.restrictions:
-                verb = "restricted" if r["restricted"] else "lifted the restriction of"
-                click.echo(f"{time.strftime('%H:%M:%S')} {verb} {r['model']} v{r['version']} "
-                           f"in '{r['workspace']}': {r['reason']}")  # fmt: skip
-            if once and not out.actions and not out.jobs and not out.restrictions:
-                click.echo("nothing to do: every hop is up to date and no job is due")
-        if once or stop.wait(poll_interval):
-            return
+            signal.signal(sig, _stop)
+    if not once:
+        # Every workspace the policy names is opened now: one that cannot be reached is
+        # reported at start, and a new local store's tables are not made mid-promotion.
+        policy = _load(state, path)
+        names = {m.source for m in policy.models} | {h.to for m in policy.models for h in m.hops}
+        for name in sorted(names):
+            state.config.get(name).client().search_registered_models(max_results=1)
+    try:
+        while not stop.is_set():
+            policy = _load(state, path)  # re-read: an edited policy applies on the next pass
+            out = apply(policy, state.config, auto_approve=auto_approve)
+            out.jobs = run_due(policy, state.config)
+            _report(out, as_json, once)
+            if once:
+                return
+            wake.wait(poll_interval)
+            wake.clear()
+    finally:
+        if receiver is not None:
+            receiver.stop()
+
+
+def _report(out: Any, as_json: bool, once: bool) -> None:
+    if as_json:
+        emit(out.to_dict(), True)
+        return
+    now = time.strftime("%H:%M:%S")
+    for a in out.actions:
+        click.echo(f"{now} {a['model']} {a['hop']}: {a['from']} -> {a['to']}")
+    for r in out.restrictions:
+        verb = "restricted" if r["restricted"] else "lifted the restriction of"
+        click.echo(
+            f"{now} {verb} {r['model']} v{r['version']} in '{r['workspace']}': {r['reason']}"
+        )
+    for j in out.jobs:
+        what = "ok" if j.get("ok") else f"FAILED: {j.get('error')}"
+        click.echo(f"{now} {j['kind']} {j['job']} slot {j['slot']}: {what}")
+    if once and not out.actions and not out.jobs and not out.restrictions:
+        click.echo("nothing to do: every hop is up to date and no job is due")

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lifecycle.base.audit import current_user, record_event
-from lifecycle.base.errors import InvalidArgumentError, LifecycleError
+from lifecycle.base.errors import GateFailedError, InvalidArgumentError, LifecycleError
 from lifecycle.base.refs import get_model_version
 from lifecycle.base.tags import DIGEST_TAG
 from lifecycle.base.workspaces import Config
@@ -62,16 +62,19 @@ def apply(policy: ReleasePolicy, config: Config, *, auto_approve: bool = False) 
     candidate); with ``auto_approve`` a hop waiting for approval is approved first (the
     approval is recorded as such). Idempotent: with nothing new, nothing changes.
 
+    A hop whose gates fail stays where it is (``gates-failed``) and the others go on.
+
     Raises:
-        GateFailedError, PromotionError: as :func:`~lifecycle.registry.promote.promote`
-            (the actions done before stay done and are in the audit).
+        PromotionError: as :func:`~lifecycle.registry.promote.promote` (the actions done
+            before stay done and are in the audit).
     """
     out = ReleasePlan(policy.path, policy.digest)
     # Restrictions first: a version the policy restricts is not promoted.
     out.restrictions = mark(policy, config, write=True)
     for model in policy.models:
         for i, hop in enumerate(model.hops):
-            hp = plan_hop(config, model, i)
+            # The promotion runs the gates itself: planning them first would run them twice.
+            hp = plan_hop(config, model, i, run_gates=False)
             if hp.state == "waiting-approval" and auto_approve:
                 assert hp.version is not None
                 decide(
@@ -83,11 +86,14 @@ def apply(policy: ReleasePolicy, config: Config, *, auto_approve: bool = False) 
                     approve=True,
                     comment="--auto-approve",
                 )
-                hp = plan_hop(config, model, i)
+                hp = plan_hop(config, model, i, run_gates=False)
             out.hops.append(hp)
             if hp.state != "ready":
                 continue
-            out.actions.append(_promote_hop(policy, config, model, i, hp))
+            try:
+                out.actions.append(_promote_hop(policy, config, model, i, hp))
+            except GateFailedError as exc:
+                hp.state, hp.detail, hp.gates = "gates-failed", str(exc), list(exc.results)
     if not out.actions and not out.restrictions:
         logger.info("nothing to do: every hop is up to date or waiting")
     return out
