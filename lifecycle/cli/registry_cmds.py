@@ -295,6 +295,23 @@ def history_cmd(state: State, name: str, workspace: str | None, as_json: bool) -
                     if e.get("drift")
                     else "no drift"
                 ) + (f" on {e['rows']} rows" if e.get("rows") is not None else "")
+            elif action in ("approve", "reject"):
+                note = f": {e['comment']}" if e.get("comment") else ""
+                move = (
+                    f"hop {e.get('hop')}: {e.get('source_workspace')} v{e.get('source_version')} "
+                    f"by {e.get('approver')}{note}"
+                )
+            elif action == "release":
+                move = (
+                    f"hop {e.get('hop')}: {e.get('from')} -> {e.get('to')} "
+                    f"({e.get('release_file')} {str(e.get('release_digest', ''))[:12]})"
+                )
+            elif action == "release-job":
+                outcome = "ok" if e.get("ok") else f"FAILED: {e.get('error')}"
+                move = f"{e.get('kind')} {e.get('job')} slot {e.get('slot')}: {outcome}"
+            elif action in ("restrict", "unrestrict", "allow-restricted"):
+                used = f"{e['command']} despite: " if e.get("command") else ""
+                move = f"{used}{e.get('reason')}"
             elif action == "promote_undone":
                 left = e.get("left_behind") or []
                 move = f"promotion {e.get('promotion_id', '?')} undone" + (

@@ -44,7 +44,7 @@ def _load(state: State, path: str) -> Any:
 
 def plan_text(d: dict[str, Any], applied: bool = False) -> str:
     """The plan (or what apply did) as lines: one per hop, then the scheduled jobs."""
-    lines = [f"release {d['file']} (sha256 {d['digest'][:12]})"]
+    lines = [f"{d['file']} (sha256 {d['digest'][:12]})"]
     for h in d["hops"]:
         version = f"v{h['version']}" if h["version"] else "-"
         lines.append(
@@ -53,7 +53,9 @@ def plan_text(d: dict[str, Any], applied: bool = False) -> str:
         )
         for g in h.get("gates") or []:
             result = {True: "pass", False: "FAIL", None: "skipped"}[g.get("passed")]
-            lines.append(f"       gate {g.get('gate')}: {g.get('value')} {result}")
+            value = g.get("value")
+            shown = f"{value:.6g}" if isinstance(value, float) else value
+            lines.append(f"       gate {g.get('gate')}: {shown} {result}")
     for r in d.get("restrictions") or []:
         verb = "restrict" if r["restricted"] else "lift the restriction of"
         done = "" if applied else " (planned)"
