@@ -148,6 +148,8 @@ def _decide_cmd(approve: bool) -> Any:
         from lifecycle.release.apply import decide
 
         policy = _load(state, path)
+        if version == "waiting":  # whatever waits for this hop now (CI approval jobs)
+            version = _waiting(state, policy, name, hop)
         event = decide(
             policy, state.config, name, version, hop, approve=approve, by=by, comment=comment
         )
@@ -162,7 +164,8 @@ def _decide_cmd(approve: bool) -> Any:
 
     cmd.__doc__ = (
         f"Record that version VERSION of NAME (numbered in the hop's source workspace) is "
-        f"{verb}d for hop HOP, in the target workspace's audit."
+        f"{verb}d for hop HOP, in the target workspace's audit (VERSION 'waiting': the one "
+        "waiting for approval at that hop now)."
         + (
             " A hop with approval: required moves only with it."
             if approve
@@ -170,6 +173,25 @@ def _decide_cmd(approve: bool) -> Any:
         )
     )
     return cmd
+
+
+def _waiting(state: State, policy: Any, name: str, hop: str) -> str:
+    from lifecycle.base.errors import InvalidArgumentError
+    from lifecycle.release.hops import plan_hop
+
+    model = policy.model(name)
+    index = next((i for i, h in enumerate(model.hops) if h.name == hop), None)
+    if index is None:
+        raise InvalidArgumentError(
+            f"Unknown hop '{hop}' for {name}; expected one of "
+            f"{', '.join(h.name for h in model.hops)}"
+        )
+    hp = plan_hop(state.config, model, index)
+    if hp.state != "waiting-approval" or hp.version is None:
+        raise InvalidArgumentError(
+            f"Nothing waits for approval at hop '{hop}' of {name}: {hp.state} ({hp.detail})"
+        )
+    return hp.version
 
 
 approve_cmd = _decide_cmd(True)
@@ -319,3 +341,33 @@ def _report(out: Any, as_json: bool, once: bool) -> None:
         click.echo(f"{now} {j['kind']} {j['job']} slot {j['slot']}: {what}")
     if once and not out.actions and not out.jobs and not out.restrictions:
         click.echo("nothing to do: every hop is up to date and no job is due")
+
+
+@release_group.command("export")
+@_FILE
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    type=click.Choice(["azure-ml", "github-actions", "azure-pipelines"]),
+    help="The orchestrator to write for.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the files.",
+)
+@json_option
+@pass_state
+def export_cmd(state: State, path: str, target: str, out_dir: str, as_json: bool) -> None:
+    """Write the policy for an orchestrator: Azure ML schedules that invoke the batch
+    endpoints on their cron, or a GitHub Actions / Azure Pipelines definition that plans on
+    pull requests, runs the controller once on main and on the schedules, and puts each
+    approval hop behind an environment whose reviewers approve it."""
+    from lifecycle.release.export import export
+
+    policy = _load(state, path)
+    files = export(policy, target, out_dir, policy_path=path)
+    emit({"target": target, "files": files}, as_json, lambda d: "\n".join(d["files"]))

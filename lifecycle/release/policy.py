@@ -82,6 +82,17 @@ class Hop:
 
 
 @dataclass(frozen=True)
+class AzureBatch:
+    """Where ``release export --to azure-ml`` sends a batch job: an Azure ML batch endpoint."""
+
+    endpoint: str
+    input: str
+    compute: str
+    deployment: str | None = None
+    input_type: str = "uri_folder"
+
+
+@dataclass(frozen=True)
 class BatchJob:
     name: str
     workspace: str
@@ -90,6 +101,7 @@ class BatchJob:
     output: str
     schedule: str
     options: dict[str, Any] = field(default_factory=dict)
+    azure: AzureBatch | None = None
 
 
 @dataclass(frozen=True)
@@ -374,7 +386,7 @@ def _hop(r: _Reader, names: set[str]) -> Hop:
 
 
 def _batch(r: _Reader, names: set[str]) -> BatchJob:
-    r.check_keys(("name", "workspace", "model", "input", "output", "schedule", "options"))
+    r.check_keys(("name", "workspace", "model", "input", "output", "schedule", "options", "azure"))
     output = str(r.get("output", str, required=True))
     bad = set(re.findall(r"{([^}]*)}", output)) - {"date", "time", "slot"}
     if bad:
@@ -392,7 +404,26 @@ def _batch(r: _Reader, names: set[str]) -> BatchJob:
                 f"unknown option; expected one of {', '.join(allowed)}",
                 r.key_line("options"),
             )
+    azure = None
+    if "azure" in r.data:
+        a = r.child("azure", r.data["azure"], f"{r.where}.azure")
+        a.check_keys(("endpoint", "deployment", "input", "input_type", "compute"))
+        input_type = str(a.get("input_type", str, "uri_folder"))
+        if input_type not in ("uri_folder", "uri_file"):
+            a.fail(
+                f"{a.where}.input_type",
+                f"'{input_type}'; expected uri_folder or uri_file",
+                a.key_line("input_type"),
+            )
+        azure = AzureBatch(
+            endpoint=str(a.get("endpoint", str, required=True)),
+            input=str(a.get("input", str, required=True)),
+            compute=str(a.get("compute", str, required=True)),
+            deployment=a.get("deployment", str),
+            input_type=input_type,
+        )
     return BatchJob(
+        azure=azure,
         name=str(r.get("name", str, required=True)),
         workspace=_workspace(r, "workspace", names),
         model=str(r.get("model", str, required=True)),

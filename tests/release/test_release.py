@@ -99,7 +99,8 @@ def test_dev_to_staging_then_prod_after_approval_and_a_second_apply_changes_noth
     again = _run("release", "apply")
     assert "nothing to do" in again.output and _stage_holder(config, "prod", "Production") == []
 
-    approved = _run("release", "approve", "churn", "1", "--hop", "prod", "--comment", "ok")
+    # "waiting": the version that waits at that hop now (what the exported CI jobs use)
+    approved = _run("release", "approve", "churn", "waiting", "--hop", "prod", "--comment", "ok")
     assert approved.exit_code == 0, approved.output
     assert (
         "approved churn v1 (from 'staging') for hop 'prod', recorded in 'prod'" in approved.output
