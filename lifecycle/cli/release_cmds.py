@@ -62,6 +62,7 @@ def plan_text(d: dict[str, Any], applied: bool = False) -> str:
         lines.append(
             f"  {verb} {r['model']} v{r['version']} in '{r['workspace']}': {r['reason']}{done}"
         )
+        lines += [f"    {line}" for line in r.get("rolled_back") or []]
     for j in d.get("jobs") or []:
         due = "due" if j.get("due") else "done"
         lines.append(
@@ -336,6 +337,8 @@ def _report(out: Any, as_json: bool, once: bool) -> None:
         click.echo(
             f"{now} {verb} {r['model']} v{r['version']} in '{r['workspace']}': {r['reason']}"
         )
+        for line in r.get("rolled_back") or []:
+            click.echo(f"{now}   {line}")
     for j in out.jobs:
         what = "ok" if j.get("ok") else f"FAILED: {j.get('error')}"
         click.echo(f"{now} {j['kind']} {j['job']} slot {j['slot']}: {what}")

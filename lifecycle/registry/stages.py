@@ -339,6 +339,13 @@ def _rollback(ws: Workspace, name: str, stage: str, record: bool) -> dict[str, A
     return result
 
 
+def previous_holder(ws: Workspace, name: str, stage: str) -> str | None:
+    """The version a :func:`rollback` of ``stage`` would put back, or None (no holder, or
+    none before it)."""
+    holders = versions_in_stage(ws, name, canonical_stage(stage))
+    return _previous_holder(ws, name, canonical_stage(stage), holders[0]) if holders else None
+
+
 def _previous_holder(ws: Workspace, name: str, stage: str, current: str) -> str | None:
     existing = {str(v.version): v for v in search_versions(ws, name)}
 

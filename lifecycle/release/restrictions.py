@@ -89,4 +89,40 @@ def mark(policy: ReleasePolicy, config: Config, *, write: bool, now: float | Non
                     details={"reason": reason or old, "release_file": policy.path,
                              "release_digest": policy.digest},
                 )  # fmt: skip
+                if reason is not None:
+                    change["rolled_back"] = _roll_back_from(policy, config, model, ws_name, mv, now)
     return changes
+
+
+def _roll_back_from(
+    policy: ReleasePolicy, config: Config, model: ModelPolicy, ws_name: str, mv: Any, now: float
+) -> list[str]:
+    """Roll back each hop stage that the newly restricted ``mv`` holds in ``ws_name`` to the
+    version before it, when that one is not restricted (servers following the stage swap to
+    it); what was done or why not, one line each."""
+    from lifecycle.base.restrict import restriction
+    from lifecycle.registry.stages import current_stage, previous_holder, rollback
+
+    ws = config.get(ws_name)
+    stages = {
+        h.stage for h in model.hops if h.to == ws_name and h.stage in ("Staging", "Production")
+    }
+    done = []
+    for stage in sorted(s for s in stages if s):
+        if current_stage(ws, model.name, str(mv.version)) != stage:
+            continue
+        prev = previous_holder(ws, model.name, stage)
+        if prev is None:
+            done.append(f"{stage}: no earlier version to roll back to; v{mv.version} stays")
+            continue
+        pmv = ws.client().get_model_version(model.name, prev)
+        why = restriction(pmv.tags) or reason_for(model, pmv, now)
+        if why:
+            done.append(
+                f"{stage}: v{prev} before it is restricted too ({why}); v{mv.version} stays"
+            )
+            continue
+        moved = rollback(ws, model.name, stage)
+        done.append(f"{stage}: rolled back to v{moved['to_version']}")
+        logger.info("%s %s in '%s' rolled back to v%s", model.name, stage, ws_name, prev)
+    return done

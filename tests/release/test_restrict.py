@@ -104,3 +104,58 @@ def test_a_release_policy_restricts_stale_versions_and_holds_them_back(
     assert "nothing to do" in _run("release", "apply").output  # already marked
     events = [e["action"] for e in read_history(dev, "churn")]
     assert events.count("restrict") == 1
+
+
+def test_a_restricted_stage_holder_is_rolled_back_and_a_following_server_swaps(
+    project_dir: Path, tmp_path: Path
+) -> None:
+    """Drift restricts the Staging holder (v2); apply rolls Staging back to v1, and a real
+    server following models:/churn/Staging swaps to v1 by itself."""
+    import requests
+
+    from lifecycle.base.tags import MONITOR_LAST_TAG
+    from lifecycle.base.workspaces import load_config
+    from lifecycle.cli.background import start_background
+    from lifecycle.registry.stages import transition
+
+    (project_dir / "lifecycle.yaml").write_text(
+        yaml.safe_dump({"workspaces": {"dev": {}, "staging": {}}})
+    )
+    staging = load_config().get("staging")
+    for i in (1, 2):
+        log_and_register(staging, save_logreg(tmp_path / f"m{i}"), "churn", experiment="t",
+                         force=True)  # fmt: skip
+        transition(staging, "churn", str(i), "Staging")
+    policy = {
+        "models": {
+            "churn": {
+                "source": "dev",
+                "hops": [{"name": "staging", "to": "staging", "stage": "Staging"}],
+                "restrict": {"flags": ["drift"]},
+            }
+        }
+    }
+    (project_dir / "release.yaml").write_text(yaml.safe_dump(policy))
+    with start_background(
+        "models:/churn/Staging", workspace="staging", cwd=project_dir,
+        extra_args=["--poll-interval", "0.5"],
+    ) as server:  # fmt: skip
+        assert requests.get(server.url + "/version", timeout=10).json()["version"] == "2"
+        staging.client().set_model_version_tag(
+            "churn", "2", MONITOR_LAST_TAG, json.dumps({"drift": True, "rows": 100})
+        )
+        applied = _run("release", "apply")
+        assert applied.exit_code == 0, applied.output
+        assert "restrict churn v2 in 'staging': its last monitor run found drift" in applied.output
+        assert "Staging: rolled back to v1" in applied.output
+        deadline = time.monotonic() + 60
+        version = None
+        while time.monotonic() < deadline:
+            version = requests.get(server.url + "/version", timeout=10).json()["version"]
+            if version == "1":
+                break
+            time.sleep(0.25)
+        assert version == "1"
+    holders = [str(v.version) for v in staging.client().search_model_versions("name='churn'")
+               if v.current_stage == "Staging"]  # fmt: skip
+    assert holders == ["1"]
