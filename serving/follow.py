@@ -79,10 +79,15 @@ def confirm_warm_start(
     """Ask the registry about a warm-started version until it answers.
 
     Same source and digest: done. Different: load the registry's version and swap it in.
-    Gone: stop serving and exit 1, as a start of a missing version does. Unreachable: keep
+    Gone, restricted or without consent now: stop serving and exit 1, as a cold start of it
+    would refuse. Unreachable: keep
     serving the verified copy and ask again every ``poll_interval`` (30 s if 0).
     """
-    from lifecycle.base.errors import ModelNotFoundError
+    from lifecycle.base.errors import (
+        ModelNotFoundError,
+        RestrictedVersionError,
+        UntrustedPickleError,
+    )
     from serving.warmstart import drop_pin, registry_agrees
 
     ws, options = target.ws, target.options
@@ -90,6 +95,11 @@ def confirm_warm_start(
     while True:
         try:
             agrees, why = registry_agrees(ws, prepared.pin)
+        except (RestrictedVersionError, UntrustedPickleError) as exc:
+            app.registry_check = f"failed: {exc}".splitlines()[0]
+            logger.error("%s: stopping the warm-started server", app.registry_check)
+            app.fail(f"{exc}".splitlines()[0] + " (it was started from the local cache)")
+            return
         except ModelNotFoundError as exc:
             drop_pin(ws, prepared.pin)
             app.registry_check = f"failed: {exc}".splitlines()[0]

@@ -42,7 +42,7 @@ from lifecycle.base.lean import (
     save_fastpath_verdict,
 )
 from lifecycle.base.loader import load_pyfunc
-from lifecycle.base.tags import DIGEST_TAG
+from lifecycle.base.tags import DIGEST_TAG, PICKLE_CONSENT_TAG
 from lifecycle.base.workspaces import Workspace
 from serving.fastpath import FastPredictor, ModelInfo, Scorer, numpy_program
 
@@ -273,7 +273,13 @@ def attach_general(scorer: Scorer, path: str) -> None:
 
 
 def registry_agrees(ws: Workspace, pin: Pin) -> tuple[bool, str]:
-    """Whether the registry still has ``pin``'s version with the same source and digest."""
+    """Whether the registry still has ``pin``'s version with the same source and digest.
+
+    Raises:
+        ModelNotFoundError: the version is gone.
+        RestrictedVersionError, UntrustedPickleError: it is restricted now, or its consent
+            to unpickle was revoked (and no override was given).
+    """
     from lifecycle.base.refs import ModelRef, resolve_model
     from lifecycle.base.workspaces import one_http_attempt
 
@@ -282,6 +288,18 @@ def registry_agrees(ws: Workspace, pin: Pin) -> tuple[bool, str]:
     with one_http_attempt():
         resolved = resolve_model(ws, ModelRef(name=pin.name, version=pin.version))
     tags = dict(getattr(resolved.model_version, "tags", None) or {})
+    # What a cold start would refuse, a warm one stops for once the registry says so.
+    from lifecycle.base.consent import require_consent
+    from lifecycle.base.restrict import require_unrestricted
+
+    require_unrestricted(ws, pin.name, pin.version, tags, action="serve")
+    require_consent(
+        pin.path,
+        recorded=tags.get(PICKLE_CONSENT_TAG),
+        name=pin.name,
+        version=pin.version,
+        workspace=ws.name,
+    )
     digest = tags.get(DIGEST_TAG)
     if resolved.source != pin.source:
         return False, f"source is now {resolved.source} (cached: {pin.source})"

@@ -160,6 +160,28 @@ def test_a_deleted_version_stops_the_warm_server_with_exit_1(tmp_path: Path) -> 
         _start(tmp_path, "models:/warm/1")
 
 
+def test_a_version_restricted_since_it_was_cached_stops_the_warm_server(tmp_path: Path) -> None:
+    """A cold start refuses a restricted version; a warm one serves before the registry
+    answers, then stops with the same reason (exit 1) once it does (issue #17)."""
+    from lifecycle.base.tags import NEEDS_RETRAINING_TAG
+
+    ws = _register(tmp_path)
+    with _start(tmp_path, "models:/warm/1"):
+        deadline = time.monotonic() + 60
+        while not _pins() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    ws.client().set_model_version_tag("warm", "1", NEEDS_RETRAINING_TAG, "true")
+    warm = _start(tmp_path, "models:/warm/1")
+    assert warm.process.wait(timeout=120) == 1
+    log = warm.log_path.read_text()  # type: ignore[union-attr]
+    errors = [ln for ln in log.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1, log
+    assert "flagged needs_retraining" in errors[0] and "--allow-restricted" in errors[0]
+    assert _pins()  # kept: the restriction may be lifted, and the cache is still good
+    with _start(tmp_path, "models:/warm/1", "--allow-restricted") as allowed:
+        assert _wait_version(allowed, registry_check="ok")["version"] == "1"
+
+
 def test_a_remote_version_starts_warm_even_while_the_registry_is_down(
     tmp_path: Path,
 ) -> None:
