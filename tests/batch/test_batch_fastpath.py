@@ -21,6 +21,9 @@ from lifecycle.base.lean import fastpath_verdict
 from lifecycle.base.workspaces import Workspace, local_workspace
 from tests.support.batch_models import save_code_model, save_logreg, scoring_frame, training_frame
 
+# These tests score model directories they wrote themselves: consent to unpickle them.
+pytestmark = pytest.mark.usefixtures("trusted_pickles")
+
 
 @pytest.fixture(autouse=True)
 def _cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -292,9 +295,6 @@ LEAN_RUN_WITHOUT_MLFLOW = """
 import json, sys
 from batch.engine import score
 from lifecycle.base.workspaces import local_workspace
-
-# These tests score model directories they wrote themselves: consent to unpickle them.
-pytestmark = pytest.mark.usefixtures("trusted_pickles")
 
 seen = []
 ws = local_workspace("dev", __import__("pathlib").Path(sys.argv[1]))
