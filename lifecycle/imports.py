@@ -22,8 +22,14 @@ from typing import Any
 
 from lifecycle.base.errors import InvalidArgumentError, ModelImportError
 from lifecycle.base.locks import model_lock
-from lifecycle.base.tags import BASELINE_TAG, DIGEST_TAG
+from lifecycle.base.tags import (
+    BASELINE_TAG,
+    DIGEST_TAG,
+    REFERENCE_METRICS_TAG,
+    TRAINING_RUN_TAG,
+)
 from lifecycle.base.workspaces import Workspace
+from lifecycle.registry.gates import load_holdout
 from lifecycle.registry.journal import require_none
 from lifecycle.registry.versions import find_version_by_tag, log_and_register, record_consent
 from models.common import (
@@ -89,6 +95,8 @@ def import_model(
     force: bool = False,
     experiment: str = IMPORT_EXPERIMENT,
     max_archive_bytes: int | None = None,
+    run_id: str | None = None,
+    holdout: str | Path | None = None,
 ) -> ImportResult:
     """Import an origin artifact into ``ws`` as a new version of ``name``.
 
@@ -106,6 +114,10 @@ def import_model(
             least 64 MiB, at most 1 GiB; :mod:`models.archives`).
         force: register a new version even if this artifact was imported before.
         experiment: experiment of the import run.
+        run_id: the run (in ``ws``) that trained the model: its metrics and params are
+            carried onto the import run, so promotion gates can use them.
+        holdout: a labelled CSV (label column ``target``): the model's metrics on it become
+            the version's reference metrics, under their plain names (``accuracy``...).
 
     Returns:
         The :class:`ImportResult` (``created`` False when an existing version was reused).
@@ -119,6 +131,10 @@ def import_model(
     src = Path(path)
     if not name or not name.strip():
         raise InvalidArgumentError("Model name must not be empty")
+    if holdout is not None and not target:
+        raise InvalidArgumentError("--holdout needs --target (the holdout's label column)")
+    holdout_data = load_holdout(holdout, str(target)) if holdout is not None else None
+    training = _training_run(ws, run_id) if run_id else None
     if kind is not None and kind not in KINDS:
         raise InvalidArgumentError(
             f"Unknown origin kind '{kind}'. Value must be one of {', '.join(KINDS)}"
@@ -174,6 +190,20 @@ def import_model(
             "source": built.source_name,
         }
         params.update(built.params)
+        metrics = dict(built.metrics or {})
+        tags = dict(built.tags)
+        reference: dict[str, float] = {}
+        if holdout_data is not None:
+            reference = _holdout_metrics(built.model_dir, *holdout_data)
+            tags[REFERENCE_METRICS_TAG] = f"holdout {Path(str(holdout)).name}"
+        if training is not None:
+            for key, number in training[0].items():
+                metrics[f"training_{key}" if key in reference else key] = number
+            for key, text in training[1].items():
+                params.setdefault(key, text)
+            tags[TRAINING_RUN_TAG] = str(run_id)
+            tags.setdefault(REFERENCE_METRICS_TAG, f"training run {run_id}")
+        metrics.update(reference)
         # Under the model's lock: the check for an earlier import of the same source is
         # repeated there (two imports at once register it once), and a killed promotion's
         # journal stops the import with the repair command.
@@ -186,9 +216,9 @@ def import_model(
                 experiment=experiment,
                 run_name=f"import {built.kind} {built.source_name}",
                 params=params,
-                metrics=built.metrics,
-                run_tags=built.tags,
-                version_tags=built.tags,
+                metrics=metrics,
+                run_tags=tags,
+                version_tags=tags,
                 description=built.summary,
                 dedupe_tag=(SOURCE_SHA_TAG, sha),
                 force=force,
@@ -212,6 +242,39 @@ def import_model(
     )
     _after_register(ws, result, built.sample, built.labels)
     return result
+
+
+def _training_run(ws: Workspace, run_id: str) -> tuple[dict[str, float], dict[str, str]]:
+    """The metrics and params of the training run ``run_id`` in ``ws``.
+
+    Raises:
+        ModelImportError: no such run there.
+    """
+    try:
+        run = ws.client().get_run(run_id)
+    except Exception as exc:
+        raise ModelImportError(
+            f"Training run '{run_id}' not found in workspace '{ws.name}': "
+            f"{getattr(exc, 'message', exc)}".splitlines()[0]
+        ) from exc
+    return dict(run.data.metrics), dict(run.data.params)
+
+
+def _holdout_metrics(model_dir: Path, features: Any, labels: Any) -> dict[str, float]:
+    """The built model's metrics on a labelled holdout (the version's reference)."""
+    from lifecycle.base.loader import load_pyfunc
+    from lifecycle.base.metrics import infer_task, task_metrics
+
+    model = load_pyfunc(str(model_dir), suppress_warnings=True)
+    try:
+        predictions = model.predict(features)
+    except Exception as exc:
+        raise ModelImportError(
+            f"The model cannot score the holdout: {type(exc).__name__}: {exc}".splitlines()[0]
+        ) from exc
+    if hasattr(predictions, "iloc") and getattr(predictions, "ndim", 1) == 2:
+        predictions = predictions.iloc[:, 0]
+    return task_metrics(infer_task(labels), labels, predictions)
 
 
 def build_model(

@@ -32,6 +32,10 @@ DESIGNER_ESTIMATOR_TAG = "lifecycle.designer.estimator"
 DESIGNER_TASK_TAG = "lifecycle.designer.task"
 AUTOML_MODEL_SHA_TAG = "lifecycle.automl.model_pkl_sha256"
 AUTOML_SCORING_FILE_TAG = "lifecycle.automl.scoring_file"
+#: The run that trained an imported model (``import --run-id``): its metrics are carried.
+TRAINING_RUN_TAG = "lifecycle.training_run_id"
+#: Where a version's plain-named metrics come from: ``holdout FILE`` or ``training run ID``.
+REFERENCE_METRICS_TAG = "lifecycle.reference_metrics"
 
 # ---- lineage of a promoted version (target version and run)
 SOURCE_WORKSPACE_TAG = "lifecycle.source.workspace"

@@ -185,5 +185,13 @@ def train_cmd(
                 f"holdout: {r['holdout_csv']}",
             ]
             + ([f"run: {r['run_id']}"] if r["run_id"] else [])
+            + [
+                "import it with its training run's metrics:",
+                f"  lifecycle import notebook {r['joblib_path']} --name NAME --sample "
+                f"{r['sample_csv']} --target target"
+                + (f" --run-id {r['run_id']}" if r["run_id"] else "")
+                + (f" -w {ws.name}" if ws is not None and (workspace or state.workspace) else "")
+                + " --trust-pickle",
+            ]
         ),
     )

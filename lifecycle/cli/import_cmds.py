@@ -59,6 +59,20 @@ def _import_options(func: Callable[..., Any]) -> Callable[..., Any]:
                 "--force", is_flag=True, help="Register a new version even if already imported."
             ),
             click.option(
+                "--run-id",
+                default=None,
+                help="The run (in the same workspace) that trained the model: its metrics and "
+                "params go onto the import run, so promotion gates can use them "
+                "(`lifecycle train` prints it).",
+            ),
+            click.option(
+                "--holdout",
+                type=click.Path(dir_okay=False),
+                default=None,
+                help="Labelled CSV (label column --target): the model's metrics on it become "
+                "the version's reference metrics (accuracy, f1_macro, rmse...).",
+            ),
+            click.option(
                 "--max-archive-bytes",
                 type=click.IntRange(min=1),
                 default=None,

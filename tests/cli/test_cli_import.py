@@ -198,3 +198,48 @@ def test_reimporting_a_zip_of_the_same_folder_reuses_the_version(
     assert again.stdout.splitlines()[0] == "same version 1"
     assert "already imported" in again.stdout
     assert len(dev.client().search_model_versions("name='same'")) == 1
+
+
+def test_run_id_carries_the_training_metrics_and_holdout_gives_the_reference(
+    dev: Workspace, project_dir: Path
+) -> None:
+    """Issue #22 item 2: `train` prints the import that ties the version to its training run;
+    the README's `accuracy` gate then passes, and holdout metrics are the plain-named ones."""
+    import re
+
+    from lifecycle.base.tags import REFERENCE_METRICS_TAG, TRAINING_RUN_TAG
+
+    trained = CliRunner().invoke(cli, ["train", "--out-dir", "nb"])
+    assert trained.exit_code == 0, trained.output
+    run_id = re.search(r"^run: (\w+)$", trained.output, re.M).group(1)  # type: ignore[union-attr]
+    printed = [ln.strip() for ln in trained.output.splitlines() if "--run-id" in ln]
+    assert printed == [
+        "lifecycle import notebook nb/model.joblib --name NAME --sample nb/sample.csv "
+        f"--target target --run-id {run_id} --trust-pickle"
+    ]
+    base = ["import", "notebook", "nb/model.joblib", "--name", "churn", "--sample",
+            "nb/sample.csv", "--target", "target", "--trust-pickle"]  # fmt: skip
+    bad = CliRunner().invoke(cli, [*base, "--run-id", "nosuchrun"])
+    assert bad.exit_code == 1 and "Training run 'nosuchrun' not found in workspace 'dev'" in (
+        bad.output
+    )
+    assert not dev.client().search_registered_models()
+    no_target = CliRunner().invoke(cli, [*base[:7], "--holdout", "nb/holdout.csv"])
+    assert no_target.exit_code == 1 and "--holdout needs --target" in no_target.output
+
+    done = CliRunner().invoke(
+        cli, [*base, "--run-id", run_id, "--holdout", "nb/holdout.csv", "--json"]
+    )
+    assert done.exit_code == 0, done.output
+    mv = dev.client().get_model_version("churn", "1")
+    assert mv.tags[TRAINING_RUN_TAG] == run_id
+    assert mv.tags[REFERENCE_METRICS_TAG] == "holdout holdout.csv"
+    metrics = dev.client().get_run(mv.run_id).data.metrics
+    training = dev.client().get_run(run_id).data.metrics
+    assert metrics["training_accuracy"] == pytest.approx(training["accuracy"])
+    assert 0.9 < metrics["accuracy"] <= 1.0 and "sample_accuracy" in metrics
+    promoted = CliRunner().invoke(
+        cli, ["promote", "churn", "--version", "1", "--from", "dev", "--to", "prod",
+              "--gate", "accuracy>=0.9", "--no-smoke"],
+    )  # fmt: skip
+    assert promoted.exit_code == 0, promoted.output
