@@ -107,6 +107,9 @@ class ScoringApp:
                 return
             self.invocations(conn, headers.get("content-type"), body)
             return
+        if path == "/v2" or path.startswith("/v2/"):
+            self._v2(conn, method, path, headers, body)
+            return
         if path not in _GET_ROUTES:
             # An unknown path is 404 whatever the method (405 only for a known route).
             conn.respond(
@@ -114,7 +117,7 @@ class ScoringApp:
                     404,
                     "ENDPOINT_NOT_FOUND",
                     f"No route {path}. Routes: /invocations, /ping, /health, /version, "
-                    "/metrics, /openapi.json",
+                    "/metrics, /openapi.json, /v2/...",
                 )
             )
             return
@@ -143,9 +146,62 @@ class ScoringApp:
                     404,
                     "ENDPOINT_NOT_FOUND",
                     f"No route {path}. Routes: /invocations, /ping, /health, /version, "
-                    "/metrics, /openapi.json",
+                    "/metrics, /openapi.json, /v2/...",
                 )
             )
+
+    def _v2(
+        self, conn: Connection, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> None:
+        """The Open Inference Protocol routes (:mod:`serving.v2`)."""
+        from lifecycle import __version__
+        from serving import v2
+
+        scorer = self.scorer
+        name = scorer.info.name or "model"
+        version = None if scorer.info.version is None else str(scorer.info.version)
+        simple: dict[str, dict[str, Any]] = {
+            "/v2/health/live": {"live": True},
+            "/v2/health/ready": {"ready": True},
+            "/v2": {"name": "mlflow-lifecycle", "version": __version__, "extensions": []},
+        }
+        key = path.rstrip("/") or path
+        if key in simple:
+            if method != "GET":
+                conn.respond(v2.error(405, f"Use GET for {path}"))
+            else:
+                conn.respond(v2.ok(simple[key]))
+            return
+        m = v2.ROUTE.match(path)
+        if m is None:
+            conn.respond(v2.error(404, f"No V2 route {path}"))
+            return
+        if m["name"] != name or (m["version"] is not None and m["version"] != version):
+            served = f"'{name}'" + (f" version {version}" if version else "")
+            asked = f"'{m['name']}'" + (f" version {m['version']}" if m["version"] else "")
+            conn.respond(
+                v2.error(404, f"Model {asked} is not served here; this server serves {served}")
+            )
+            return
+        op = m["op"]
+        wanted = "POST" if op == "/infer" else "GET"
+        if method != wanted:
+            conn.respond(v2.error(405, f"Use {wanted} for {path}"))
+        elif op is None:
+            conn.respond(v2.ok(v2.model_metadata(name, version, scorer.input_schema)))
+        elif op == "/ready":
+            ready = scorer.fast is not None or scorer.general_ready.is_set()
+            conn.respond(v2.ok({"name": name, "ready": ready}))
+        else:
+            try:
+                obj = decode_json_object(body)
+            except TooDeeplyNested as exc:
+                conn.respond(v2.error(400, str(exc)))
+                return
+            if obj is None:
+                conn.respond(v2.error(400, "The body is not a JSON object"))
+                return
+            self._offload(conn, scorer, scorer.v2_infer, name, obj)
 
     def _authorized(self, headers: dict[str, str]) -> bool:
         auth = headers.get("authorization", "")

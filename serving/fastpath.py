@@ -309,6 +309,48 @@ class Scorer:
             self.sink(data, raw, self.info)
         return Reply(200, render_predictions(raw, "azure"))
 
+    def v2_infer(self, name: str, obj: Any) -> Reply:
+        """Answer an Open Inference Protocol ``infer`` request (:mod:`serving.v2`): on the
+        fast path when the inputs are the signature's numeric columns, else through pyfunc."""
+        import pandas as pd
+
+        from serving import v2
+
+        try:
+            data = v2.decode_inputs(obj, v2.signature_columns(self.input_schema))
+        except ValueError as exc:
+            return v2.error(400, str(exc))
+        request_id = obj.get("id")
+        if (
+            self.fast is not None
+            and isinstance(data, pd.DataFrame)
+            and tuple(data.columns) == self.fast.columns
+        ):
+            try:
+                preds = self.predict_fast(data.to_numpy(dtype=np.float64))
+            except (TypeError, ValueError):
+                preds = None  # not numeric, or refused: pyfunc gives the exact answer
+            if preds is not None:
+                if self.sink is not None:
+                    self.sink(data, preds, self.info)
+                return v2.infer_response(name, self.info.version, request_id, preds)
+        unavailable = self._general_unavailable()
+        if unavailable is not None:
+            return v2.error(503, json.loads(unavailable.body)["message"])
+        from mlflow.exceptions import MlflowException
+
+        try:
+            preds = self.pyfunc_model.predict(data)
+        except MlflowException as exc:
+            return v2.error(400, exc.message.splitlines()[0])
+        except ModelEnvError as exc:
+            return v2.error(503, exc.message)
+        except Exception as exc:
+            return v2.error(400, f"the model could not score the inputs: {exc}".splitlines()[0])
+        if self.sink is not None:
+            self.sink(data, preds, self.info)
+        return v2.infer_response(name, self.info.version, request_id, preds)
+
     def predict_fast(self, matrix: np.ndarray) -> Any:
         """The fast path's predictions for a float64 matrix in signature order."""
         assert self.fast is not None

@@ -6,6 +6,23 @@ from typing import Any
 
 from serving.fastpath import Scorer
 
+_NAME = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
+_V2_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype", "data"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "datatype": {"type": "string", "enum": ["FP64", "FP32", "INT64", "INT32", "BOOL", "BYTES"]},
+        "data": {"type": "array"},
+    },
+}
+_V2_REQUEST = {
+    "type": "object",
+    "required": ["inputs"],
+    "properties": {"id": {"type": "string"}, "inputs": {"type": "array", "items": _V2_TENSOR}},
+}
+
 
 def openapi_spec(scorer: Scorer) -> dict[str, Any]:
     """An OpenAPI 3 description of the routes (inputs named from the model's signature)."""
@@ -72,5 +89,28 @@ def openapi_spec(scorer: Scorer) -> dict[str, Any]:
             "/health": {"get": {"responses": {"200": {"description": "Model loaded"}}}},
             "/version": {"get": {"responses": {"200": {"description": "Model version info"}}}},
             "/metrics": {"get": {"responses": {"200": {"description": "Prometheus text"}}}},
+            "/v2/health/live": {"get": {"responses": {"200": {"description": "V2: live"}}}},
+            "/v2/health/ready": {"get": {"responses": {"200": {"description": "V2: ready"}}}},
+            "/v2/models/{model_name}": {
+                "get": {
+                    "parameters": [_NAME],
+                    "responses": {"200": {"description": "V2 model metadata"}},
+                }
+            },
+            "/v2/models/{model_name}/infer": {
+                "post": {
+                    "summary": "Open Inference Protocol (V2) inference.",
+                    "parameters": [_NAME],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _V2_REQUEST}},
+                    },
+                    "responses": {
+                        "200": {"description": "V2 outputs"},
+                        "400": {"description": "Bad input ({'error': ...})"},
+                        "404": {"description": "Model not served here"},
+                    },
+                }
+            },
         },
     }

@@ -98,7 +98,12 @@ def release_group() -> None:
 @pass_state
 def plan_cmd(state: State, path: str, as_json: bool) -> None:
     """Show what apply would do now: each hop's candidate, its gates (dry run), what waits
-    for approval or soak, and which scheduled jobs are due. Changes nothing."""
+    for approval or soak, and which scheduled jobs are due. Changes nothing.
+
+    \b
+    Example:
+      lifecycle release plan -f release.yaml --json
+    """
     from lifecycle.release.apply import plan
     from lifecycle.release.jobs import job_states
 
@@ -116,7 +121,12 @@ def plan_cmd(state: State, path: str, as_json: bool) -> None:
 def apply_cmd(state: State, path: str, auto_approve: bool, as_json: bool) -> None:
     """Promote every hop that is ready (gates pass, approved, soaked), in order; each action
     is an audit event with the release file's digest. A second apply with nothing new
-    changes nothing and says so."""
+    changes nothing and says so.
+
+    \b
+    Example:
+      lifecycle release apply -f release.yaml
+    """
     from lifecycle.release.apply import apply
 
     policy = _load(state, path)
@@ -163,7 +173,7 @@ def _decide_cmd(approve: bool) -> Any:
             ),
         )
 
-    cmd.__doc__ = (
+    cmd.help = (
         f"Record that version VERSION of NAME (numbered in the hop's source workspace) is "
         f"{verb}d for hop HOP, in the target workspace's audit (VERSION 'waiting': the one "
         "waiting for approval at that hop now)."
@@ -172,6 +182,7 @@ def _decide_cmd(approve: bool) -> Any:
             if approve
             else " The hop does not move that content until it is approved."
         )
+        + f"\n\n\b\nExample:\n  lifecycle release {verb} churn 3 --hop prod --comment 'reviewed'"
     )
     return cmd
 
@@ -248,6 +259,11 @@ def run_cmd(
     With --port, the MLflow tracking servers among the policy's sources post registry
     webhooks (signed with $LIFECYCLE_WEBHOOK_SECRET, checked with its timestamp) that start
     a pass at once; local stores, and every source between webhooks, are polled.
+
+    \b
+    Example:
+      lifecycle release run -f release.yaml --once
+      LIFECYCLE_WEBHOOK_SECRET=... lifecycle release run --port 8700 --poll-interval 300
     """
     import logging
     import os
@@ -368,7 +384,12 @@ def export_cmd(state: State, path: str, target: str, out_dir: str, as_json: bool
     """Write the policy for an orchestrator: Azure ML schedules that invoke the batch
     endpoints on their cron, or a GitHub Actions / Azure Pipelines definition that plans on
     pull requests, runs the controller once on main and on the schedules, and puts each
-    approval hop behind an environment whose reviewers approve it."""
+    approval hop behind an environment whose reviewers approve it.
+
+    \b
+    Example:
+      lifecycle release export --to github-actions --out .github/workflows
+    """
     from lifecycle.release.export import export
 
     policy = _load(state, path)

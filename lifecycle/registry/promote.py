@@ -232,13 +232,8 @@ def promote(
         download_model(src_ws, name, src_version, model_dir, progress)
         # The gates load it (the smoke test in a fresh process): only with recorded consent.
         consent = (getattr(src.model_version, "tags", None) or {}).get(PICKLE_CONSENT_TAG)
-        require_consent(
-            str(model_dir),
-            recorded=consent,
-            name=name,
-            version=src_version,
-            workspace=src_ws.name,
-        )
+        require_consent(str(model_dir), recorded=consent, name=name, version=src_version,
+                        workspace=src_ws.name)  # fmt: skip
         run_artifacts = download_run_artifacts(src_ws, run, source_uri, Path(tmp) / "run", progress)
         digest = model_digest(model_dir)
         logger.info("downloaded and hashed the source in %.1fs", time.perf_counter() - started)

@@ -34,4 +34,5 @@ def test_monitor_and_status_on_a_real_server(config_with_remote: Path, tmp_path:
     (model,) = [m for m in row["models"] if m["name"] == name]
     (v,) = model["versions"]
     assert v["baseline"] is True and v["monitor"]["run_id"] == result.run_id
-    assert v["flags"] == ["needs_retraining", "drift"]
+    # needs_retraining also restricts the version (issue #17); no deployment record here
+    assert v["flags"] == ["needs_retraining", "drift", "restricted"]
