@@ -192,13 +192,7 @@ def _waiting(state: State, policy: Any, name: str, hop: str) -> str:
     from lifecycle.release.hops import plan_hop
 
     model = policy.model(name)
-    index = next((i for i, h in enumerate(model.hops) if h.name == hop), None)
-    if index is None:
-        raise InvalidArgumentError(
-            f"Unknown hop '{hop}' for {name}; expected one of "
-            f"{', '.join(h.name for h in model.hops)}"
-        )
-    hp = plan_hop(state.config, model, index)
+    hp = plan_hop(state.config, model, model.hop_index(hop))
     if hp.state != "waiting-approval" or hp.version is None:
         raise InvalidArgumentError(
             f"Nothing waits for approval at hop '{hop}' of {name}: {hp.state} ({hp.detail})"

@@ -152,12 +152,7 @@ def decide(
         ModelNotFoundError: no such version in the hop's source workspace.
     """
     model = policy.model(name)
-    index = next((i for i, h in enumerate(model.hops) if h.name == hop_name), None)
-    if index is None:
-        raise InvalidArgumentError(
-            f"Unknown hop '{hop_name}' for {name}; expected one of "
-            f"{', '.join(h.name for h in model.hops)}"
-        )
+    index = model.hop_index(hop_name)
     if not str(version).isdigit():
         raise InvalidArgumentError(f"Invalid version '{version}': expected a number")
     hop = model.hops[index]

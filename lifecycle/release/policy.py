@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from lifecycle.base.errors import ConfigError
+from lifecycle.base.errors import ConfigError, InvalidArgumentError
 from lifecycle.base.workspaces import Config
 
 __all__ = [
@@ -129,6 +129,20 @@ class ModelPolicy:
     batch: tuple[BatchJob, ...] = ()
     monitors: tuple[Monitor, ...] = ()
     restrict: Restrict = Restrict()
+
+    def hop_index(self, hop: str) -> int:
+        """The position of hop ``hop`` in :attr:`hops`.
+
+        Raises:
+            InvalidArgumentError: the model has no hop of that name.
+        """
+        for i, h in enumerate(self.hops):
+            if h.name == hop:
+                return i
+        raise InvalidArgumentError(
+            f"Unknown hop '{hop}' for {self.name}; expected one of "
+            f"{', '.join(h.name for h in self.hops)}"
+        )
 
 
 @dataclass(frozen=True)
