@@ -225,6 +225,9 @@ class Scorer:
     general_ready: threading.Event = field(default_factory=_set_event, repr=False)
     #: Why the general path could not be loaded (it then answers 503).
     general_error: str | None = None
+    #: The V2 inputs (name, datatype) a warm start's verdict remembered, until the general
+    #: path brings the signature itself.
+    v2_inputs: list[tuple[str, str]] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _general_unavailable(self) -> Reply | None:
@@ -240,6 +243,14 @@ class Scorer:
                 f"The model's general scoring path failed to load: {self.general_error}",
             )
         return None
+
+    def v2_columns(self) -> list[tuple[str, str]]:
+        """The signature's columns with their V2 datatypes (:mod:`serving.v2`)."""
+        from serving import v2
+
+        if self.input_schema is None and self.v2_inputs is not None:
+            return self.v2_inputs
+        return v2.signature_columns(self.input_schema)
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -317,7 +328,7 @@ class Scorer:
         from serving import v2
 
         try:
-            data = v2.decode_inputs(obj, v2.signature_columns(self.input_schema))
+            data = v2.decode_inputs(obj, self.v2_columns())
         except ValueError as exc:
             return v2.error(400, str(exc))
         request_id = obj.get("id")

@@ -56,14 +56,16 @@ def after_ready(
 ) -> None:
     """What waits until ``/health`` is ready: the general path and registry check of a warm
     start, the cache entries of a cold one, and the deployment record."""
-    from serving.warmstart import attach_general
+    from serving.warmstart import attach_general, record_verdict
 
     ws, options = target.ws, target.options
     try:
         if prepared.start == "warm":
             attach_general(app.scorer, prepared.path)
-            if ws is not None and prepared.pin is not None:
+            if ws is not None and prepared.pin is not None and target.ref.path is None:
                 confirm_warm_start(target, app, prepared, sink, download_root)
+        elif target.ref.path is not None and options.cache:
+            record_verdict(app.scorer, prepared.path)  # the next start of these files is warm
         elif ws is not None and options.cache:
             remember(ws, prepared, app.scorer)
     except Exception as exc:  # bookkeeping must not take the server down

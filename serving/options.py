@@ -41,6 +41,10 @@ class ServeOptions:
     header_timeout: float = 10.0
     #: Seconds an idle keep-alive connection is kept open.
     keepalive_timeout: float = 5.0
+    #: A model directory's name and version as the server reports them (``/version``, V2
+    #: metadata and routes); a registered version's come from the registry.
+    model_name: str | None = None
+    model_version: str | None = None
 
 
 # --------------------------------------------------------------------------- metrics

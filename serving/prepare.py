@@ -112,6 +112,42 @@ def warm_start(pin: Any, sink: Any) -> tuple[PreparedModel, Scorer] | None:
     return prepared, scorer
 
 
+def directory_info(options: ServeOptions, uri: str, digest: str | None = None) -> ModelInfo:
+    """What a server of a model directory says it serves (``--name``/``--model-version``)."""
+    return ModelInfo(options.model_name, options.model_version, uri, digest=digest)
+
+
+def directory_pin(path: str, info: ModelInfo) -> Any:
+    """A warm-start pin for a model directory served as is, or None (a cold start).
+
+    A directory has no registry to ask, so its pin is made fresh from the files: their
+    content digest now, and a fast-path verdict that an earlier start (or ``serve
+    --prepare-only DIR`` at image build time) recorded for exactly that digest and these
+    package versions. Changed files have another digest, so they start cold.
+    """
+    from lifecycle.base.digest import model_digest
+    from lifecycle.base.lean import fastpath_verdict
+    from serving.warmstart import VERDICT_KIND, Pin
+
+    try:
+        digest = model_digest(path)
+    except OSError:
+        return None
+    if fastpath_verdict(digest, VERDICT_KIND) is None:
+        return None
+    return Pin(
+        tracking_uri="",
+        registry_uri="",
+        name=info.name or path,
+        version=str(info.version or ""),
+        path=path,
+        digest=digest,
+        source=None,
+        registry_digest=None,
+        info={**info.to_dict(), "digest": digest},
+    )
+
+
 def cached_pin(ws: Workspace, ref: ModelRef) -> Any:
     """The warm-start cache's pin for a pinned-version reference (files matching their digest)."""
     from serving.warmstart import load_pin
@@ -185,6 +221,8 @@ def prepare_cache(ws: Workspace, model_uri: str) -> dict[str, Any]:
     from serving.warmstart import lean_scorer, load_pin
 
     ref = parse_model_uri(model_uri)
+    if ref.path is not None:
+        return _prepare_directory(ws, ref)
     if ref.name is None or ref.version is None:
         raise InvalidArgumentError(
             f"Cannot cache {model_uri}: only a pinned version (models:/NAME/N) is served warm; "
@@ -206,4 +244,28 @@ def prepare_cache(ws: Workspace, model_uri: str) -> dict[str, Any]:
         "digest": pin.digest if pin else None,
         "fast_path": scorer.fast.method if scorer.fast else None,
         "warm_start": warm is not None,
+    }
+
+
+def _prepare_directory(ws: Workspace, ref: ModelRef) -> dict[str, Any]:
+    """:func:`prepare_cache` for a model directory: load it, check the fast path against
+    pyfunc and record the verdict for the files' digest, so that serving the same files
+    (with the same packages) starts warm."""
+    from lifecycle.base.digest import model_digest
+    from serving.warmstart import lean_scorer, record_verdict
+
+    fetched = fetch_model(ws, ref, None, in_place=True, digest=True, error=ServingError)
+    path = fetched.path
+    scorer = load_scorer(path, ModelInfo(None, None, str(ref.path)))
+    record_verdict(scorer, path)
+    digest = model_digest(path)
+    pin = directory_pin(path, ModelInfo(None, None, str(ref.path)))
+    return {
+        "name": None,
+        "version": None,
+        "workspace": None,
+        "path": path,
+        "digest": digest,
+        "fast_path": scorer.fast.method if scorer.fast else None,
+        "warm_start": pin is not None and lean_scorer(pin) is not None,
     }

@@ -34,7 +34,7 @@ import os
 import sys
 from pathlib import Path
 
-from lifecycle.base.errors import ServingError
+from lifecycle.base.errors import InvalidArgumentError, ServingError
 from lifecycle.base.refs import ModelRef, parse_model_uri
 from lifecycle.base.workspaces import Workspace
 from serving.fastpath import ModelInfo
@@ -42,6 +42,8 @@ from serving.options import API_KEY_ENV, DEFAULT_MAX_BODY, ServeOptions, ServeTa
 from serving.prepare import (
     PreparedModel,
     cached_pin,
+    directory_info,
+    directory_pin,
     fetch_child,
     model_dir,
     prepare_cache,
@@ -74,6 +76,8 @@ def serve(
     max_connections: int = 1024,
     header_timeout: float = 10.0,
     keepalive_timeout: float = 5.0,
+    model_name: str | None = None,
+    model_version: str | None = None,
 ) -> None:
     """Serve ``model_uri`` (resolved in ``ws``) over HTTP until SIGTERM/SIGINT (blocking).
 
@@ -95,6 +99,8 @@ def serve(
         max_connections: open connections per worker beyond which a new one gets 503.
         header_timeout: seconds a request may take to arrive once it started (else 408).
         keepalive_timeout: seconds an idle keep-alive connection stays open.
+        model_name, model_version: what a model directory is called in ``/version`` and the
+            V2 routes (default ``model``, no version); only for a directory.
 
     Raises:
         ServingError: the model fails to load, the port is taken, or a worker fails to start.
@@ -114,6 +120,8 @@ def serve(
         max_connections=int(max_connections),
         header_timeout=float(header_timeout),
         keepalive_timeout=float(keepalive_timeout),
+        model_name=model_name,
+        model_version=None if model_version is None else str(model_version),
     )
     if ws is None and not Path(model_uri).is_dir():
         raise ServingError(f"A workspace is needed to resolve {model_uri}")
@@ -122,9 +130,20 @@ def serve(
     listen_socket(options.host, options.port, reuse_port=options.workers > 1).close()
     # The URI is parsed once here; the reference travels to every worker.
     ref = parse_model_uri(model_uri) if ws is not None else ModelRef(path=Path(model_uri))
+    if ref.path is None and (model_name or model_version):
+        raise InvalidArgumentError(
+            f"--name and --model-version name a model directory; {model_uri} is named by the "
+            "registry"
+        )
+    if ref.path is not None:
+        options.record = False  # a directory is no registered version to record on
     target = ServeTarget(ws, ref, options)
     with model_dir() as tmp, contextlib.ExitStack() as stack:
-        pin = cached_pin(ws, ref) if ws is not None and options.cache else None
+        if ref.path is not None:
+            info = directory_info(options, model_uri)
+            pin = directory_pin(str(ref.path), info) if options.cache else None
+        else:
+            pin = cached_pin(ws, ref) if ws is not None and options.cache else None
         child = None
         if ws is not None and pin is None and (os.cpu_count() or 1) > 1:
             # Resolving and downloading (MLflow's import, its store) run in another process
@@ -152,6 +171,8 @@ def serve(
 
             require_consent(model_uri, recorded=None)  # a model directory: --trust-pickle
             prepared = PreparedModel(model_uri, ModelInfo(None, None, model_uri))
+        if ref.path is not None and prepared.start == "cold":
+            prepared.info = directory_info(options, prepared.info.uri, prepared.info.digest)
         if options.workers == 1:
             run_worker(target, prepared, ready_fd=ready_fd_from_env(), scorer=scorer)
             return

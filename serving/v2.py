@@ -61,16 +61,15 @@ def signature_columns(input_schema: Any) -> list[tuple[str, str]]:
     return out
 
 
-def model_metadata(name: str, version: str | None, input_schema: Any) -> dict[str, Any]:
-    """``GET /v2/models/NAME``: the model's inputs from its signature."""
+def model_metadata(
+    name: str, version: str | None, columns: list[tuple[str, str]]
+) -> dict[str, Any]:
+    """``GET /v2/models/NAME``: the model's inputs (``signature_columns``)."""
     return {
         "name": name,
         "versions": [version] if version else [],
         "platform": "mlflow",
-        "inputs": [
-            {"name": col, "datatype": dtype, "shape": [-1]}
-            for col, dtype in signature_columns(input_schema)
-        ],
+        "inputs": [{"name": col, "datatype": dtype, "shape": [-1]} for col, dtype in columns],
         "outputs": [],
     }
 

@@ -209,6 +209,7 @@ def record_verdict(scorer: Scorer, path: str) -> None:
             "method": scorer.fast.method,
             "batchable": scorer.fast.batchable,
             "columns": list(scorer.fast.columns),
+            "v2_inputs": [list(c) for c in scorer.v2_columns()],
         },
     )
 
@@ -246,6 +247,8 @@ def lean_scorer(pin: Pin, sink: Any = None) -> Scorer | None:
     )
     info = ModelInfo(**pin.info)
     scorer = Scorer(info=info, pyfunc_model=None, fast=fast, input_schema=None, sink=sink)
+    if verdict.get("v2_inputs") is not None:
+        scorer.v2_inputs = [(str(c), str(t)) for c, t in verdict["v2_inputs"]]
     scorer.general_ready.clear()
     logger.info(
         "warm start of %s v%s from %s (fast path %s)", pin.name, pin.version, pin.path, method

@@ -118,7 +118,9 @@ async def _serve_loop(
             _snapshot_every_second(app, loop)
         # Bookkeeping after READY: MLflow's full client takes seconds to build.
         app.start = prepared.start
-        app.registry_check = "pending" if prepared.start == "warm" and ws is not None else "ok"
+        app.registry_check = (
+            "pending" if prepared.start == "warm" and target.ref.path is None else "ok"
+        )
         download_root = stack.enter_context(model_dir())
         # A daemon thread, not the loop's executor (which shutdown joins without a limit).
         after = threading.Thread(

@@ -19,10 +19,28 @@ from lifecycle.cli.env_cmds import (
 @trust_pickle_option
 @allow_restricted_option
 @click.argument("model_uri")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", "-p", default=5000, show_default=True, type=int, help="TCP port.")
+@click.option(
+    "--host",
+    envvar="LIFECYCLE_SERVE_HOST",
+    show_envvar=True,
+    default="127.0.0.1",
+    show_default=True,
+    help="Interface to listen on.",
+)
+@click.option(
+    "--port",
+    "-p",
+    envvar="LIFECYCLE_SERVE_PORT",
+    show_envvar=True,
+    default=5000,
+    show_default=True,
+    type=int,
+    help="TCP port.",
+)
 @click.option(
     "--workers",
+    envvar="LIFECYCLE_SERVE_WORKERS",
+    show_envvar=True,
     default=1,
     show_default=True,
     type=click.IntRange(1, 64),
@@ -36,6 +54,8 @@ from lifecycle.cli.env_cmds import (
 )
 @click.option(
     "--max-body-bytes",
+    envvar="LIFECYCLE_SERVE_MAX_BODY_BYTES",
+    show_envvar=True,
     default=16 * 1024 * 1024,
     show_default=True,
     type=click.IntRange(1),
@@ -43,6 +63,8 @@ from lifecycle.cli.env_cmds import (
 )
 @click.option(
     "--timeout",
+    envvar="LIFECYCLE_SERVE_TIMEOUT",
+    show_envvar=True,
     default=60.0,
     show_default=True,
     type=click.FloatRange(0.001),
@@ -50,6 +72,8 @@ from lifecycle.cli.env_cmds import (
 )
 @click.option(
     "--max-connections",
+    envvar="LIFECYCLE_SERVE_MAX_CONNECTIONS",
+    show_envvar=True,
     default=1024,
     show_default=True,
     type=click.IntRange(1),
@@ -57,6 +81,8 @@ from lifecycle.cli.env_cmds import (
 )
 @click.option(
     "--header-timeout",
+    envvar="LIFECYCLE_SERVE_HEADER_TIMEOUT",
+    show_envvar=True,
     default=10.0,
     show_default=True,
     type=click.FloatRange(0.1),
@@ -64,6 +90,8 @@ from lifecycle.cli.env_cmds import (
 )
 @click.option(
     "--keepalive-timeout",
+    envvar="LIFECYCLE_SERVE_KEEPALIVE_TIMEOUT",
+    show_envvar=True,
     default=5.0,
     show_default=True,
     type=click.FloatRange(0.1),
@@ -71,16 +99,35 @@ from lifecycle.cli.env_cmds import (
 )
 @click.option(
     "--log-inputs",
+    envvar="LIFECYCLE_SERVE_LOG_INPUTS",
+    show_envvar=True,
     type=click.Path(file_okay=False),
     default=None,
     help="Append inputs and predictions to Parquet files in this folder.",
 )
 @click.option(
     "--poll-interval",
+    envvar="LIFECYCLE_SERVE_POLL_INTERVAL",
+    show_envvar=True,
     default=30.0,
     show_default=True,
     type=click.FloatRange(0),
     help="Seconds between registry checks for stage/alias URIs (0: never).",
+)
+@click.option(
+    "--name",
+    "model_name",
+    envvar="LIFECYCLE_SERVE_MODEL_NAME",
+    show_envvar=True,
+    default=None,
+    help="A model directory's name in /version and the V2 routes (default: model).",
+)
+@click.option(
+    "--model-version",
+    envvar="LIFECYCLE_SERVE_MODEL_VERSION",
+    show_envvar=True,
+    default=None,
+    help="A model directory's version in /version and the V2 routes (default: none).",
 )
 @click.option(
     "--no-record", is_flag=True, help="Do not record this deployment on the model version."
@@ -94,8 +141,9 @@ from lifecycle.cli.env_cmds import (
 @click.option(
     "--prepare-only",
     is_flag=True,
-    help="Resolve, download and verify this pinned version into the local cache, then exit "
-    "(e.g. while building a container image: the server then starts warm).",
+    help="Resolve, download and verify this pinned version (or model directory) into the "
+    "local cache, then exit (e.g. while building a container image: the server then starts "
+    "warm).",
 )
 @json_option
 @workspace_option
@@ -114,6 +162,8 @@ def serve_cmd(
     keepalive_timeout: float,
     log_inputs: str | None,
     poll_interval: float,
+    model_name: str | None,
+    model_version: str | None,
     no_record: bool,
     no_cache: bool,
     prepare_only: bool,
@@ -137,10 +187,11 @@ def serve_cmd(
 
     if prepare_only:
         done = prepare_cache(state.workspace_obj(workspace), model_uri)
+        where = f" (workspace '{done['workspace']}')" if done["workspace"] else ""
         emit(
             done,
             as_json,
-            f"Cached {model_uri} (workspace '{done['workspace']}') at {done['path']}: "
+            f"Cached {model_uri}{where} at {done['path']}: "
             + ("the next start is warm" if done["warm_start"] else "no fast path, starts cold"),
         )
         return
@@ -165,6 +216,8 @@ def serve_cmd(
         max_connections=max_connections,
         header_timeout=header_timeout,
         keepalive_timeout=keepalive_timeout,
+        model_name=model_name,
+        model_version=model_version,
     )
 
 
