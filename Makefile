@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 
-.PHONY: demo demo-data fixtures test lint typecheck pytest bench clean browser
+.PHONY: demo demo-data fixtures test lint typecheck pytest bench clean browser containers
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,7 +55,16 @@ browser:
 	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; } \
 	  || echo "NOTE: chromium is not installed: the report render test checks structure only"
 
-test: lint typecheck browser pytest
+# The packaging test builds and runs an image: buildah and podman (runc for sandboxes whose
+# cgroups crun refuses) and debootstrap for a base image made here (no image registry).
+containers:
+	@{ command -v podman >/dev/null 2>&1 && command -v buildah >/dev/null 2>&1 && command -v runc >/dev/null 2>&1 \
+	  && command -v debootstrap >/dev/null 2>&1; } || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
+	  && apt-get update -qq >/dev/null 2>&1 \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah podman runc debootstrap >/dev/null 2>&1; } \
+	  || echo "NOTE: buildah/podman/debootstrap are not installed: the image test is skipped (it says why)"
+
+test: lint typecheck browser containers pytest
 
 # Benchmarks against MLflow's own tools, side by side (minutes; not part of `make test`).
 EXPORT_IMPORT_VENV ?= /tmp/mlflow-export-import-venv

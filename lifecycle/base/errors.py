@@ -133,6 +133,13 @@ class DeploymentError(LifecycleError):
     http_status = 400
 
 
+class PackagingError(LifecycleError):
+    """A build context or image cannot be made (``lifecycle package``)."""
+
+    error_code = "INVALID_PARAMETER_VALUE"
+    http_status = 400
+
+
 class MonitoringError(LifecycleError):
     """Monitoring cannot compare data with a model's baseline."""
 

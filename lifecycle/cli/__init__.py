@@ -17,6 +17,7 @@ from lifecycle.cli import (  # noqa: F401
     env_cmds,
     import_cmds,
     monitor_cmds,
+    package_cmds,
     registry_cmds,
     release_cmds,
     serve_cmds,
