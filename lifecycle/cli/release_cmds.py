@@ -320,6 +320,9 @@ def run_cmd(
         names = {m.source for m in policy.models} | {h.to for m in policy.models for h in m.hops}
         for name in sorted(names):
             state.config.get(name).client().search_registered_models(max_results=1)
+        # Scripts (and the tests) wait for this line: from here a new version is acted on
+        # as soon as its webhook arrives or the next poll sees it.
+        click.echo(f"ready: {len(policy.models)} model(s), workspaces {', '.join(sorted(names))}")
     try:
         while not stop.is_set():
             policy = _load(state, path)  # re-read: an edited policy applies on the next pass

@@ -126,6 +126,7 @@ def test_a_webhook_from_the_source_server_moves_a_new_version_to_staging_within_
         _wait_for(proc, f"webhook: 'dev' posts to http://127.0.0.1:{port}/webhook")
         hooks = config.get("dev").client().list_webhooks()
         assert [h.url for h in hooks] == [f"http://127.0.0.1:{port}/webhook"]
+        _wait_for(proc, "ready: 1 model(s)")
         elapsed = _time_to_staging(config, tmp_path)
         forged = requests.post(
             f"http://127.0.0.1:{port}/webhook",
@@ -150,7 +151,7 @@ def test_polling_moves_a_new_version_to_staging_within_10s(
 ) -> None:
     proc = _controller(project_dir, "--poll-interval", "1")
     try:
-        time.sleep(3)  # the controller's first (empty) pass
+        _wait_for(proc, "ready: 1 model(s)")
         elapsed = _time_to_staging(config, tmp_path)
     finally:
         out = _stop(proc)
