@@ -188,7 +188,10 @@ class ScoringApp:
         if method != wanted:
             conn.respond(v2.error(405, f"Use {wanted} for {path}"))
         elif op is None:
-            conn.respond(v2.ok(v2.model_metadata(name, version, scorer.v2_columns())))
+            outputs = None
+            if scorer.pyfunc_model is not None:
+                outputs = scorer.pyfunc_model.metadata.get_output_schema()
+            conn.respond(v2.ok(v2.model_metadata(name, version, scorer.v2_columns(), outputs)))
         elif op == "/ready":
             ready = scorer.fast is not None or scorer.general_ready.is_set()
             conn.respond(v2.ok({"name": name, "ready": ready}))

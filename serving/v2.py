@@ -62,16 +62,49 @@ def signature_columns(input_schema: Any) -> list[tuple[str, str]]:
 
 
 def model_metadata(
-    name: str, version: str | None, columns: list[tuple[str, str]]
+    name: str,
+    version: str | None,
+    columns: list[tuple[str, str]],
+    output_schema: Any = None,
 ) -> dict[str, Any]:
-    """``GET /v2/models/NAME``: the model's inputs (``signature_columns``)."""
+    """``GET /v2/models/NAME``: the model's inputs (``signature_columns``) and outputs (from
+    the signature), described as MLServer's MLflow runtime describes them (a column is a
+    ``[-1, 1]`` tensor; content types ``np``/``str``; the model's own ``pd``), except that
+    an unnamed output is called ``output-1`` as ``infer`` calls it (MLServer's metadata says
+    ``output-0`` and its ``infer`` answers ``output-1``)."""
+    inputs = [
+        {"name": col, "datatype": dtype, "shape": [-1, 1],
+         "parameters": {"content_type": "str" if dtype == "BYTES" else "np"}}
+        for col, dtype in columns
+    ]  # fmt: skip
     return {
         "name": name,
         "versions": [version] if version else [],
         "platform": "mlflow",
-        "inputs": [{"name": col, "datatype": dtype, "shape": [-1]} for col, dtype in columns],
-        "outputs": [],
+        "inputs": inputs,
+        "outputs": _output_tensors(output_schema),
+        "parameters": {"content_type": "pd" if columns else "np"},
     }
+
+
+def _output_tensors(schema: Any) -> list[dict[str, Any]]:
+    if schema is None:
+        return []
+    out = []
+    for idx, spec in enumerate(getattr(schema, "inputs", []) or []):
+        name = getattr(spec, "name", None) or f"output-{idx + 1}"
+        shape = getattr(spec, "shape", None)
+        if shape is not None:  # a TensorSpec
+            dtype = _v2_type(np.empty(0, dtype=spec.type))
+            shape = list(shape)
+        else:
+            kind = getattr(spec.type, "name", str(spec.type))
+            dtype = V2_TYPES.get(str(kind).lower(), "BYTES")
+            shape = [-1, 1]
+        content = "str" if dtype == "BYTES" else "np"
+        out.append({"name": str(name), "datatype": dtype, "shape": shape,
+                    "parameters": {"content_type": content}})  # fmt: skip
+    return out
 
 
 def _array(inp: dict[str, Any]) -> np.ndarray:
@@ -154,27 +187,48 @@ def _v2_type(arr: np.ndarray) -> str:
     return "BYTES"
 
 
-def _tensor(name: str, values: Any) -> dict[str, Any]:
+def _tensor(name: str, values: Any, content_type: str | None = "np") -> dict[str, Any]:
+    """One output tensor, encoded as MLServer's codecs do: a 1-D array gets its batch
+    dimension (``[N]`` -> ``[N, 1]``), NaN becomes null, text is BYTES."""
     arr = np.asarray(values)
+    shape = list(arr.shape) if arr.ndim > 1 else [*arr.shape, 1]
+    out: dict[str, Any] = {"name": name, "shape": shape}
     if arr.dtype == object or arr.dtype.kind in "USM":
-        arr = arr.astype(str)
-        return {"name": name, "shape": list(arr.shape), "datatype": "BYTES",
-                "data": arr.reshape(-1).tolist()}  # fmt: skip
-    return {"name": name, "shape": list(arr.shape), "datatype": _v2_type(arr),
-            "data": arr.reshape(-1).tolist()}  # fmt: skip
+        out["datatype"] = "BYTES"
+        out["data"] = [None if _is_nan(v) else str(v) for v in arr.reshape(-1).tolist()]
+        if content_type == "pd":
+            content_type = "str"
+    else:
+        out["datatype"] = _v2_type(arr)
+        flat = arr.reshape(-1).tolist()
+        if arr.dtype.kind == "f" and np.isnan(arr).any():
+            flat = [None if v != v else v for v in flat]
+        out["data"] = flat
+        if content_type == "pd":
+            content_type = None
+    if content_type is not None:
+        out["parameters"] = {"content_type": content_type}
+    return out
 
 
-def encode_outputs(predictions: Any) -> list[dict[str, Any]]:
-    """V2 output tensors for a pyfunc's predictions (as MLServer's MLflow runtime names them)."""
+def _is_nan(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def encode_outputs(predictions: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """V2 output tensors for a pyfunc's predictions and the response's parameters, as
+    MLServer's MLflow runtime encodes them: a DataFrame one tensor per column (``pd``), a
+    dict one per key, anything else one tensor ``output-1`` (``np``)."""
     import pandas as pd
 
     if isinstance(predictions, pd.DataFrame):
-        return [_tensor(str(col), predictions[col].to_numpy()) for col in predictions.columns]
-    if isinstance(predictions, pd.Series):
-        return [_tensor("output-1", predictions.to_numpy())]
+        outputs = [_tensor(str(c), predictions[c].to_numpy(), "pd") for c in predictions.columns]
+        return outputs, {"content_type": "pd"}
     if isinstance(predictions, dict):
-        return [_tensor(str(k), v) for k, v in predictions.items()]
-    return [_tensor("output-1", predictions)]
+        return [_tensor(str(k), v) for k, v in predictions.items()], {}
+    if isinstance(predictions, pd.Series):
+        predictions = predictions.to_numpy()
+    return [_tensor("output-1", predictions)], {"content_type": "np"}
 
 
 def infer_response(name: str, version: str | None, request_id: Any, predictions: Any) -> Reply:
@@ -183,7 +237,8 @@ def infer_response(name: str, version: str | None, request_id: Any, predictions:
         "model_name": name,
         "model_version": version,
         "id": str(request_id) if request_id is not None else str(uuid.uuid4()),
-        "parameters": {},
-        "outputs": encode_outputs(predictions),
     }
+    outputs, parameters = encode_outputs(predictions)
+    doc["parameters"] = parameters
+    doc["outputs"] = outputs
     return ok(doc)

@@ -37,7 +37,13 @@ def test_health_and_metadata(server: BackgroundServer) -> None:
     meta = requests.get(server.url + "/v2/models/churn", timeout=10).json()
     assert meta["name"] == "churn" and meta["versions"] == ["1"]
     assert meta["inputs"] == [
-        {"name": f"f{i}", "datatype": "FP64", "shape": [-1]} for i in range(4)
+        {
+            "name": f"f{i}",
+            "datatype": "FP64",
+            "shape": [-1, 1],
+            "parameters": {"content_type": "np"},
+        }
+        for i in range(4)
     ]
     ready = requests.get(server.url + "/v2/models/churn/versions/1/ready", timeout=10)
     assert ready.json() == {"name": "churn", "ready": True}
@@ -72,7 +78,9 @@ def test_infer_per_column_and_as_one_matrix_equals_the_mlflow_payload(
         doc = resp.json()
         assert doc["model_name"] == "churn" and doc["model_version"] == "1"
         (out,) = doc["outputs"]
-        assert out["name"] == "output-1" and out["shape"] == [7] and out["datatype"] == "INT64"
+        assert out["name"] == "output-1" and out["shape"] == [7, 1] and out["datatype"] == "INT64"
+        assert out["parameters"] == {"content_type": "np"}
+        assert doc["parameters"] == {"content_type": "np"}
         assert out["data"] == expected
     assert requests.post(server.url + "/v2/models/churn/infer", json=per_column,
                          timeout=30).json()["id"] == "req-1"  # fmt: skip
@@ -139,4 +147,4 @@ def test_infer_on_the_general_path(tmp_path: Path) -> None:
         assert resp.status_code == 200, resp.text
         (out,) = resp.json()["outputs"]
         np.testing.assert_allclose(out["data"], [3.0, 6.0, 10.0])
-        assert out["datatype"] == "FP64" and out["shape"] == [3]
+        assert out["datatype"] == "FP64" and out["shape"] == [3, 1]

@@ -56,11 +56,14 @@ mlflow.models.set_model({cls}())
 """
 
 
-def save_code_model(path: Path, *, sleep: float = 0.0, designer_style: bool = False) -> Path:
+def save_code_model(
+    path: Path, *, sleep: float = 0.0, designer_style: bool = False, with_outputs: bool = False
+) -> Path:
     """A models-from-code pyfunc (no pickle): prediction = 2*f0 + n, optionally slow.
 
     ``designer_style`` returns a DataFrame with Designer's ``Scored Labels`` and
-    ``Scored Probabilities`` columns instead of a Series.
+    ``Scored Probabilities`` columns instead of a Series; ``with_outputs`` puts the outputs
+    in the signature too (MLServer's MLflow runtime cannot load a model without them).
     """
     import mlflow.pyfunc
     from mlflow.models import ModelSignature
@@ -85,7 +88,16 @@ def save_code_model(path: Path, *, sleep: float = 0.0, designer_style: bool = Fa
                 ColSpec("double", "f2"),
                 ColSpec("long", "n"),
             ]
-        )
+        ),
+        outputs=(
+            None
+            if not with_outputs
+            else Schema(
+                [ColSpec("long", "Scored Labels"), ColSpec("double", "Scored Probabilities")]
+            )
+            if designer_style
+            else Schema([ColSpec("double")])
+        ),
     )
     mlflow.pyfunc.save_model(
         str(path), python_model=str(code), signature=signature, pip_requirements=["pandas"]

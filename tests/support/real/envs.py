@@ -1,6 +1,7 @@
 """Virtual environments with Microsoft's own packages, for making real Designer and AutoML
-artifacts (and, for AutoML, running them): built once from a pinned recipe and cached,
-keyed by the recipe's hash, so that a second build is a lookup.
+artifacts (and, for AutoML, running them), and with the peer tools the serving tests compare
+with (``peers``): built once from a pinned recipe and cached, keyed by the recipe's hash, so
+that a second build is a lookup.
 
 The recipes follow ``shared/reference/real-artifacts.md``: every package pinned exactly
 (``<name>.lock``, a ``pip freeze`` of a working environment), then the packages whose own
@@ -33,6 +34,10 @@ LOCKS = {
     / "base"
     / "recipes"
     / "automl.lock",
+    # The peers the serving tests compare with: MLServer 1.7 with its MLflow runtime, and
+    # the kserve SDK (its InferenceService model classes). Neither can share the toolkit's
+    # environment (kserve and MLServer pin pandas < 3 and an older FastAPI).
+    "peers": HERE.parent / "peers.lock",
 }
 #: Packages installed after the lock with ``--no-deps``, per environment.
 NO_DEPS: dict[str, tuple[str, ...]] = {
