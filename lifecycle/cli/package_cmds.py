@@ -1,11 +1,13 @@
 """``lifecycle package``: a registered version as a build context that installs offline and
-serves, and (``--build``) an OCI image of it."""
+serves, and (``--build``) an OCI image of it; ``lifecycle deploy kserve``: an
+InferenceService that runs that image."""
 
 from __future__ import annotations
 
 import click
 
 from lifecycle.cli._base import State, cli, emit, json_option, pass_state, workspace_option
+from lifecycle.cli.deploy_cmds import deploy
 from lifecycle.cli.env_cmds import allow_restricted_option, trust_pickle_option
 
 
@@ -92,3 +94,76 @@ def package_cmd(
         return "\n".join(lines)
 
     emit(result.to_dict(), as_json, text)
+
+
+@deploy.command("kserve")
+@allow_restricted_option
+@click.argument("name")
+@click.option("--version", "version", required=True, help="Registered model version to deploy.")
+@click.option("--image", required=True, help="The image `lifecycle package --build` made.")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    default="kserve",
+    show_default=True,
+    help="Folder for servingruntime.yaml and inferenceservice.yaml.",
+)
+@click.option("--service", default=None, help="InferenceService name (default: NAME-vVERSION).")
+@click.option("--namespace", default=None, help="Kubernetes namespace.")
+@click.option("--min-replicas", default=1, show_default=True, type=click.IntRange(0))
+@click.option("--max-replicas", default=None, type=click.IntRange(1))
+@click.option("--cpu", default="1", show_default=True, help="CPU request and limit.")
+@click.option("--memory", default="2Gi", show_default=True, help="Memory request and limit.")
+@workspace_option
+@json_option
+@pass_state
+def deploy_kserve_cmd(
+    state: State,
+    name: str,
+    version: str,
+    image: str,
+    out_dir: str,
+    service: str | None,
+    namespace: str | None,
+    min_replicas: int,
+    max_replicas: int | None,
+    cpu: str,
+    memory: str,
+    workspace: str | None,
+    as_json: bool,
+) -> None:
+    """Write a KServe ServingRuntime and InferenceService (Open Inference Protocol V2,
+    protocolVersion v2) that run the packaged image: readiness on /v2/health/ready, the
+    registry's model name and version on the V2 routes. Apply them with kubectl.
+
+    \b
+    Example:
+      lifecycle package models:/churn/3 -w prod --out build/churn-3 \\
+        --image registry.example.com/churn:3 --build
+      lifecycle deploy kserve churn --version 3 --image registry.example.com/churn:3 \\
+        --namespace models --out k8s/ -w prod
+      kubectl apply -f k8s/
+    """
+    from serving.kserve import deploy_kserve
+
+    result = deploy_kserve(
+        state.workspace_obj(workspace),
+        name,
+        version,
+        image=image,
+        out_dir=out_dir,
+        service=service,
+        namespace=namespace,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        cpu=cpu,
+        memory=memory,
+    )
+    emit(
+        result,
+        as_json,
+        f"Wrote {result['runtime_file']} and {result['file']}: InferenceService "
+        f"{result['namespace']}/{result['service']} (V2) running {image}; "
+        f"apply: kubectl apply -f {out_dir}",
+    )
