@@ -37,12 +37,21 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _bytecode_cache(rel: str) -> bool:
+    """Python's bytecode cache: written next to a model's code whenever it is imported in
+    place (a local store's files), so it is never part of the model's content."""
+    return "__pycache__/" in f"/{rel}" or rel.endswith((".pyc", ".pyo"))
+
+
 def model_digest(model_dir: str | Path) -> str:
-    """``sha256:<hex>`` over the model directory's files (volatile MLmodel fields left out)."""
+    """``sha256:<hex>`` over the model directory's files (volatile MLmodel fields and Python
+    bytecode caches left out)."""
     root = Path(model_dir)
     h = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
+        if _bytecode_cache(rel):
+            continue
         if rel == "MLmodel":
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
             stable = {k: v for k, v in data.items() if k not in VOLATILE_MLMODEL_KEYS}

@@ -98,3 +98,18 @@ def test_digest_ignores_volatile_mlmodel_fields(model_dir: Path, tmp_path: Path)
     assert model_digest(copy) == model_digest(model_dir)
     (copy / "extra.txt").write_text("x")
     assert model_digest(copy) != model_digest(model_dir)
+
+
+def test_the_digest_ignores_bytecode_written_by_importing_the_model_in_place(
+    model_dir: Path,
+) -> None:
+    """Loading a local store's model imports its code in place, and Python writes
+    ``__pycache__`` beside it: that must not make the files look tampered with."""
+    before = model_digest(model_dir)
+    cache = model_dir / "code" / "__pycache__"
+    cache.mkdir(parents=True)
+    (cache / "loader.cpython-311.pyc").write_bytes(b"\x00bytecode")
+    (model_dir / "stray.pyc").write_bytes(b"\x00")
+    assert model_digest(model_dir) == before
+    (model_dir / "code" / "loader.py").write_text("x = 1\n")  # real content still counts
+    assert model_digest(model_dir) != before
