@@ -169,8 +169,11 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def run_wrk(url: str, connections: int, duration: int, script: Path) -> dict[str, Any]:
-    """One bounded wrk run; requests/s, p50/p99 in ms, and non-2xx/socket errors."""
+def run_wrk(
+    url: str, connections: int, duration: int, script: Path, path: str = "/invocations"
+) -> dict[str, Any]:
+    """One bounded wrk run against ``url + path``; requests/s, p50/p99 in ms, and
+    non-2xx/socket errors."""
     threads = min(connections, 2)
     out = subprocess.run(
         [
@@ -181,7 +184,7 @@ def run_wrk(url: str, connections: int, duration: int, script: Path) -> dict[str
             "--latency",
             "-s",
             str(script),
-            url + "/invocations",
+            url + path,
         ],
         capture_output=True,
         text=True,

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from lifecycle.base.env_proxy import env_impl_of
+from serving import v2
 from serving.fastpath import Scorer
 from serving.http import Connection
 from serving.input_log import FastInput
@@ -33,6 +34,9 @@ from serving.protocol import (
 )
 
 logger = logging.getLogger(__name__)
+
+#: How a fast-path answer is written: MLflow's or Azure's payload, or a V2 ``infer``.
+Wrap = str | v2.FastInfer
 
 _OPEN_ROUTES = ("/ping", "/health")
 _GET_ROUTES = frozenset({"/ping", "/health", "/version", "/metrics", "/openapi.json", "/openapi"})
@@ -63,7 +67,7 @@ class ScoringApp:
             # for it, and the more requests wait together, the more go into one call.
             threads = max(threads, ENV_MODEL_THREADS)
         self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="score")
-        self.pending: list[tuple[Scorer, np.ndarray, str, Connection]] = []
+        self.pending: list[tuple[Scorer, np.ndarray, Wrap, Connection]] = []
         self.flush_scheduled = False
         self.in_flight = 0
         self.draining = False
@@ -155,7 +159,6 @@ class ScoringApp:
     ) -> None:
         """The Open Inference Protocol routes (:mod:`serving.v2`)."""
         from lifecycle import __version__
-        from serving import v2
 
         scorer = self.scorer
         name = scorer.info.name or "model"
@@ -204,6 +207,11 @@ class ScoringApp:
             if obj is None:
                 conn.respond(v2.error(400, "The body is not a JSON object"))
                 return
+            if scorer.fast is not None:
+                matrix = v2.fast_matrix(obj, scorer.columns)
+                if matrix is not None:
+                    self._queue_fast(conn, scorer, matrix, v2.FastInfer(name, obj))
+                    return
             self._offload(conn, scorer, scorer.v2_infer, name, obj)
 
     def _authorized(self, headers: dict[str, str]) -> bool:
@@ -231,15 +239,19 @@ class ScoringApp:
             if scorer.fast is not None and content_type == CONTENT_TYPE_JSON:
                 found = fast_rows(obj, body, scorer.columns)
                 if found is not None:
-                    self.pending.append((scorer, found[0], found[1], conn))
-                    if not self.flush_scheduled:
-                        self.flush_scheduled = True
-                        self.loop.call_soon(self.flush)
+                    self._queue_fast(conn, scorer, found[0], found[1])
                     return
             if is_azure_payload(obj):
                 self._offload(conn, scorer, scorer.azure, obj["input_data"], obj.get("params"))
                 return
         self._offload(conn, scorer, scorer.general, body, content_type)
+
+    def _queue_fast(self, conn: Connection, scorer: Scorer, matrix: np.ndarray, wrap: Wrap) -> None:
+        """Queue a fast-path request; this loop turn's queue is scored together."""
+        self.pending.append((scorer, matrix, wrap, conn))
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Answer every fast-path request queued in this loop turn, stacked where allowed."""
@@ -264,7 +276,7 @@ class ScoringApp:
             start = end
 
     def _predict_group(
-        self, group: list[tuple[Scorer, np.ndarray, str, Connection]], rows: int
+        self, group: list[tuple[Scorer, np.ndarray, Wrap, Connection]], rows: int
     ) -> None:
         scorer = group[0][0]
         matrix = group[0][1] if len(group) == 1 else np.concatenate([g[1] for g in group])
@@ -279,7 +291,7 @@ class ScoringApp:
             return
         self._answer_group(group, preds, rows)
 
-    def _fast_fallback(self, group: list[tuple[Scorer, np.ndarray, str, Connection]]) -> None:
+    def _fast_fallback(self, group: list[tuple[Scorer, np.ndarray, Wrap, Connection]]) -> None:
         # Numeric input in signature order that the estimator refuses: let MLflow's path
         # produce its exact error for each request.
         for scorer, mat, wrap, conn in group:
@@ -287,7 +299,7 @@ class ScoringApp:
 
     async def _predict_group_offloaded(
         self,
-        group: list[tuple[Scorer, np.ndarray, str, Connection]],
+        group: list[tuple[Scorer, np.ndarray, Wrap, Connection]],
         matrix: np.ndarray,
         rows: int,
     ) -> None:
@@ -297,8 +309,10 @@ class ScoringApp:
         try:
             preds = await asyncio.wait_for(future, timeout)
         except asyncio.TimeoutError:
-            reply = _deadline_reply(timeout)
-            for _s, _m, _w, conn in group:
+            for _s, _m, wrap, conn in group:
+                reply = _deadline_reply(timeout)
+                if isinstance(wrap, v2.FastInfer):
+                    reply = v2.error(504, json.loads(reply.body)["message"])
                 conn.respond(reply, f"x-model-version: {scorer.info.version or ''}\r\n")
             return
         except Exception:
@@ -307,7 +321,7 @@ class ScoringApp:
         self._answer_group(group, preds, rows)
 
     def _answer_group(
-        self, group: list[tuple[Scorer, np.ndarray, str, Connection]], preds: Any, rows: int
+        self, group: list[tuple[Scorer, np.ndarray, Wrap, Connection]], preds: Any, rows: int
     ) -> None:
         scorer = group[0][0]
         self.metrics.observe_batch(rows)
@@ -318,14 +332,24 @@ class ScoringApp:
             part = preds if len(group) == 1 else preds[offset : offset + n]
             offset += n
             self.metrics.fast += 1
-            conn.respond(Reply(200, render_predictions(part, wrap)), header)
+            if isinstance(wrap, v2.FastInfer):
+                reply = v2.fast_infer_reply(
+                    wrap.name, scorer.info.version, wrap.obj.get("id"), part
+                )
+            else:
+                reply = Reply(200, render_predictions(part, wrap))
+            conn.respond(reply, header)
             if scorer.sink is not None:
                 scorer.sink(FastInput(mat, scorer.columns), part, scorer.info)
 
     def _offload_fast_fallback(
-        self, conn: Connection, scorer: Scorer, matrix: np.ndarray, wrap: str
+        self, conn: Connection, scorer: Scorer, matrix: np.ndarray, wrap: Wrap
     ) -> None:
         import pandas as pd
+
+        if isinstance(wrap, v2.FastInfer):
+            self._offload(conn, scorer, scorer.v2_infer, wrap.name, wrap.obj)
+            return
 
         frame = pd.DataFrame(matrix, columns=list(scorer.columns))
         if wrap == "azure":

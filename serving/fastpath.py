@@ -338,7 +338,9 @@ class Scorer:
             and tuple(data.columns) == self.fast.columns
         ):
             try:
-                preds = self.predict_fast(data.to_numpy(dtype=np.float64))
+                matrix = data.to_numpy(dtype=np.float64)
+                # Missing or infinite values: pyfunc decides (the estimator may refuse them).
+                preds = self.predict_fast(matrix) if np.isfinite(matrix).all() else None
             except (TypeError, ValueError):
                 preds = None  # not numeric, or refused: pyfunc gives the exact answer
             if preds is not None:

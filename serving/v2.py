@@ -9,10 +9,13 @@ with a 4xx status, as the protocol specifies.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
 import uuid
+from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -33,6 +36,8 @@ V2_TYPES = {
 _NUMPY = {"FP64": np.float64, "FP32": np.float32, "FP16": np.float16, "INT64": np.int64,
           "INT32": np.int32, "INT16": np.int16, "INT8": np.int8, "UINT64": np.uint64,
           "UINT32": np.uint32, "UINT16": np.uint16, "UINT8": np.uint8, "BOOL": np.bool_}  # fmt: skip
+
+_V2_OF_NUMPY = {np.dtype(t): name for name, t in _NUMPY.items() if name != "BOOL"}
 
 #: /v2/models/NAME[/versions/V][/ready|/infer]
 ROUTE = re.compile(
@@ -175,6 +180,130 @@ def decode_inputs(obj: Any, columns: list[tuple[str, str]]) -> Any:
         )
     missing = [n for n in names if n not in arrays]
     raise ValueError(f"missing input(s) {missing}; expected one per column: {names}")
+
+
+@dataclass(frozen=True)
+class FastInfer:
+    """A V2 ``infer`` request queued on the fast path: what its answer needs."""
+
+    name: str
+    obj: dict[str, Any]
+
+
+#: Datatypes the fast path decodes itself: ``FP64`` (JSON numbers) and ``INT64`` (JSON
+#: integers), each value exact in float64, so the matrix is what :func:`_array` would make.
+#: Anything else (FP32's rounding, BOOL, BYTES, out-of-range integers) goes the general way.
+_FAST_TYPES = frozenset({"FP64", "INT64"})
+_NUMBER_TYPES = frozenset({float, int})
+_EXACT_INT = 2**53
+
+
+def _plain_numbers(columns: list[list[Any]], int_only: list[bool]) -> bool:
+    """Whether every value is a JSON number (ints exact in float64; ints only where asked)."""
+    types = set(map(type, chain.from_iterable(columns)))
+    if not types <= _NUMBER_TYPES:
+        return False
+    if int in types and any(
+        type(v) is int and not -_EXACT_INT < v < _EXACT_INT for d in columns for v in d
+    ):
+        return False
+    return not any(
+        strict and float in set(map(type, d)) for d, strict in zip(columns, int_only, strict=True)
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _column_set(columns: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(columns)
+
+
+def fast_matrix(obj: Any, columns: tuple[str, ...]) -> np.ndarray | None:
+    """A float64 matrix in ``columns`` order from a plain numeric ``infer`` request, or None.
+
+    Decoded as :func:`decode_inputs` decodes it (one tensor per column, ``[N]`` or
+    ``[N, 1]``, extra inputs ignored; or one ``[N, len(columns)]`` tensor, flat or nested),
+    so the fast path answers what the general path would. Only ``FP64`` numbers and
+    ``INT64`` integers (exact in float64) with finite values, at least one row, no
+    ``parameters`` (a content type could change the decoding) and no top-level key but
+    ``id`` and ``inputs`` qualify; anything else returns None and goes through the general
+    path, errors included.
+    """
+    if type(obj) is not dict or not columns or not obj.keys() <= {"id", "inputs"}:
+        return None
+    inputs = obj.get("inputs")
+    if type(inputs) is not list or not inputs:
+        return None
+    named: dict[Any, dict[str, Any]] = {}
+    for inp in inputs:
+        if type(inp) is not dict or "parameters" in inp:
+            return None
+        named[inp.get("name")] = inp
+    if named.keys() >= _column_set(columns):
+        values: list[list[Any]] = []
+        int_only: list[bool] = []
+        rows = -1
+        for col in columns:
+            inp = named[col]
+            data, shape, datatype = inp.get("data"), inp.get("shape"), inp.get("datatype")
+            if type(data) is not list or datatype not in _FAST_TYPES:
+                return None
+            n = len(data)
+            if (rows >= 0 and n != rows) or type(shape) is not list or not shape or shape[0] != n:
+                return None
+            if len(shape) != 1 and (len(shape) != 2 or shape[1] != 1):
+                return None
+            rows = n
+            values.append(data)
+            int_only.append(datatype == "INT64")
+        if rows <= 0 or not _plain_numbers(values, int_only):
+            return None
+        flat = np.fromiter(chain.from_iterable(values), dtype=np.float64, count=rows * len(values))
+        matrix = flat.reshape(len(values), rows).T
+    elif len(inputs) == 1:
+        inp = inputs[0]
+        shape, data, width = inp.get("shape"), inp.get("data"), len(columns)
+        if inp.get("datatype") not in _FAST_TYPES or type(data) is not list or not data:
+            return None
+        if type(data[0]) is list:  # nested rows
+            if any(type(r) is not list or len(r) != width for r in data):
+                return None
+            data = [v for r in data for v in r]
+        if type(shape) is not list or len(shape) != 2 or shape[1] != width:
+            return None
+        if shape[0] * width != len(data):
+            return None
+        if not _plain_numbers([data], [inp.get("datatype") == "INT64"]):
+            return None
+        matrix = np.array(data, dtype=np.float64).reshape(shape[0], width)
+    else:
+        return None
+    if not np.isfinite(matrix).all():
+        return None
+    return matrix
+
+
+def fast_infer_reply(name: str, version: str | None, request_id: Any, preds: Any) -> Reply:
+    """:func:`infer_response` for the fast path's predictions (same bytes for a plain
+    numeric array; anything else goes through :func:`infer_response`)."""
+    if not isinstance(preds, np.ndarray) or preds.ndim != 1 or preds.dtype.kind not in "iuf":
+        return infer_response(name, version, request_id, preds)
+    datatype = _V2_OF_NUMPY.get(preds.dtype)
+    if datatype is None or (preds.dtype.kind == "f" and not np.isfinite(preds).all()):
+        return infer_response(name, version, request_id, preds)
+    rid = str(request_id) if request_id is not None else str(uuid.uuid4())
+    # json.dumps of the same document, its constant parts rendered once per model.
+    head = _head(name, version)
+    body = (
+        f'{head}{json.dumps(rid)}, "parameters": {{"content_type": "np"}}, "outputs": '
+        f'[{{"name": "output-1", "shape": [{len(preds)}, 1], "datatype": "{datatype}", '
+        f'"data": {json.dumps(preds.tolist())}, "parameters": {{"content_type": "np"}}}}]}}'
+    )
+    return Reply(200, body.encode())
+
+
+@functools.lru_cache(maxsize=64)
+def _head(name: str, version: str | None) -> str:
+    return f'{{"model_name": {json.dumps(name)}, "model_version": {json.dumps(version)}, "id": '
 
 
 def _v2_type(arr: np.ndarray) -> str:

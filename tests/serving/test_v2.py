@@ -5,6 +5,7 @@ and the protocol's errors."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -148,3 +149,71 @@ def test_infer_on_the_general_path(tmp_path: Path) -> None:
         (out,) = resp.json()["outputs"]
         np.testing.assert_allclose(out["data"], [3.0, 6.0, 10.0])
         assert out["datatype"] == "FP64" and out["shape"] == [3, 1]
+
+
+def _predictions_total(server: BackgroundServer) -> dict[str, int]:
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    out = {}
+    for path in ("fast", "general"):
+        line = next(ln for ln in text.splitlines() if f'predictions_total{{path="{path}"}}' in ln)
+        out[path] = int(float(line.split()[-1]))
+    return out
+
+
+def test_plain_numeric_infer_is_batched_on_the_fast_path_and_the_rest_is_not(
+    server: BackgroundServer,
+) -> None:
+    """The fast path takes a V2 request only when it decodes exactly as the general path
+    would; what it does not take still gets the general path's answer."""
+    frame = numeric_frame(5, seed=11)
+    expected = _mlflow_predictions(server, frame)
+
+    def tensors(**extra: object) -> list[dict[str, object]]:
+        return [
+            {"name": c, "shape": [5], "datatype": "FP64", "data": frame[c].tolist(), **extra}
+            for c in frame.columns
+        ]
+
+    def infer(body: dict[str, object]) -> dict[str, object]:
+        resp = requests.post(server.url + "/v2/models/churn/infer", json=body, timeout=30)
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    before = _predictions_total(server)
+    as_ints = [{**t, "datatype": "INT64", "data": [1, 0, -2, 3, 4]} for t in tensors()]
+    for body in ({"inputs": tensors()}, {"id": "x", "inputs": as_ints}):
+        doc = infer(body)
+        assert doc["outputs"][0]["shape"] == [5, 1]
+    after_fast = _predictions_total(server)
+    assert after_fast["fast"] - before["fast"] == 2
+    assert after_fast["general"] == before["general"]
+    assert infer({"inputs": tensors()})["outputs"][0]["data"] == expected
+
+    # A content type on an input, request parameters, or a missing value: the general path.
+    with_nan = tensors()
+    with_nan[0] = {**with_nan[0], "data": [None, *frame["f0"].tolist()[1:]]}
+    general = [
+        {"inputs": tensors(parameters={"content_type": "np"})},
+        {"inputs": tensors(), "parameters": {"content_type": "pd"}},
+    ]
+    for body in general:
+        assert infer(body)["outputs"][0]["data"] == expected
+    nan_frame = frame.copy()
+    nan_frame.loc[0, "f0"] = np.nan
+    mlflow_nan = requests.post(
+        server.url + "/invocations",
+        data=json.dumps({"dataframe_split": nan_frame.to_dict(orient="split")}),  # NaN token
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    # LogisticRegression refuses NaN: through pyfunc on both payloads, never the fast path
+    # (whose arithmetic would answer a label for it).
+    assert mlflow_nan.status_code == 400, mlflow_nan.text
+    v2_nan = requests.post(
+        server.url + "/v2/models/churn/infer", json={"inputs": with_nan}, timeout=30
+    )
+    assert v2_nan.status_code == 400, v2_nan.text
+    assert "contains NaN" in v2_nan.json()["error"] and "\n" not in v2_nan.json()["error"]
+    after = _predictions_total(server)
+    assert after["fast"] == after_fast["fast"] + 1  # the one equality check above
+    assert after["general"] - after_fast["general"] == 4  # 3 V2 + the MLflow payload with NaN
