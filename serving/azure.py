@@ -6,7 +6,9 @@ environment and no scoring script (Azure serves MLflow models itself), built wit
 azure-ai-ml's own entities and dumped as YAML that its loaders (``load_model``,
 ``load_online_endpoint``, ``load_online_deployment``) read back. Beside them:
 ``sample-request.json`` (the model's input example wrapped as Azure's ``input_data``, which
-``lifecycle serve`` answers too) and ``plan.json`` (the rollout).
+``lifecycle serve`` answers too) and ``plan.json`` (the rollout). With a packaged image
+(``--package --image``), ``environment.yml`` and ``package.yml`` too, and the deployment
+runs the package's environment instead (:mod:`serving.azure_package`).
 
 Blue/green: the version goes to its own deployment, which starts at 0% traffic, is
 smoke-invoked with the sample request, then traffic moves through the ``--traffic`` steps
@@ -46,6 +48,11 @@ class OnlineDeploymentSpec:
     deployment: Any
     sample_request: dict[str, Any] | None = None
     traffic_steps: list[dict[str, int]] = field(default_factory=list)
+    #: With ``--package``: the image's Environment and the ModelPackage built on it
+    #: (:mod:`serving.azure_package`); the deployment then runs the package, not Azure's
+    #: no-code MLflow server.
+    environment: Any = None
+    package: Any = None
 
 
 def _check_name(kind: str, value: str) -> None:
@@ -132,8 +139,10 @@ def build_online_deployment(
     instance_count: int = 1,
     traffic: str | None = None,
     tags: dict[str, str] | None = None,
+    package_image: str | None = None,
 ) -> OnlineDeploymentSpec:
-    """Build the model registration, online endpoint and no-code deployment entities.
+    """Build the model registration, online endpoint and no-code deployment entities (with
+    ``package_image``: the package of that image, and a deployment that runs it).
 
     Args:
         model_name, version: the registered model (also the Azure ML model name/version).
@@ -173,21 +182,40 @@ def build_online_deployment(
         description=f"Real-time scoring for {model_name}",
         tags=dict(all_tags),
     )
-    deployment = ManagedOnlineDeployment(
-        name=deployment_name,
-        endpoint_name=endpoint,
-        model=f"azureml:{model_name}:{version}",
-        instance_type=instance_type,
-        instance_count=instance_count,
-        description=f"No-code MLflow online deployment of {model_name} v{version}",
-        tags=dict(all_tags),
-    )
+    environment = package = None
+    if package_image is None:
+        deployment = ManagedOnlineDeployment(
+            name=deployment_name,
+            endpoint_name=endpoint,
+            model=f"azureml:{model_name}:{version}",
+            instance_type=instance_type,
+            instance_count=instance_count,
+            description=f"No-code MLflow online deployment of {model_name} v{version}",
+            tags=dict(all_tags),
+        )
+    else:
+        from serving.azure_package import image_environment, model_package
+
+        environment = image_environment(model_name, version, package_image)
+        package = model_package(model_name, version, environment)
+        # The package's environment holds the model and the server: no model, no code.
+        deployment = ManagedOnlineDeployment(
+            name=deployment_name,
+            endpoint_name=endpoint,
+            environment=f"azureml:{package.target_environment_id}@latest",
+            instance_type=instance_type,
+            instance_count=instance_count,
+            description=f"Packaged online deployment of {model_name} v{version} ({package_image})",
+            tags=dict(all_tags),
+        )
     return OnlineDeploymentSpec(
         model=model,
         endpoint=ep,
         deployment=deployment,
         sample_request=sample_request(model_path),
         traffic_steps=steps,
+        environment=environment,
+        package=package,
     )
 
 
@@ -211,6 +239,16 @@ def write_online_specs(spec: OnlineDeploymentSpec, out_dir: str | Path) -> dict[
     ):
         data = entity_yaml_data(entity, kind=kind)
         files[kind] = write_text_atomic(out / f"{kind}.yml", yaml.safe_dump(data, sort_keys=False))
+    if spec.package is not None:
+        from serving.azure_package import package_yaml_data
+
+        data = entity_yaml_data(spec.environment, kind="environment")
+        files["environment"] = write_text_atomic(
+            out / "environment.yml", yaml.safe_dump(data, sort_keys=False)
+        )
+        files["package"] = write_text_atomic(
+            out / "package.yml", yaml.safe_dump(package_yaml_data(spec.package), sort_keys=False)
+        )
     plan = rollout_plan(spec)
     files["plan"] = write_text_atomic(out / "plan.json", json.dumps(plan, indent=2))
     if spec.sample_request is not None:
@@ -226,6 +264,23 @@ def rollout_plan(spec: OnlineDeploymentSpec) -> list[dict[str, Any]]:
     endpoint = spec.endpoint.name
     plan: list[dict[str, Any]] = [
         {"action": "register_model", "model": f"{spec.model.name}:{spec.model.version}"},
+    ]
+    if spec.package is not None:
+        env = spec.environment
+        plan += [
+            {
+                "action": "create_or_update_environment",
+                "environment": f"{env.name}:{env.version}",
+                "image": env.image,
+            },
+            {
+                "action": "package_model",
+                "model": f"{spec.model.name}:{spec.model.version}",
+                "target_environment": spec.package.target_environment_id,
+                "spec": "package.yml",
+            },
+        ]
+    plan += [
         {"action": "create_or_update_endpoint", "endpoint": endpoint, "auth_mode": "key"},
         {
             "action": "create_or_update_deployment",
@@ -267,6 +322,19 @@ def load_online_specs(out_dir: str | Path) -> OnlineDeploymentSpec:
         raise DeploymentError(
             f"azure-ai-ml rejects the specs in '{out}': {exc}".splitlines()[0]
         ) from exc
+    environment = package = None
+    if (out / "package.yml").is_file():
+        from azure.ai.ml import load_environment
+
+        from serving.azure_package import load_package_spec
+
+        try:
+            environment = load_environment(source=str(out / "environment.yml"))
+        except Exception as exc:
+            raise DeploymentError(
+                f"azure-ai-ml rejects '{out / 'environment.yml'}': {exc}".splitlines()[0]
+            ) from exc
+        package = load_package_spec(out / "package.yml")
     request_path = out / "sample-request.json"
     plan = json.loads((out / "plan.json").read_text(encoding="utf-8"))
     return OnlineDeploymentSpec(
@@ -275,6 +343,8 @@ def load_online_specs(out_dir: str | Path) -> OnlineDeploymentSpec:
         deployment=deployment,
         sample_request=json.loads(request_path.read_text()) if request_path.is_file() else None,
         traffic_steps=[p["traffic"] for p in plan if p["action"] == "set_traffic"],
+        environment=environment,
+        package=package,
     )
 
 
@@ -292,6 +362,12 @@ def apply_online(spec: OnlineDeploymentSpec, out_dir: str | Path, client: Any) -
     done = []
     azureml.begin_create_or_update(client, spec.model)
     done.append(f"registered model {spec.model.name}:{spec.model.version}")
+    if spec.package is not None:
+        azureml.begin_create_or_update(client, spec.environment)
+        done.append(f"environment {spec.environment.name}:{spec.environment.version} on the image")
+        env = azureml.package_model(client, spec.model.name, spec.model.version, spec.package)
+        spec.deployment.environment = f"azureml:{env.name}:{env.version}"
+        done.append(f"packaged as environment {env.name}:{env.version}")
     azureml.begin_create_or_update(client, spec.endpoint)
     done.append(f"endpoint {spec.endpoint.name} ready")
     azureml.begin_create_or_update(client, spec.deployment)
@@ -320,8 +396,10 @@ def deploy_online(
     traffic: str | None = None,
     out_dir: str | Path = "azure-online",
     apply: bool = False,
+    package_image: str | None = None,
 ) -> dict[str, Any]:
-    """Write (and with ``apply``, create) the online deployment of ``model_name`` v``version``.
+    """Write (and with ``apply``, create) the online deployment of ``model_name`` v``version``
+    (with ``package_image``: a model package on the image ``lifecycle package`` built).
 
     The model files come from ``ws``'s registry; the YAML is checked with the SDK's loaders
     before anything is applied; an applied rollout is recorded on the model version.
@@ -357,6 +435,7 @@ def deploy_online(
             instance_count=instance_count,
             traffic=traffic,
             tags={SOURCE_WORKSPACE_NAME_TAG: ws.name},
+            package_image=package_image,
         )
         files = write_online_specs(spec, out_dir)
     checked = load_online_specs(out_dir)
@@ -371,11 +450,15 @@ def deploy_online(
     from lifecycle.base.deployments import record_deployment
 
     details: dict[str, Any] = {"applied": False, "specs": str(Path(out_dir).resolve())}
+    if package_image:
+        result["image"] = details["image"] = package_image
     if apply:
         client = azureml.ml_client(target)
         result["steps"] = apply_online(checked, out_dir, client)
         result["applied"] = True
         details = {"instance_type": instance_type, "traffic": spec.traffic_steps[-1]}
+        if package_image:
+            details["image"] = package_image
     record_deployment(
         ws, model_name, version, kind="azure-online", target=f"{endpoint}/{deployment}",
         details=details,

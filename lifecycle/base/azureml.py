@@ -77,11 +77,14 @@ def ml_client(target: AzureTarget) -> Any:
 
 
 def begin_create_or_update(client: Any, entity: Any, timeout: float = 3600.0) -> Any:
-    """Create or update ``entity`` (endpoint, deployment, model) and wait for the result."""
+    """Create or update ``entity`` (endpoint, deployment, model, environment) and wait for the
+    result."""
     kind = type(entity).__name__
     logger.info("Azure ML: creating or updating %s %s", kind, getattr(entity, "name", ""))
     if kind == "Model":
         return client.models.create_or_update(entity)
+    if kind == "Environment":
+        return client.environments.create_or_update(entity)
     if "OnlineEndpoint" in kind:
         return client.online_endpoints.begin_create_or_update(entity).result(timeout=timeout)
     if "OnlineDeployment" in kind:
@@ -112,6 +115,12 @@ def invoke_online(client: Any, endpoint: str, deployment: str, request_file: str
                 0
             ]
         ) from exc
+
+
+def package_model(client: Any, name: str, version: str, package: Any) -> Any:
+    """Build the model package (``ml_client.models.package``); returns its Environment."""
+    logger.info("Azure ML: packaging %s:%s as %s", name, version, package.target_environment_id)
+    return client.models.package(name, str(version), package)
 
 
 def set_online_traffic(

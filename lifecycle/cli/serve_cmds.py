@@ -252,6 +252,18 @@ def serve_cmd(
     is_flag=True,
     help="Create it in Azure ML (needs the azure extra and credentials).",
 )
+@click.option(
+    "--package",
+    "package",
+    is_flag=True,
+    help="Deploy the image `lifecycle package --build` made (--image) as an Azure ML model "
+    "package instead of Azure's no-code MLflow server.",
+)
+@click.option(
+    "--image",
+    default=None,
+    help="With --package: the pushed image, e.g. myregistry.azurecr.io/churn:3.",
+)
 @workspace_option
 @json_option
 @pass_state
@@ -266,10 +278,13 @@ def deploy_azure_online_cmd(
     traffic: str | None,
     out_dir: str,
     apply_: bool,
+    package: bool,
+    image: str | None,
     workspace: str | None,
     as_json: bool,
 ) -> None:
-    """Write (and with --apply, create) a no-code MLflow managed online deployment.
+    """Write (and with --apply, create) a no-code MLflow managed online deployment, or with
+    --package, a deployment of the packaged image as an Azure ML model package.
 
     The new version goes to its own deployment at 0% traffic, is smoke-invoked with the
     model's input example, then traffic moves in the steps given by --traffic.
@@ -278,8 +293,17 @@ def deploy_azure_online_cmd(
     Example:
       lifecycle deploy azure-online churn --version 3 --endpoint churn-rt \\
         --deployment green --traffic 'blue=90,green=10;green=100' --out specs/ -w prod
+      lifecycle deploy azure-online churn --version 3 --endpoint churn-rt --out specs/ \\
+        --package --image myregistry.azurecr.io/churn:3 -w prod
     """
     from serving.azure import deploy_online
+
+    if package != (image is not None):
+        raise click.UsageError(
+            "--package needs --image (the image lifecycle package built and pushed)"
+            if package
+            else f"--image '{image}' is for --package"
+        )
 
     result = deploy_online(
         state.workspace_obj(workspace),
@@ -292,6 +316,7 @@ def deploy_azure_online_cmd(
         traffic=traffic,
         out_dir=out_dir,
         apply=apply_,
+        package_image=image,
     )
     emit(
         result,
