@@ -112,7 +112,9 @@ def package_model(
                 ws, model_uri, dl, in_place=True, digest=True, error=PackagingError,
                 restricted_action="deploy",
             )  # fmt: skip
-            shutil.copytree(fetched.path, tmp / "model")
+            shutil.copytree(
+                fetched.path, tmp / "model", ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
         digest = model_digest(tmp / "model")
         if fetched.digest is not None and digest != fetched.digest:
             raise PackagingError(
@@ -125,14 +127,19 @@ def package_model(
         wheels.mkdir()
         toolkit = toolkit_wheel(wheels)
         log(f"toolkit wheel {toolkit.name}")
-        model_reqs = _model_requirements(tmp / "model")
+        from lifecycle.base.envs import choose_env_manager
+
+        spec = choose_env_manager(tmp / "model", "auto")
+        # A model with its own environment gets its requirements there (env/wheelhouse):
+        # they may conflict with the toolkit's (AutoML pins pandas 1.5.3).
+        model_reqs = [] if spec is not None else _model_requirements(tmp / "model")
         log(f"gathering wheels for the toolkit and {len(model_reqs)} model requirement(s)")
         _pip_wheel(sys.executable, wheels, [str(toolkit), *model_reqs], constraints=tmp)
         pins = pins_of(wheels)
         (tmp / "requirements.txt").write_text(
             "".join(f"{n}=={v}\n" for n, v in sorted(pins.items())), encoding="utf-8"
         )
-        env = _env_wheels(tmp, log)
+        env = None if spec is None else _env_wheels(tmp, spec, log)
         consent = _needs_consent(tmp / "model", fetched.consent)
         manifest = {
             "format": 1,
@@ -291,26 +298,29 @@ def _pip_wheel(python: str, dest: Path, args: list[str], *, constraints: Path | 
             (constraints / ".constraints.txt").unlink(missing_ok=True)
 
 
-def _env_wheels(ctx: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
-    """For a model that runs in its own environment: that environment's wheels in
+def _env_wheels(ctx: Path, spec: Any, log: Callable[[str], None]) -> dict[str, Any]:
+    """For a model that runs in its own environment (``spec``): that environment's wheels in
     ``ctx/env/wheelhouse`` (gathered with the environment's own pip, step by step)."""
-    from lifecycle.base.envs import ENV_DIR, choose_env_manager, env_python, prepare_env
+    from lifecycle.base.envs import ENV_DIR, env_python, prepare_env
 
-    spec = choose_env_manager(ctx / "model", "auto")
-    if spec is None:
-        return None
     log(f"the model runs in its own environment '{spec.name}': gathering its wheels")
-    prepare_env(spec, log=log)
+    env = prepare_env(spec, log=log)
     python = str(env_python(spec))
     wheels = ctx / "env" / "wheelhouse"
     wheels.mkdir(parents=True)
-    files = ctx / "model" / ENV_DIR
+    files = Path(env) / ENV_DIR  # the spec's files, as the environment was built from them
     steps = [s for s in spec.steps if s]
     for i, step in enumerate(steps, 1):
         args = [str(files / a) if a in spec.files else a for a in step]
         log(f"  env step {i}/{len(steps)}: pip wheel {' '.join(step)}")
         _pip_wheel(python, wheels, args, constraints=None)
-    _pip_wheel(python, wheels, ["pyarrow", "pandas"], constraints=None)
+    # The worker's own needs, at the versions the built environment has.
+    probe = subprocess.run(
+        [python, "-c", "import importlib.metadata as m; "
+         "print(*(f'{d}=={m.version(d)}' for d in ('pyarrow', 'pandas')))"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    _pip_wheel(python, wheels, probe.stdout.split(), constraints=None)
     return {"name": spec.name, "digest": spec.digest(), "wheels": len(list(wheels.glob("*")))}
 
 

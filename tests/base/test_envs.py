@@ -8,11 +8,7 @@ package index once per machine and kept (like every other install ``make test`` 
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,69 +21,13 @@ from lifecycle.base.envs import choose_env_manager, env_path, read_spec
 from lifecycle.base.errors import InvalidArgumentError, ModelEnvError
 from lifecycle.base.loader import load_pyfunc
 from lifecycle.cli import cli
-
-TOY_DEP = '''
-def describe(value):
-    """What crossed: 'nan' for a float NaN, 'None' for None, else the type's name."""
-    if value is None:
-        return "None"
-    if isinstance(value, float) and value != value:
-        return "nan"
-    return type(value).__name__
-'''
-LOADER = """
-import pandas as pd
-import lifecycle_toy_dep
-
-
-class Toy:
-    def predict(self, data, params=None):
-        out = pd.DataFrame({c: [lifecycle_toy_dep.describe(v) for v in data[c]] for c in data})
-        out["scale"] = (params or {}).get("scale", 1.0) * data["x"].astype(float)
-        return out
-
-
-def _load_pyfunc(path):
-    return Toy()
-"""
-_WHEELS = ("numpy", "pandas", "pyarrow")
-#: MLflow's python_env.yaml pins these build tools to the saving environment's versions.
-_BUILD = ("pip", "setuptools")
-
-
-def _cache() -> Path:
-    versions = [f"{d}=={importlib.metadata.version(d)}" for d in (*_WHEELS, *_BUILD)]
-    key = hashlib.sha256(("\n".join(versions) + TOY_DEP).encode()).hexdigest()[:12]
-    base = Path.home() / ".cache" / "mlflow-lifecycle" / f"test-wheelhouse-{key}"
-    return base
+from tests.support.toy_env import build_wheelhouse, save_toy_model
 
 
 @pytest.fixture(scope="session")
 def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """numpy, pandas, pyarrow (the toolkit's versions) and the toy package, as wheels."""
-    from filelock import FileLock
-
-    house = _cache()
-    house.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(house) + ".lock"):
-        if (house / ".complete").is_file():
-            return house
-        house.mkdir(exist_ok=True)
-        versions = [f"{d}=={importlib.metadata.version(d)}" for d in (*_WHEELS, *_BUILD)]
-        pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-        subprocess.run([*pip, "download", "--only-binary=:all:", "-d", str(house), *versions, "wheel"],
-                       check=True, capture_output=True)  # fmt: skip
-        src = tmp_path_factory.mktemp("toy")
-        (src / "lifecycle_toy_dep.py").write_text(TOY_DEP)
-        (src / "pyproject.toml").write_text(
-            '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
-            '[project]\nname = "lifecycle-toy-dep"\nversion = "1.0"\n'
-            '[tool.setuptools]\npy-modules = ["lifecycle_toy_dep"]\n'
-        )
-        subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(house),
-                        str(src)], check=True, capture_output=True)  # fmt: skip
-        (house / ".complete").write_text("")
-    return house
+    return build_wheelhouse(tmp_path_factory.mktemp("toy"))
 
 
 @pytest.fixture
@@ -99,22 +39,7 @@ def env_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def toy_model(tmp_path: Path) -> Path:
-    import mlflow.pyfunc
-
-    code = tmp_path / "toy_loader.py"
-    code.write_text(LOADER)
-    model = tmp_path / "toy-model"
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import ParamSchema, ParamSpec
-
-    # No input schema (MLflow's enforcement would turn None into NaN in a text column).
-    signature = ModelSignature(inputs=None, params=ParamSchema([ParamSpec("scale", "double", 1.0)]))
-    mlflow.pyfunc.save_model(
-        str(model), loader_module="toy_loader", code_paths=[str(code)], signature=signature
-    )
-    pins = [f"{d}=={importlib.metadata.version(d)}" for d in _WHEELS]
-    (model / "requirements.txt").write_text("\n".join(["lifecycle-toy-dep==1.0", *pins]) + "\n")
-    return model
+    return save_toy_model(tmp_path)
 
 
 def test_model_whose_requirement_is_missing_here_runs_in_its_own_environment(
