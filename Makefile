@@ -71,6 +71,8 @@ EXPORT_IMPORT_VENV ?= /tmp/mlflow-export-import-venv
 bench: $(VENV)/.all
 	@command -v wrk >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python -m bench.bench_serve
+	$(BIN)/python -m bench.bench_v2
+	$(BIN)/python -m bench.bench_image
 	[ -x $(EXPORT_IMPORT_VENV)/bin/copy-model-version ] || { $(PYTHON) -m venv $(EXPORT_IMPORT_VENV) \
 	  && $(EXPORT_IMPORT_VENV)/bin/pip install --quiet mlflow-export-import-v2; }
 	$(BIN)/python -m bench.bench_promote --mb 50 --export-import-bin $(EXPORT_IMPORT_VENV)/bin
