@@ -148,6 +148,27 @@ def test_package_refuses_a_folder_that_is_not_empty_and_leaves_it_alone(project:
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
+def test_build_without_buildah_or_podman_exits_1_naming_both_and_keeps_the_context(
+    project: Path, tmp_path: Path
+) -> None:
+    """On a machine with neither tool (PATH without them), --build still leaves the context
+    and says which tools are missing and how to get one."""
+    out = project / "no-builder"
+    bare = tmp_path / "bin"  # a PATH with nothing on it: the CLI runs by absolute path
+    bare.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "lifecycle", "package", "models:/churn/1", "--out", str(out),
+         "--image", "localhost/churn:nobuilder", "--build"],
+        cwd=project, capture_output=True, text=True, env={**os.environ, "PATH": str(bare)},
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("Error:")]
+    assert len(errors) == 1, proc.stderr
+    assert "buildah: not installed; podman: not installed" in errors[0]
+    assert "apt-get install buildah" in errors[0]
+    assert (out / "Dockerfile").is_file() and (out / "manifest.json").is_file()
+
+
 def test_package_refuses_files_that_are_not_the_versions_and_writes_nothing(
     tmp_path: Path,
 ) -> None:
