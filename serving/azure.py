@@ -183,31 +183,26 @@ def build_online_deployment(
         tags=dict(all_tags),
     )
     environment = package = None
-    if package_image is None:
-        deployment = ManagedOnlineDeployment(
-            name=deployment_name,
-            endpoint_name=endpoint,
-            model=f"azureml:{model_name}:{version}",
-            instance_type=instance_type,
-            instance_count=instance_count,
-            description=f"No-code MLflow online deployment of {model_name} v{version}",
-            tags=dict(all_tags),
-        )
-    else:
+    # Without a package Azure serves the registered MLflow model itself (no environment, no
+    # code); with one, the package's environment holds the model and the server.
+    source: dict[str, Any] = {"model": f"azureml:{model_name}:{version}"}
+    what = "No-code MLflow online deployment"
+    if package_image is not None:
         from serving.azure_package import image_environment, model_package
 
         environment = image_environment(model_name, version, package_image)
         package = model_package(model_name, version, environment)
-        # The package's environment holds the model and the server: no model, no code.
-        deployment = ManagedOnlineDeployment(
-            name=deployment_name,
-            endpoint_name=endpoint,
-            environment=f"azureml:{package.target_environment_id}@latest",
-            instance_type=instance_type,
-            instance_count=instance_count,
-            description=f"Packaged online deployment of {model_name} v{version} ({package_image})",
-            tags=dict(all_tags),
-        )
+        source = {"environment": f"azureml:{package.target_environment_id}@latest"}
+        what = f"Packaged online deployment ({package_image})"
+    deployment = ManagedOnlineDeployment(
+        name=deployment_name,
+        endpoint_name=endpoint,
+        instance_type=instance_type,
+        instance_count=instance_count,
+        description=f"{what} of {model_name} v{version}",
+        tags=dict(all_tags),
+        **source,
+    )
     return OnlineDeploymentSpec(
         model=model,
         endpoint=ep,
@@ -311,29 +306,29 @@ def load_online_specs(out_dir: str | Path) -> OnlineDeploymentSpec:
     Raises:
         DeploymentError: the SDK rejects a file.
     """
-    from azure.ai.ml import load_model, load_online_deployment, load_online_endpoint
+    from azure.ai.ml import (
+        load_environment,
+        load_model,
+        load_online_deployment,
+        load_online_endpoint,
+    )
+
+    from serving.azure_package import load_package_spec, sdk_error_line
 
     out = Path(out_dir)
-    try:
-        model = load_model(source=str(out / "model.yml"))
-        endpoint = load_online_endpoint(source=str(out / "endpoint.yml"))
-        deployment = load_online_deployment(source=str(out / "deployment.yml"))
-    except Exception as exc:  # the SDK raises its own validation error types
-        raise DeploymentError(
-            f"azure-ai-ml rejects the specs in '{out}': {exc}".splitlines()[0]
-        ) from exc
+
+    def load(loader: Any, name: str) -> Any:
+        try:
+            return loader(source=str(out / name))
+        except Exception as exc:  # the SDK raises its own validation error types
+            raise DeploymentError(sdk_error_line(out / name, exc)) from exc
+
+    model = load(load_model, "model.yml")
+    endpoint = load(load_online_endpoint, "endpoint.yml")
+    deployment = load(load_online_deployment, "deployment.yml")
     environment = package = None
     if (out / "package.yml").is_file():
-        from azure.ai.ml import load_environment
-
-        from serving.azure_package import load_package_spec
-
-        try:
-            environment = load_environment(source=str(out / "environment.yml"))
-        except Exception as exc:
-            raise DeploymentError(
-                f"azure-ai-ml rejects '{out / 'environment.yml'}': {exc}".splitlines()[0]
-            ) from exc
+        environment = load(load_environment, "environment.yml")
         package = load_package_spec(out / "package.yml")
     request_path = out / "sample-request.json"
     plan = json.loads((out / "plan.json").read_text(encoding="utf-8"))
