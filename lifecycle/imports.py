@@ -240,7 +240,8 @@ def import_model(
         detected=detection.describe() if detection else None,
         tags=built.tags,
     )
-    _after_register(ws, result, built.sample, built.labels)
+    source = f"holdout {Path(str(holdout)).name}" if holdout_data is not None else None
+    _after_register(ws, result, built.sample, built.labels, reference, source)
     return result
 
 
@@ -356,12 +357,21 @@ def _provenance_dir(dest: Path, built: BuiltModel, detection: Detection | None) 
     return dest
 
 
-def _after_register(ws: Workspace, result: ImportResult, sample_df: Any, labels: Any) -> None:
+def _after_register(
+    ws: Workspace,
+    result: ImportResult,
+    sample_df: Any,
+    labels: Any,
+    reference: dict[str, float] | None = None,
+    reference_source: str | None = None,
+) -> None:
     """Called once after every import, with the sample rows (feature columns) and labels.
 
     The one place where post-registration work that needs the sample goes (e.g. storing a
     baseline data profile with the version). ``sample_df``/``labels`` are None when no
     sample is known; ``result.created`` is False for a re-import that reused a version.
+    ``reference`` (metrics on a labelled holdout) becomes the baseline's metrics, which
+    monitoring compares new labelled data with; the sample's own stay as ``sample_metrics``.
     """
     rows = 0 if sample_df is None else len(sample_df)
     logger.info(
@@ -378,7 +388,15 @@ def _after_register(ws: Workspace, result: ImportResult, sample_df: Any, labels:
         from lifecycle.monitor.profile import attach_baseline
 
         try:
-            attach_baseline(ws, result.name, result.version, sample_df, labels=labels)
+            attach_baseline(
+                ws,
+                result.name,
+                result.version,
+                sample_df,
+                labels=labels,
+                reference_metrics=reference or None,
+                reference_source=reference_source,
+            )
         except LifecycleError as exc:  # the version stands; a baseline can be attached later
             logger.warning("no baseline stored for %s v%s: %s", result.name, result.version, exc)
 

@@ -249,6 +249,8 @@ def attach_baseline(
     version: str | int,
     sample_df: pd.DataFrame,
     labels: str | Sequence[Any] | pd.Series | None = None,
+    reference_metrics: dict[str, float] | None = None,
+    reference_source: str | None = None,
 ) -> dict[str, Any]:
     """Profile version ``version`` of ``name`` on ``sample_df`` and store the profile with it.
 
@@ -263,6 +265,10 @@ def attach_baseline(
         sample_df: training or sample rows (the features, plus the label column if ``labels``
             names one).
         labels: label column name or label values, for baseline metrics.
+        reference_metrics, reference_source: the version's metrics on labelled data it was
+            not trained on (e.g. ``holdout holdout.csv``); they become the baseline's
+            ``metrics`` (what monitoring compares with), the sample's are kept as
+            ``sample_metrics``.
 
     Returns:
         The stored profile.
@@ -279,6 +285,11 @@ def attach_baseline(
     with fetched_pyfunc(ws, f"models:/{name}/{mv.version}", error=MonitoringError) as (_, model):
         profile = build_profile(model, sample_df, labels)
     profile.update(model=name, version=str(mv.version))
+    profile["metrics_source"] = "sample" if profile["metrics"] else None
+    if reference_metrics:
+        profile["sample_metrics"] = profile["metrics"]
+        profile["metrics"] = {k: _round(v) for k, v in reference_metrics.items()}
+        profile["metrics_source"] = reference_source or "reference"
     from lifecycle.base.audit import utcnow
 
     profile["created_at"] = utcnow()

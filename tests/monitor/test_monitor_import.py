@@ -56,3 +56,30 @@ def _quiet(tmp_path: Path) -> Path:
     path = tmp_path / "quiet.yaml"
     path.write_text("actions: []\n", encoding="utf-8")
     return path
+
+
+def test_import_with_holdout_makes_its_metrics_the_baseline_that_monitoring_compares_with(
+    tmp_path: Path, dev: Workspace
+) -> None:
+    """Issue #22 item 2: the holdout used at import must show no change when monitored;
+    the training sample's (optimistic) metrics stay in the profile as ``sample_metrics``."""
+    from lifecycle.imports import import_model
+
+    from tests.support.origins import notebook_data
+
+    origin = build_notebook(tmp_path / "nb", "skops", seed=2)
+    _, labels = notebook_data(seed=2)
+    holdout = tmp_path / "holdout.csv"
+    origin.holdout.assign(target=labels.iloc[180:].values).to_csv(holdout, index=False)
+    res = import_model(
+        dev, origin.path, "held", sample=origin.sample_csv, target="target", holdout=holdout
+    )
+    base = load_baseline(dev, "held", res.version)
+    run_metrics = dev.client().get_run(res.run_id).data.metrics
+    assert base["metrics_source"] == "holdout holdout.csv"
+    assert base["metrics"]["accuracy"] == round(run_metrics["accuracy"], 6)
+    assert base["sample_metrics"]["accuracy"] != base["metrics"]["accuracy"]
+    result = monitor(
+        dev, f"models:/held/{res.version}", [holdout], labels="target", policy=_quiet(tmp_path)
+    )
+    assert result.metric_changes and all(v == 0 for v in result.metric_changes.values())
