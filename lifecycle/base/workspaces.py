@@ -444,3 +444,24 @@ def one_http_attempt(timeout: float = 15.0) -> Iterator[None]:
                         os.environ.pop(k, None)
                     else:
                         os.environ[k] = v
+
+
+@contextlib.contextmanager
+def same_workspaces_env(config: Config | None = None) -> Iterator[None]:
+    """While active, child processes started in another folder resolve workspace names as
+    this process does: ``$LIFECYCLE_CONFIG`` names the configuration file in force (made
+    absolute), or ``$LIFECYCLE_HOME`` the embedded workspaces' folder."""
+    cfg = config or load_config()
+    saved = {k: os.environ.get(k) for k in (CONFIG_ENV, HOME_ENV)}
+    if cfg.path is not None:
+        os.environ[CONFIG_ENV] = str(Path(cfg.path).resolve())
+    else:
+        os.environ[HOME_ENV] = str(Path(cfg.home).resolve())
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -24,7 +24,8 @@ def _monitor_text(r: dict[str, Any]) -> str:
         shown = int(v) if k.endswith("_rows") and float(v).is_integer() else v  # a count
         lines.append(f"  {k:<24} {shown}" + ("" if change is None else f" ({change:+.4f})"))
     for a in r["actions"]:
-        lines.append(f"  action {a['action']}: {a['status']}")
+        detail = f" ({a['error']})" if a.get("error") else ""
+        lines.append(f"  action {a['action']}: {a['status']}{detail}")
     if r["report"]:
         lines.append(f"report: {r['report']}")
     return "\n".join(lines)
@@ -66,16 +67,19 @@ def monitor_cmd(
       lifecycle monitor models:/churn/Production -w prod --input logs/ --labels churned \\
           --report report/ --policy policy.yaml --json
     """
+    from lifecycle.base.workspaces import same_workspaces_env
     from lifecycle.monitor.monitor import monitor
 
-    result = monitor(
-        state.workspace_obj(workspace),
-        model_uri,
-        list(inputs),
-        labels=labels,
-        report_dir=report_dir,
-        policy=policy,
-    )
+    # A policy's retrain action runs its project elsewhere: same workspaces there (--config).
+    with same_workspaces_env(state.config):
+        result = monitor(
+            state.workspace_obj(workspace),
+            model_uri,
+            list(inputs),
+            labels=labels,
+            report_dir=report_dir,
+            policy=policy,
+        )
     emit(result.to_dict(), as_json, _monitor_text)
     result.raise_for_drift()
 

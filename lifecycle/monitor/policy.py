@@ -103,11 +103,15 @@ def load_policy(path: str | os.PathLike[str] | None) -> Policy:
         raw = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"Policy file '{p}' is not valid YAML: {exc}".splitlines()[0]) from exc
-    return policy_from_dict(raw, source=str(p))
+    return policy_from_dict(raw, source=str(p), base_dir=p.resolve().parent)
 
 
-def policy_from_dict(raw: Any, source: str = "<dict>") -> Policy:
+def policy_from_dict(raw: Any, source: str = "<dict>", base_dir: Path | None = None) -> Policy:
     """Build a :class:`Policy` from its YAML structure.
+
+    A ``retrain`` action's local ``uri`` is resolved against ``base_dir`` (the policy file's
+    folder; the current directory for a dict) and must be an MLflow project declaring the
+    entry point.
 
     Raises:
         ConfigError: unknown keys, actions, options or non-numeric thresholds.
@@ -145,11 +149,11 @@ def policy_from_dict(raw: Any, source: str = "<dict>") -> Policy:
     elif not isinstance(actions_raw, list):
         raise ConfigError(f"Policy {source}: 'actions' must be a list, got {actions_raw!r}")
     else:
-        actions = [_parse_action(item, source) for item in actions_raw]
+        actions = [_parse_action(item, source, base_dir or Path.cwd()) for item in actions_raw]
     return Policy(thresholds=thresholds, actions=actions, source=source)
 
 
-def _parse_action(item: Any, source: str) -> Action:
+def _parse_action(item: Any, source: str, base_dir: Path) -> Action:
     options: Any
     if isinstance(item, str):
         kind, options = item, {}
@@ -173,9 +177,43 @@ def _parse_action(item: Any, source: str) -> Action:
             f"Policy {source}: unknown option(s) {', '.join(sorted(map(str, bad)))} of action "
             f"'{kind}'. Allowed: {', '.join(sorted(_ACTION_OPTIONS[kind])) or 'none'}"
         )
-    if kind == "retrain" and not options.get("entry_point"):
-        raise ConfigError(f"Policy {source}: action 'retrain' needs an 'entry_point'")
+    if kind == "retrain":
+        if not options.get("entry_point"):
+            raise ConfigError(f"Policy {source}: action 'retrain' needs an 'entry_point'")
+        options = {**options, "uri": _project_uri(options, source, base_dir)}
     return Action(kind, dict(options))
+
+
+def _project_uri(options: dict[str, Any], source: str, base_dir: Path) -> str:
+    """The retrain action's project: a git/remote URI as given, a local folder resolved
+    against the policy's folder and checked to declare the entry point.
+
+    Raises:
+        ConfigError: the folder is missing, has no MLproject, or lacks the entry point.
+    """
+    uri = str(options.get("uri") or ".")
+    if "://" in uri or uri.startswith("git@"):
+        return uri
+    folder = (base_dir / uri).resolve()
+    entry = str(options["entry_point"])
+    where = f"retrain uri '{uri}' ({folder}, relative to the policy's folder)"
+    mlproject = next((f for f in (folder / "MLproject", folder / "mlproject") if f.is_file()), None)
+    if mlproject is None:
+        raise ConfigError(
+            f"Policy {source}: {where} is not an MLflow project (no MLproject file); "
+            "expected the folder of the project that retrains, or a git URI"
+        )
+    try:
+        spec = yaml.safe_load(mlproject.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Policy {source}: {mlproject} is not valid YAML: {exc}") from exc
+    declared = sorted((spec.get("entry_points") or {}) if isinstance(spec, dict) else {})
+    if entry not in declared and not (folder / entry).is_file():
+        raise ConfigError(
+            f"Policy {source}: {where} has no entry point '{entry}'; "
+            f"its MLproject declares: {', '.join(declared) or 'none'}"
+        )
+    return str(folder)
 
 
 @dataclass
@@ -273,7 +311,11 @@ def _rollback(action: Action, ctx: ActionContext) -> dict[str, Any]:
 def _retrain(action: Action, ctx: ActionContext) -> dict[str, Any]:
     import mlflow.projects
 
-    from lifecycle.base.workspaces import get_or_create_experiment, use_workspace
+    from lifecycle.base.workspaces import (
+        get_or_create_experiment,
+        same_workspaces_env,
+        use_workspace,
+    )
 
     values = {
         "model": ctx.name,
@@ -295,7 +337,9 @@ def _retrain(action: Action, ctx: ActionContext) -> dict[str, Any]:
     }
     try:
         get_or_create_experiment(ctx.ws, experiment)
-        with use_workspace(ctx.ws):
+        # The project runs in its own folder: its `-w {workspace}` must name the same
+        # workspaces as this process (same configuration file or embedded home).
+        with use_workspace(ctx.ws), same_workspaces_env():
             submitted = mlflow.projects.run(
                 uri,
                 entry_point=entry_point,

@@ -169,7 +169,10 @@ def _run_job(
             from lifecycle.monitor.monitor import monitor
 
             files = sorted(glob.glob(job.input)) or [job.input]
-            result = monitor(ws, job.model, files, policy=job.policy)
+            from lifecycle.base.workspaces import same_workspaces_env
+
+            with same_workspaces_env(config):  # a retrain action names these workspaces
+                result = monitor(ws, job.model, files, policy=job.policy)
             outcome.update(ok=True, drift=bool(getattr(result, "drift", False)))
     except LifecycleError as exc:
         outcome.update(ok=False, error=str(exc))

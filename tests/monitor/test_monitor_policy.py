@@ -6,6 +6,7 @@ local environment manager; the rollback moves real registry stages and aliases.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -196,6 +197,16 @@ def test_default_policy_and_invalid_policies(env: dict[str, Any]) -> None:
         "t3": ({"actions": [{"retrain": {"uri": "."}}]}, "action 'retrain' needs an 'entry_point'"),
         "t4": ({"actions": [{"rollback": {"to": 1}}]}, "unknown option(s) to of action 'rollback'"),
         "t5": ({"when": "always"}, "unknown key(s) when. Allowed: actions, thresholds"),
+        # issue #22 item 4: `uri: .` is the policy's own folder, which here is no project
+        "t6": (
+            {"actions": [{"retrain": {"uri": ".", "entry_point": "train"}}]},
+            f"retrain uri '.' ({env['root']}, relative to the policy's folder) is not an "
+            "MLflow project",
+        ),
+        "t7": (
+            {"actions": [{"retrain": {"uri": "project", "entry_point": "train"}}]},
+            "has no entry point 'train'; its MLproject declares: broken, retrain",
+        ),
     }
     for name, (body, message) in cases.items():
         with pytest.raises(ConfigError) as err:
@@ -203,3 +214,70 @@ def test_default_policy_and_invalid_policies(env: dict[str, Any]) -> None:
         assert message in str(err.value)
     with pytest.raises(ConfigError, match="does not exist"):
         load_policy(env["root"] / "missing.yaml")
+
+
+def test_retrain_from_the_users_folder_trains_into_the_monitored_workspace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #22 item 4, as the README shows it: the policy sits in the project folder
+    (``uri: .``, the toolkit's own ``train`` entry point, ``workspace: "{workspace}"``) while
+    the user monitors from their own folder with the embedded workspaces. The retrained
+    model's run must land in the monitored store, not in a ``.lifecycle`` of the project."""
+    from click.testing import CliRunner
+
+    from lifecycle.cli import cli
+
+    repo = Path(__file__).resolve().parents[2]
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("MLproject", "conda.yaml"):
+        (project / name).write_text((repo / name).read_text(encoding="utf-8"), encoding="utf-8")
+    policy = project / "policy.yaml"
+    policy.write_text(
+        yaml.safe_dump(
+            {
+                "actions": [
+                    {
+                        "retrain": {
+                            "uri": ".",
+                            "entry_point": "train",
+                            "parameters": {"workspace": "{workspace}", "out_dir": "retrained"},
+                        }
+                    },
+                    "exit",
+                ]
+            }
+        ),
+        encoding="utf-8",
+    )
+    user = tmp_path / "user"
+    user.mkdir()
+    monkeypatch.chdir(user)
+    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    ws = load_config().get("prod")
+    train = make_data(2000, seed=30)
+    version = register(ws, NAME, fit_model(train, C=1.0), train, user / "m")
+    attach_baseline(ws, NAME, version, train, labels="y")
+    drifted = user / "drifted.csv"
+    make_data(2000, seed=31, x1_shift=1.0, cat_p=SHIFTED_CAT_P).to_csv(drifted, index=False)
+
+    out = CliRunner().invoke(
+        cli,
+        [
+            "monitor",
+            f"models:/{NAME}/{version}",
+            "-w",
+            "prod",
+            "--input",
+            str(drifted),
+            "--policy",
+            str(policy),
+        ],
+    )
+    assert out.exit_code == 3, out.output
+    assert "action retrain: done" in out.output, out.output
+    experiments = [e.experiment_id for e in ws.client().search_experiments()]
+    runs = ws.client().search_runs(experiments, "params.dataset = 'breast_cancer'")
+    assert runs, "no run of `lifecycle train` in the monitored workspace"
+    assert all(r.data.metrics["accuracy"] > 0.9 for r in runs)
+    assert not (project / ".lifecycle").exists()
