@@ -304,7 +304,7 @@ def prepare_env(
     env.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(env) + ".lock"):
         if (env / _DONE).is_file():
-            log(f"environment '{spec.name}' is ready in {env} (cached)")
+            logger.info("environment '%s' is ready in %s (cached)", spec.name, env)
             return env
         shutil.rmtree(env, ignore_errors=True)
         t0 = time.monotonic()

@@ -43,7 +43,17 @@ def translate(argv: Sequence[str]) -> list[str]:
     parser = argparse.ArgumentParser(prog="python -m lifecycle.cli.mlproject")
     sub = parser.add_subparsers(dest="entry", required=True)
     p = sub.add_parser("import")
-    for name in ("--path", "--name", "--kind", "--sample", "--target", "--trust-pickle", "-w"):
+    for name in (
+        "--path",
+        "--name",
+        "--kind",
+        "--sample",
+        "--target",
+        "--run-id",
+        "--holdout",
+        "--trust-pickle",
+        "-w",
+    ):
         p.add_argument(name, default="")
     p = sub.add_parser("promote")
     for name in ("--name", "--version", "--from", "--to", "--stage", "--gate"):
@@ -67,6 +77,8 @@ def translate(argv: Sequence[str]) -> list[str]:
         out += [ns["path"], "--name", ns["name"]]
         _opt(out, "--sample", ns["sample"])
         _opt(out, "--target", ns["target"])
+        _opt(out, "--run-id", ns["run_id"])
+        _opt(out, "--holdout", ns["holdout"])
         if _bool(ns["trust_pickle"]):
             out.append("--trust-pickle")
         _opt(out, "-w", ns["w"])
