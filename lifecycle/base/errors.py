@@ -147,6 +147,14 @@ class MonitoringError(LifecycleError):
     http_status = 400
 
 
+class InsufficientDataError(LifecycleError):
+    """Monitoring had too few rows to judge any column; schedulers see exit code 4."""
+
+    exit_code = 4
+    error_code = "INVALID_STATE"
+    http_status = 409
+
+
 class DriftDetectedError(LifecycleError):
     """A monitoring policy threshold was crossed; schedulers act on exit code 3."""
 

@@ -13,11 +13,15 @@ from lifecycle.cli.env_cmds import env_manager_option, trust_pickle_option
 def _monitor_text(r: dict[str, Any]) -> str:
     lines = [
         f"{r['model']} v{r['version']} in {r['workspace']}: "
-        f"{'DRIFT' if r['drift'] else 'no drift'} ({r['rows']} rows, run {r['run_id']})"
+        f"{'DRIFT' if r['drift'] else r['status']} ({r['rows']} rows, run {r['run_id']})"
     ]
     for f in r["features"]:
         psi = "-" if f["psi"] is None else f"{f['psi']:.3f}"
-        mark = "DRIFT" if f["drift"] else ""
+        mark = (
+            "DRIFT"
+            if f["drift"]
+            else ("insufficient data" if f["status"] == "insufficient" else "")
+        )
         lines.append(f"  {f['name']:<24} PSI {psi:>7}  {mark}")
     for k, v in r["metrics"].items():
         change = r["metric_changes"].get(k)

@@ -7,16 +7,26 @@ predictions; and, with labels, the model's metrics on the new data and their cha
 
 The baseline is a sketch, not the raw sample, so the KS statistic is the exact supremum
 distance between the new data's empirical CDF and the CDF the sketch describes (piecewise
-linear through 101 quantiles, or a step function for few-valued columns); its p-value uses
+linear through 1,001 quantiles, or a step function for few-valued columns); its p-value uses
 the two-sample Kolmogorov distribution with the effective size ``n*m/(n+m)``, as
 ``scipy.stats.ks_2samp`` does in asymptotic mode.
 
 Large samples make every p-value tiny, so a test only flags drift together with an effect
 size (KS distance, or total variation distance for categories) of at least ``min_effect``.
+
+Small samples make every statistic noisy, so no verdict is a fixed threshold alone
+(:func:`feature_verdict`): a column with fewer than ``min_rows`` values is not judged
+("insufficient data"); every p-value is compared with its threshold divided by the number of
+columns judged (Bonferroni: the false-alarm rate holds for the whole run, not per feature);
+a PSI counts only above the level that samples of this size drawn from the baseline itself
+exceed with that same probability (a parametric bootstrap from the baseline's bins, both
+samples redrawn); a missing-rate rule only when a binomial test says the rate really rose.
+When the baseline holds the whole sample (up to 2,000 values) KS is ``scipy.stats.ks_2samp``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -51,6 +61,11 @@ class Thresholds:
         default_factory=lambda: {"accuracy": 0.05, "f1": 0.05, "r2": 0.1}
     )
     min_drifted_features: int = 1
+    #: A column with fewer values than this in the new data is not judged (insufficient data).
+    min_rows: int = 30
+    #: Run-wide false-alarm rate of the PSI and missing-rate rules (Bonferroni over columns).
+    psi_pvalue: float = 0.01
+    missing_pvalue: float = 0.01
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly copy."""
@@ -77,8 +92,28 @@ def _bin_labels(edges: np.ndarray) -> list[str]:
     return [f"[{bounds[i]}, {bounds[i + 1]})" for i in range(len(bounds) - 1)]
 
 
+_BOOTSTRAP_DRAWS = 20_000
+
+
+@functools.lru_cache(maxsize=4096)
+def psi_chance_level(base: tuple[float, ...], n_base: int, n_new: int, p: float) -> float:
+    """The PSI that a sample of ``n_new`` rows from the baseline's own distribution exceeds
+    with probability ``p``, against a baseline of ``n_base`` rows (both redrawn from the
+    baseline's bin fractions ``base``; a fixed seed, so a verdict is reproducible)."""
+    probs = np.clip(np.asarray(base, dtype="float64"), 0.0, None)
+    probs = probs / probs.sum()
+    rng = np.random.default_rng(20261203)
+    b = rng.multinomial(max(1, n_base), probs, size=_BOOTSTRAP_DRAWS) / max(1, n_base)
+    c = rng.multinomial(max(1, n_new), probs, size=_BOOTSTRAP_DRAWS) / max(1, n_new)
+    b, c = np.clip(b, _EPS, None), np.clip(c, _EPS, None)
+    draws = np.sum((c - b) * np.log(c / b), axis=1)
+    return float(np.quantile(draws, 1.0 - min(max(p, 1.0 / _BOOTSTRAP_DRAWS), 1.0)))
+
+
 def _ks_statistic(sketch: dict[str, Any], values: np.ndarray) -> float:
     """sup |F_new - F_base| with F_base the CDF the sketch describes."""
+    if sketch.get("sorted_values") is not None:
+        return float(stats.ks_2samp(values, np.asarray(sketch["sorted_values"])).statistic)
     x = np.sort(values)
     n = len(x)
     if sketch.get("discrete"):
@@ -147,6 +182,7 @@ def compare_column(sketch: dict[str, Any], series: pd.Series) -> dict[str, Any]:
     """
     total = len(series)
     out: dict[str, Any] = {
+        "total": total,
         "kind": sketch["kind"],
         "baseline_missing_rate": sketch.get("missing_rate", 0.0),
         "psi": None,
@@ -174,9 +210,14 @@ def compare_column(sketch: dict[str, Any], series: pd.Series) -> dict[str, Any]:
             labels, cur = _bins_numeric(sketch, values)
             base = list(sketch["bin_fractions"])
         out["psi"] = psi(np.array(base), np.array(cur))
-        d = _ks_statistic(sketch, values)
-        out["ks_statistic"] = d
-        out["ks_pvalue"] = ks_pvalue(d, int(sketch["count"]), len(values))
+        if sketch.get("sorted_values") is not None:  # the whole baseline sample: exact test
+            test = stats.ks_2samp(values, np.asarray(sketch["sorted_values"]))
+            out["ks_statistic"] = float(test.statistic)
+            out["ks_pvalue"] = float(test.pvalue)
+        else:
+            d = _ks_statistic(sketch, values)
+            out["ks_statistic"] = d
+            out["ks_pvalue"] = ks_pvalue(d, int(sketch["count"]), len(values))
         out["bins"] = {"labels": labels, "baseline": base, "current": [float(c) for c in cur]}
         return out
     cats = category_values(series)
@@ -206,33 +247,74 @@ def compare_column(sketch: dict[str, Any], series: pd.Series) -> dict[str, Any]:
     return out
 
 
-def feature_verdict(stat: dict[str, Any], t: Thresholds) -> list[str]:
-    """The reasons (empty: none) why one column's statistics count as drift under ``t``."""
-    reasons = []
-    if stat.get("psi") is not None and stat["psi"] > t.psi:
+def judged(stat: dict[str, Any], t: Thresholds) -> bool:
+    """Whether a column has enough new values (``min_rows``) to be judged at all."""
+    return int(stat.get("count") or 0) >= t.min_rows
+
+
+def _missing_rose(stat: dict[str, Any], level: float) -> float:
+    """One-sided binomial p-value that the new missing rate exceeds ``level``."""
+    total = int(stat.get("total") or 0)
+    if not total:
+        return 1.0
+    missing = round(float(stat.get("missing_rate", 0.0)) * total)
+    return float(stats.binom.sf(missing - 1, total, min(max(level, 1e-6), 1.0)))
+
+
+def feature_verdict(stat: dict[str, Any], t: Thresholds, n_tests: int = 1) -> list[str]:
+    """The reasons (empty: none) why one column's statistics count as drift under ``t``.
+
+    ``n_tests`` is the number of columns judged in the run: each p-value threshold is divided
+    by it (Bonferroni), and a PSI must also exceed its chance level at that rate.
+    """
+    reasons: list[str] = []
+    if not judged(stat, t):
+        return reasons
+    k = max(1, n_tests)
+    chance = stat.get("psi_chance")
+    if stat.get("psi") is not None and stat["psi"] > t.psi and stat["psi"] > (chance or 0.0):
         reasons.append(f"PSI {stat['psi']:.3f} > {t.psi}")
     if (
         stat.get("ks_pvalue") is not None
-        and stat["ks_pvalue"] < t.ks_pvalue
+        and stat["ks_pvalue"] < t.ks_pvalue / k
         and stat["ks_statistic"] >= t.min_effect
     ):
         reasons.append(
-            f"KS p={stat['ks_pvalue']:.2g} < {t.ks_pvalue} (distance {stat['ks_statistic']:.3f})"
+            f"KS p={stat['ks_pvalue']:.2g} < {t.ks_pvalue / k:.2g} "
+            f"(distance {stat['ks_statistic']:.3f})"
         )
     if (
         stat.get("chi2_pvalue") is not None
-        and stat["chi2_pvalue"] < t.chi2_pvalue
+        and stat["chi2_pvalue"] < t.chi2_pvalue / k
         and (stat.get("tvd") or 0.0) >= t.min_effect
     ):
         reasons.append(
-            f"chi-square p={stat['chi2_pvalue']:.2g} < {t.chi2_pvalue} (TVD {stat['tvd']:.3f})"
+            f"chi-square p={stat['chi2_pvalue']:.2g} < {t.chi2_pvalue / k:.2g} "
+            f"(TVD {stat['tvd']:.3f})"
         )
-    if stat.get("missing_rate", 0.0) > t.missing_rate:
-        reasons.append(f"missing rate {stat['missing_rate']:.3f} > {t.missing_rate}")
-    increase = stat.get("missing_rate", 0.0) - float(stat.get("baseline_missing_rate") or 0.0)
-    if increase > t.missing_rate_increase:
+    rate = float(stat.get("missing_rate", 0.0))
+    base_rate = float(stat.get("baseline_missing_rate") or 0.0)
+    if rate > t.missing_rate and _missing_rose(stat, max(t.missing_rate, base_rate)) < (
+        t.missing_pvalue / k
+    ):
+        reasons.append(f"missing rate {rate:.3f} > {t.missing_rate}")
+    increase = rate - base_rate
+    if increase > t.missing_rate_increase and _missing_rose(stat, base_rate) < (
+        t.missing_pvalue / k
+    ):
         reasons.append(f"missing rate up {increase:.3f} > {t.missing_rate_increase}")
     return reasons
+
+
+def _attach_chance(stat: dict[str, Any], sketch: dict[str, Any], t: Thresholds, k: int) -> None:
+    """The PSI chance level of this column at the run's corrected rate (``psi_chance``)."""
+    bins = stat.get("bins")
+    if stat.get("psi") is None or not bins or not judged(stat, t):
+        return
+    base = tuple(float(b) for b in bins["baseline"])
+    stat["psi_chance"] = psi_chance_level(
+        base, int(sketch.get("count") or 0), int(stat["count"]), t.psi_pvalue / max(1, k)
+    )
 
 
 @dataclass
@@ -247,6 +329,8 @@ class DriftReport:
     reasons: list[str]
     drift: bool
     rows: int
+    #: No column had ``min_rows`` values: nothing was judged (the run's own status).
+    insufficient: bool = False
 
 
 def compare(
@@ -273,16 +357,27 @@ def compare(
     for name in baseline["feature_order"]:
         stat = compare_column(baseline["features"][name], data[name])
         stat["name"] = name
-        stat["reasons"] = feature_verdict(stat, t)
-        stat["drift"] = bool(stat["reasons"])
         features.append(stat)
     pred = compare_column(baseline["prediction"], predictions)
     pred["name"] = "prediction"
+    n_tests = sum(judged(s, t) for s in [*features, pred])
+    for stat in features:
+        _attach_chance(stat, baseline["features"][stat["name"]], t, n_tests)
+        stat["reasons"] = feature_verdict(stat, t, n_tests)
+        stat["drift"] = bool(stat["reasons"])
+        stat["status"] = "drift" if stat["drift"] else ("ok" if judged(stat, t) else "insufficient")
+    _attach_chance(pred, baseline["prediction"], t, n_tests)
     pred_reasons = []
-    if pred.get("psi") is not None and pred["psi"] > t.prediction_psi:
+    if (
+        judged(pred, t)
+        and pred.get("psi") is not None
+        and pred["psi"] > t.prediction_psi
+        and pred["psi"] > (pred.get("psi_chance") or 0.0)
+    ):
         pred_reasons.append(f"prediction PSI {pred['psi']:.3f} > {t.prediction_psi}")
     pred["reasons"] = pred_reasons
     pred["drift"] = bool(pred_reasons)
+    pred["status"] = "drift" if pred["drift"] else ("ok" if judged(pred, t) else "insufficient")
 
     metrics: dict[str, float] = {}
     changes: dict[str, float] = {}
@@ -307,7 +402,9 @@ def compare(
     if len(drifted) >= max(1, t.min_drifted_features):
         reasons[:0] = [f"feature {f['name']}: {'; '.join(f['reasons'])}" for f in drifted]
     reasons.extend(pred_reasons)
+    insufficient = n_tests == 0
     return DriftReport(
+        insufficient=insufficient,
         features=features,
         prediction=pred,
         metrics=metrics,

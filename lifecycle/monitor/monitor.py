@@ -260,6 +260,7 @@ def monitor(
         run_id=run_id,
         policy=pol.to_dict(),
         inputs=input_names,
+        insufficient=report.insufficient,
     )
     try:
         from mlflow.entities import Metric, Param

@@ -4,14 +4,17 @@ A policy is a YAML file with two keys, both optional::
 
     thresholds:                 # lifecycle.monitor.drift.Thresholds
       psi: 0.25                 # any feature's PSI above this is drift
-      ks_pvalue: 0.01           # numeric: KS p below this ...
-      chi2_pvalue: 0.01         # categorical: chi-square p below this ...
+      ks_pvalue: 0.01           # numeric: KS p below this / columns judged (Bonferroni) ...
+      chi2_pvalue: 0.01         # categorical: chi-square p below this / columns judged ...
       min_effect: 0.1           # ... and a KS distance / TVD of at least this
       missing_rate: 0.1         # any feature missing more often than this
       missing_rate_increase: 0.05
       prediction_psi: 0.25
       metric_drop: {accuracy: 0.05, f1: 0.05, r2: 0.1}
       min_drifted_features: 1
+      min_rows: 30              # a column with fewer new values is not judged (exit 4 if none is)
+      psi_pvalue: 0.01          # PSI must also exceed what baseline-sized noise reaches this often
+      missing_pvalue: 0.01      # missing-rate rules need a binomial test below this
     actions:                    # done in this order when drift is found
       - tag                     # tag the version needs_retraining=true
       - rollback                # archive it; the stage's previous holder takes it back
@@ -142,7 +145,11 @@ def policy_from_dict(raw: Any, source: str = "<dict>", base_dir: Path | None = N
             continue
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ConfigError(f"Policy {source}: threshold '{key}' must be a number, got {value!r}")
-        setattr(thresholds, key, int(value) if key == "min_drifted_features" else float(value))
+        setattr(
+            thresholds,
+            key,
+            int(value) if key in ("min_drifted_features", "min_rows") else float(value),
+        )
     actions_raw = raw.get("actions")
     if actions_raw is None:
         actions = [Action("tag"), Action("exit")]

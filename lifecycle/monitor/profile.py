@@ -1,7 +1,9 @@
 """Baseline profiles: a compact JSON sketch of the data a model version was trained or sampled on.
 
-A profile holds, per feature, a distribution sketch (101 quantiles and decile bins for numeric
-features, value frequencies for categorical and few-valued numeric ones) and the missing rate;
+A profile holds, per feature, a distribution sketch (decile bins, and the sorted sample itself
+up to 2,000 values or 1,001 quantiles beyond, for numeric features; value frequencies for
+categorical and few-valued numeric ones) and the missing rate, all stored exactly (float64,
+no rounding: a sample compared with itself gives PSI 0 and KS distance 0 at any scale);
 the same sketch of the model's predictions on that data; and, when labels were given, the
 model's metrics on them. It is stored with the model version as an artifact of the version's
 run (``lifecycle/baseline.json``) plus the version tag ``lifecycle.baseline`` naming that
@@ -36,7 +38,9 @@ PREDICTION = "prediction"
 DISCRETE_MAX_VALUES = 20
 MAX_CATEGORIES = 50
 N_BINS = 10
-N_QUANTILES = 101
+N_QUANTILES = 1001
+#: Numeric samples up to this size are stored whole (sorted): KS is then exact (ks_2samp).
+EXACT_SAMPLE_MAX = 2000
 OTHER = "__other__"
 
 
@@ -76,40 +80,45 @@ def sketch_column(series: pd.Series) -> dict[str, Any]:
 
     Returns:
         ``{"kind": "numeric"|"categorical", "count", "missing_rate", ...}``: numeric sketches
-        carry ``quantiles`` (101), ``bin_edges``/``bin_fractions`` (deciles), mean/std/min/max
+        carry ``sorted_values`` (the whole sample, up to :data:`EXACT_SAMPLE_MAX`) or
+        ``quantiles`` (1,001), ``bin_edges``/``bin_fractions`` (deciles), mean/std/min/max
         and, for few-valued columns, ``values``/``frequencies``; categorical ones carry
-        ``categories``/``frequencies`` and ``other_fraction``.
+        ``categories``/``frequencies`` and ``other_fraction``. Every number is the exact
+        float64 (JSON round-trips it), so comparing a sample with itself finds no change.
     """
     total = len(series)
     missing = int(series.isna().sum())
-    out: dict[str, Any] = {"missing_rate": _round(missing / total) if total else 0.0}
+    out: dict[str, Any] = {"missing_rate": missing / total if total else 0.0}
     if is_numeric(series):
         values = numeric_values(series)
-        out["missing_rate"] = _round((total - len(values)) / total) if total else 0.0
+        out["missing_rate"] = (total - len(values)) / total if total else 0.0
         out.update(kind="numeric", count=len(values))
         if len(values) == 0:
-            out.update(quantiles=[], bin_edges=[], bin_fractions=[])
+            out.update(sorted_values=[], bin_edges=[], bin_fractions=[])
             return out
-        qs = np.quantile(values, np.linspace(0, 1, N_QUANTILES))
         edges = np.unique(np.quantile(values, np.linspace(0, 1, N_BINS + 1)[1:-1]))
         idx = np.searchsorted(edges, values, side="right")
         fractions = np.bincount(idx, minlength=len(edges) + 1) / len(values)
         out.update(
-            quantiles=[_round(q) for q in qs],
-            bin_edges=[_round(e) for e in edges],
-            bin_fractions=[_round(f) for f in fractions],
-            mean=_round(values.mean()),
-            std=_round(values.std()),
-            min=_round(values.min()),
-            max=_round(values.max()),
+            bin_edges=[float(e) for e in edges],
+            bin_fractions=[float(f) for f in fractions],
+            mean=float(values.mean()),
+            std=float(values.std()),
+            min=float(values.min()),
+            max=float(values.max()),
         )
         uniq, counts = np.unique(values, return_counts=True)
-        if len(uniq) <= DISCRETE_MAX_VALUES:
+        if len(uniq) <= DISCRETE_MAX_VALUES:  # its values and frequencies are the exact CDF
             out.update(
                 discrete=True,
                 values=[float(u) for u in uniq],
-                frequencies=[_round(c / len(values)) for c in counts],
+                frequencies=[float(c / len(values)) for c in counts],
             )
+        elif len(values) <= EXACT_SAMPLE_MAX:
+            out["sorted_values"] = [float(v) for v in np.sort(values)]
+        else:
+            qs = np.quantile(values, np.linspace(0, 1, N_QUANTILES))
+            out["quantiles"] = [float(q) for q in qs]
         return out
     cats = category_values(series)
     freq = cats.value_counts(normalize=True, sort=True)
@@ -118,8 +127,8 @@ def sketch_column(series: pd.Series) -> dict[str, Any]:
         kind="categorical",
         count=len(cats),
         categories=[str(c) for c in top.index],
-        frequencies=[_round(f) for f in top.to_numpy()],
-        other_fraction=_round(float(freq.iloc[MAX_CATEGORIES:].sum())),
+        frequencies=[float(f) for f in top.to_numpy()],
+        other_fraction=float(freq.iloc[MAX_CATEGORIES:].sum()),
     )
     return out
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lifecycle.base.errors import DriftDetectedError
+from lifecycle.base.errors import DriftDetectedError, InsufficientDataError
 from lifecycle.monitor.drift import finite_or_none
 
 _FEATURE_KEYS = (
@@ -20,6 +20,9 @@ _FEATURE_KEYS = (
     "missing_rate",
     "baseline_missing_rate",
     "drift",
+    "status",
+    "count",
+    "psi_chance",
     "reasons",
 )
 
@@ -46,6 +49,15 @@ class MonitorResult:
     report: str | None = None
     policy: dict[str, Any] = field(default_factory=dict)
     inputs: list[str] = field(default_factory=list)
+    #: No column had enough rows to be judged (``Thresholds.min_rows``).
+    insufficient: bool = False
+
+    @property
+    def status(self) -> str:
+        """``drift``, ``no drift`` or ``insufficient data``."""
+        if self.drift:
+            return "drift"
+        return "insufficient data" if self.insufficient else "no drift"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-friendly result (strict JSON: NaN becomes null)."""
@@ -56,6 +68,7 @@ class MonitorResult:
                 "workspace": self.workspace,
                 "model_uri": self.model_uri,
                 "drift": self.drift,
+                "status": self.status,
                 "rows": self.rows,
                 "features": [{k: f.get(k) for k in _FEATURE_KEYS} for f in self.features],
                 "prediction": {k: self.prediction.get(k) for k in _FEATURE_KEYS},
@@ -73,7 +86,15 @@ class MonitorResult:
         )
 
     def raise_for_drift(self) -> None:
-        """Raise :class:`DriftDetectedError` (exit code 3) when the policy asked for it."""
+        """Raise :class:`DriftDetectedError` (exit code 3) when the policy asked for it, or
+        :class:`InsufficientDataError` (exit code 4) when nothing could be judged."""
+        if self.insufficient and not self.drift:
+            raise InsufficientDataError(
+                f"Insufficient data to monitor {self.model} v{self.version} in "
+                f"'{self.workspace}': {self.rows} rows, no column has the "
+                f"{self.policy.get('thresholds', {}).get('min_rows', 30)} values needed "
+                "(policy threshold min_rows)"
+            )
         if self.exit_code:
             first = self.reasons[0] if self.reasons else "drift"
             more = f" (+{len(self.reasons) - 1} more)" if len(self.reasons) > 1 else ""

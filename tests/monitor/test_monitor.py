@@ -71,15 +71,17 @@ def test_baseline_is_stored_with_the_version(env: dict[str, Any]) -> None:
     assert stored == json.loads(json.dumps(env["profile"]))
     assert stored["feature_order"] == ["x1", "x2", "x3", "cat"]
     assert stored["features"]["x1"]["kind"] == "numeric"
-    assert len(stored["features"]["x1"]["quantiles"]) == 101
+    # more than EXACT_SAMPLE_MAX rows: 1,001 exact quantiles instead of the whole sample
+    assert len(stored["features"]["x1"]["quantiles"]) == 1001
+    assert "sorted_values" not in stored["features"]["x1"]
     assert stored["features"]["cat"]["kind"] == "categorical"
     assert stored["features"]["cat"]["categories"] == ["a", "b", "c", "d"]
     assert 0.01 < stored["features"]["x3"]["missing_rate"] < 0.03
     assert stored["task"] == "classification"
     assert stored["metrics"]["accuracy"] > 0.85
     assert stored["prediction"]["kind"] == "numeric" and stored["prediction"]["discrete"]
-    # compact: a few KB, not the sample
-    assert len(json.dumps(stored)) < 20_000
+    # compact: beyond 2,000 rows, 1,001 exact quantiles per continuous column, not the sample
+    assert len(json.dumps(stored)) < 4 * 25_000
     assert any(e["action"] == "baseline" for e in read_history(ws, NAME))
 
 
