@@ -64,7 +64,6 @@ def test_import_with_holdout_makes_its_metrics_the_baseline_that_monitoring_comp
     """Issue #22 item 2: the holdout used at import must show no change when monitored;
     the training sample's (optimistic) metrics stay in the profile as ``sample_metrics``."""
     from lifecycle.imports import import_model
-
     from tests.support.origins import notebook_data
 
     origin = build_notebook(tmp_path / "nb", "skops", seed=2)

@@ -69,10 +69,6 @@ def _env(root: Path) -> dict[str, str]:
     return env
 
 
-def test_readme_names_its_walks() -> None:
-    assert walks(README)[:2] == ["notebook", "designer"], walks(README)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", walks(README))
 def test_readme_walk(name: str, tmp_path: Path) -> None:
