@@ -1,5 +1,5 @@
-"""One meaning per metric: the promotion gates and monitoring compute f1, precision and
-recall the same way (macro averages) on the same data."""
+"""One meaning per metric: the promotion gates and monitoring compute the same metrics on the
+same data, and each name says which average it is (macro, weighted, or the positive class)."""
 
 from __future__ import annotations
 
@@ -67,3 +67,47 @@ def test_regression_metrics_match_scikit_learn() -> None:
     assert got["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(y, p)))
     assert got["mae"] == pytest.approx(skm.mean_absolute_error(y, p))
     assert got["r2"] == pytest.approx(skm.r2_score(y, p))
+
+
+@pytest.mark.parametrize(
+    ("labels", "positive"),
+    [
+        ([0, 1], 1),
+        (["no", "yes"], "yes"),
+        ([False, True], True),
+        (["benign", "malignant"], "malignant"),
+    ],
+)
+def test_binary_f1_precision_recall_are_the_positive_classes(
+    labels: list[object], positive: object
+) -> None:
+    """Issue #21 item 4: for two classes the plain names are the positive class's (the larger
+    label), never a macro average under the same name; the averages carry their own names."""
+    rng = np.random.default_rng(3)
+    y = pd.Series(rng.choice(np.array(labels, dtype=object), size=400, p=[0.85, 0.15]))
+    pred = y.to_numpy().copy()
+    flip = rng.random(400) < 0.15
+    pred[flip] = rng.choice(np.array(labels, dtype=object), size=int(flip.sum()))
+    y, p = y.astype(type(labels[0])), pd.Series(pred).astype(type(labels[0]))
+    got = task_metrics("classification", y, p)
+    assert got["f1"] == pytest.approx(skm.f1_score(y, p, pos_label=positive))
+    assert got["precision"] == pytest.approx(skm.precision_score(y, p, pos_label=positive))
+    assert got["recall"] == pytest.approx(skm.recall_score(y, p, pos_label=positive))
+    assert got["f1_macro"] == pytest.approx(skm.f1_score(y, p, average="macro"))
+    assert got["f1_weighted"] == pytest.approx(skm.f1_score(y, p, average="weighted"))
+    assert got["f1"] != pytest.approx(got["f1_macro"])  # the data tells them apart
+
+
+def test_multiclass_names_the_average_and_keeps_the_old_names_as_aliases(
+    imbalanced: tuple[pd.Series, np.ndarray],
+) -> None:
+    y, pred = imbalanced
+    got = task_metrics("classification", y, pred)
+    assert got["f1_macro"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert got["recall_macro"] == pytest.approx(skm.recall_score(y, pred, average="macro"))
+    assert got["f1_weighted"] == pytest.approx(skm.f1_score(y, pred, average="weighted"))
+    assert (got["f1"], got["precision"], got["recall"]) == (
+        got["f1_macro"],
+        got["precision_macro"],
+        got["recall_macro"],
+    )

@@ -115,7 +115,7 @@ def test_lifecycle_monitor_json_agrees_with_an_independent_recomputation(
 ) -> None:
     """The oracle: PSI (deciles of the raw baseline), KS (``scipy.stats.ks_2samp``),
     chi-square (``scipy.stats.chi2_contingency`` on raw counts), missing rates and the
-    metrics (scikit-learn, macro averages) recomputed from the raw samples agree with what
+    metrics (scikit-learn: positive class, macro, weighted) recomputed from the raw samples agree with what
     ``lifecycle monitor --json`` reports for a real registered model."""
     import json
 
@@ -188,9 +188,13 @@ def test_lifecycle_monitor_json_agrees_with_an_independent_recomputation(
     predictions = model.predict(new.drop(columns="y"))
     expected = {
         "accuracy": skm.accuracy_score(new["y"], predictions),
-        "f1": skm.f1_score(new["y"], predictions, average="macro"),
-        "precision": skm.precision_score(new["y"], predictions, average="macro"),
-        "recall": skm.recall_score(new["y"], predictions, average="macro"),
+        "f1": skm.f1_score(new["y"], predictions),  # two classes: the positive class, 1
+        "precision": skm.precision_score(new["y"], predictions),
+        "recall": skm.recall_score(new["y"], predictions),
+        "f1_macro": skm.f1_score(new["y"], predictions, average="macro"),
+        "precision_macro": skm.precision_score(new["y"], predictions, average="macro"),
+        "recall_macro": skm.recall_score(new["y"], predictions, average="macro"),
+        "f1_weighted": skm.f1_score(new["y"], predictions, average="weighted"),
     }
     for key, value in expected.items():
         assert got["metrics"][key] == pytest.approx(value, abs=5e-7), key  # 6 digits shown
