@@ -61,6 +61,10 @@ class Thresholds:
         default_factory=lambda: {"accuracy": 0.05, "f1": 0.05, "r2": 0.1}
     )
     min_drifted_features: int = 1
+    #: Data quality: share of a numeric column's non-missing values that are not numbers.
+    type_error_rate: float = 0.0
+    #: Data quality: share of values outside the baseline's [min, max] (binomial-tested).
+    out_of_range: float = 0.05
     #: A column with fewer values than this in the new data is not judged (insufficient data).
     min_rows: int = 30
     #: Run-wide false-alarm rate of the PSI and missing-rate rules (Bonferroni over columns).
@@ -183,6 +187,7 @@ def compare_column(sketch: dict[str, Any], series: pd.Series) -> dict[str, Any]:
     total = len(series)
     out: dict[str, Any] = {
         "total": total,
+        "baseline_count": int(sketch.get("count") or 0),
         "kind": sketch["kind"],
         "baseline_missing_rate": sketch.get("missing_rate", 0.0),
         "psi": None,
@@ -194,10 +199,16 @@ def compare_column(sketch: dict[str, Any], series: pd.Series) -> dict[str, Any]:
     if sketch["kind"] == "numeric":
         values = numeric_values(series)
         out["count"] = len(values)
-        out["missing_rate"] = (total - len(values)) / total if total else 0.0
+        missing = int(series.isna().sum())
+        out["missing_rate"] = missing / total if total else 0.0
+        # Present but not a (finite) number: a type error, not a missing value.
+        out["type_error_rate"] = (total - missing - len(values)) / total if total else 0.0
         if not len(values) or not sketch.get("count"):
             return out
         out["mean"] = float(values.mean())
+        if sketch.get("min") is not None and sketch.get("max") is not None:
+            outside = (values < float(sketch["min"])) | (values > float(sketch["max"]))
+            out["out_of_range_rate"] = float(outside.mean())
         if sketch.get("discrete"):
             keys = [float(v) for v in sketch["values"]]
             base = [*sketch["frequencies"], 0.0]
@@ -268,9 +279,19 @@ def feature_verdict(stat: dict[str, Any], t: Thresholds, n_tests: int = 1) -> li
     by it (Bonferroni), and a PSI must also exceed its chance level at that rate.
     """
     reasons: list[str] = []
+    type_errors = float(stat.get("type_error_rate") or 0.0)
+    if type_errors > t.type_error_rate:  # a fact, not a sample statistic: judged at any size
+        reasons.append(f"type errors {type_errors:.3f} > {t.type_error_rate} (not numbers)")
     if not judged(stat, t):
         return reasons
     k = max(1, n_tests)
+    outside = stat.get("out_of_range_rate")
+    if outside is not None and outside > t.out_of_range:
+        # Values beyond a baseline of m values' extremes occur at rate 2/(m+1) by chance.
+        expected = 2.0 / (int(stat.get("baseline_count") or 1) + 1)
+        hits = round(outside * int(stat["count"]))
+        if float(stats.binom.sf(hits - 1, int(stat["count"]), expected)) < t.missing_pvalue / k:
+            reasons.append(f"out of range {outside:.3f} > {t.out_of_range} (baseline min..max)")
     chance = stat.get("psi_chance")
     if stat.get("psi") is not None and stat["psi"] > t.psi and stat["psi"] > (chance or 0.0):
         reasons.append(f"PSI {stat['psi']:.3f} > {t.psi}")

@@ -88,6 +88,26 @@ def find_data_files(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return files
 
 
+def _typed_rows(baseline: dict[str, Any], data: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """The rows whose numeric features are numbers (coerced), and the mask that chose them."""
+    keep = pd.Series(True, index=data.index)
+    coerced = {}
+    for name in baseline["feature_order"]:
+        column = data[name]
+        kind = baseline["features"][name]["kind"]
+        if kind != "numeric" or pd.api.types.is_numeric_dtype(column.dtype):
+            continue
+        parsed = pd.to_numeric(column, errors="coerce")
+        keep &= ~(column.notna() & parsed.isna())
+        coerced[name] = parsed
+    if not coerced:
+        return data, keep
+    dropped = int((~keep).sum())
+    if dropped:
+        logger.warning("%d row(s) with a non-number in a numeric feature not scored", dropped)
+    return data.assign(**coerced)[keep].reset_index(drop=True), keep
+
+
 def read_inputs(inputs: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
     """All rows of the CSV/Parquet files named by ``inputs``, concatenated.
 
@@ -219,9 +239,14 @@ def monitor(
             f"v{version}; it has extra column(s): {', '.join(extra) or 'none'}"
         )
     data = data[features]
+    # Rows with a type error (text in a numeric feature) are a data-quality finding of their
+    # own; the model predicts the others, and their labels alone enter the metrics.
+    scored, keep = _typed_rows(baseline, data)
+    if y is not None:
+        y = y[keep.to_numpy()].reset_index(drop=True)
     with fetched_pyfunc(ws, resolved.pinned_uri, error=MonitoringError) as (_, model):
         try:
-            predictions = as_prediction_series(model.predict(data))
+            predictions = as_prediction_series(model.predict(scored))
         except Exception as exc:
             raise MonitoringError(
                 f"{name} v{version} cannot predict the input data: {type(exc).__name__}: {exc}".splitlines()[

@@ -12,6 +12,8 @@ A policy is a YAML file with two keys, both optional::
       prediction_psi: 0.25
       metric_drop: {accuracy: 0.05, f1: 0.05, r2: 0.1}
       min_drifted_features: 1
+      type_error_rate: 0.0      # data quality: share of non-numbers in a numeric column
+      out_of_range: 0.05        # data quality: share outside the baseline's min..max
       min_rows: 30              # a column with fewer new values is not judged (exit 4 if none is)
       psi_pvalue: 0.01          # PSI must also exceed what baseline-sized noise reaches this often
       missing_pvalue: 0.01      # missing-rate rules need a binomial test below this

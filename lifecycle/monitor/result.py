@@ -19,6 +19,8 @@ _FEATURE_KEYS = (
     "tvd",
     "missing_rate",
     "baseline_missing_rate",
+    "type_error_rate",
+    "out_of_range_rate",
     "drift",
     "status",
     "count",

@@ -4,6 +4,7 @@ every statistic independently (numpy, scipy, scikit-learn) from the raw samples.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
@@ -206,3 +207,56 @@ def _no_actions(tmp_path: Any) -> Any:
     path = tmp_path / "no-actions.yaml"
     path.write_text("actions: []\n", encoding="utf-8")
     return path
+
+
+def test_data_quality_type_errors_and_out_of_range_values_are_their_own_findings(
+    baseline: dict[str, Any],
+) -> None:
+    """Issue #21 item 5: beside drift, a numeric column's non-numbers (type errors) and values
+    outside the baseline's min..max are counted, each with its policy threshold."""
+    new = _population(np.random.default_rng(11), 400)
+    clean = compare(baseline, new, _predict(new))
+    assert not clean.drift, clean.reasons
+    dirty = new.astype({"x1": "object"})
+    dirty.loc[:9, "x1"] = "n/a"  # 10 of 400 present but not numbers
+    dirty.loc[10:60, "x3"] = 1e6  # far beyond the baseline's maximum
+    report = compare(baseline, dirty, _predict(new))
+    feats = {f["name"]: f for f in report.features}
+    assert feats["x1"]["type_error_rate"] == pytest.approx(10 / 400)
+    assert feats["x1"]["missing_rate"] == 0.0  # present, so not missing
+    assert any("type errors 0.025 > 0.0" in r for r in feats["x1"]["reasons"])
+    assert 51 / 400 <= feats["x3"]["out_of_range_rate"] < 0.14  # 51 set, chance adds one or two
+    assert any(re.match(r"out of range 0\.1\d\d > 0\.05", r) for r in feats["x3"]["reasons"])
+    lenient = Thresholds(type_error_rate=0.05, out_of_range=0.2)
+    relaxed = {
+        f["name"]: f for f in compare(baseline, dirty, _predict(new), thresholds=lenient).features
+    }
+    assert not any("type errors" in r for r in relaxed["x1"]["reasons"])
+    assert not any("out of range" in r for r in relaxed["x3"]["reasons"])
+
+
+def test_monitor_scores_the_rows_without_type_errors_and_reports_the_rest(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lifecycle.base.workspaces import load_config
+    from lifecycle.monitor import attach_baseline
+    from lifecycle.monitor.monitor import monitor
+    from tests.support.monitor_data import fit_model, make_data, register, write_config
+
+    config = write_config(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    ws = load_config(config).get("dev")
+    train = make_data(1000, seed=50)
+    version = register(ws, "quality", fit_model(train), train, tmp_path / "m")
+    attach_baseline(ws, "quality", version, train, labels="y")
+    new = make_data(300, seed=51).astype({"x2": "object"})
+    new.loc[:4, "x2"] = "unknown"
+    csv = tmp_path / "new.csv"
+    new.to_csv(csv, index=False)
+    result = monitor(
+        ws, f"models:/quality/{version}", [csv], labels="y", policy=_no_actions(tmp_path)
+    )
+    x2 = next(f for f in result.features if f["name"] == "x2")
+    assert x2["type_error_rate"] == pytest.approx(5 / 300) and x2["drift"]
+    assert result.metrics["labelled_rows"] == 295  # the five rows the model could not score
+    assert result.rows == 300
