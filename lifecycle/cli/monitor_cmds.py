@@ -23,6 +23,10 @@ def _monitor_text(r: dict[str, Any]) -> str:
             else ("insufficient data" if f["status"] == "insufficient" else "")
         )
         lines.append(f"  {f['name']:<24} PSI {psi:>7}  {mark}")
+    score = r.get("score")
+    if score and score.get("psi") is not None:
+        mark = "DRIFT" if score["drift"] else ""
+        lines.append(f"  {'score (probability)':<24} PSI {score['psi']:>7.3f}  {mark}")
     for k, v in r["metrics"].items():
         change = r["metric_changes"].get(k)
         shown = int(v) if k.endswith("_rows") and float(v).is_integer() else v  # a count

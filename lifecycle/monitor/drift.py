@@ -344,6 +344,8 @@ class DriftReport:
 
     features: list[dict[str, Any]]
     prediction: dict[str, Any]
+    #: The scores' comparison (probabilities), None when the model or baseline has none.
+    score: dict[str, Any] | None
     metrics: dict[str, float]
     baseline_metrics: dict[str, float]
     metric_changes: dict[str, float]
@@ -360,6 +362,7 @@ def compare(
     predictions: pd.Series,
     labels: pd.Series | None = None,
     thresholds: Thresholds | None = None,
+    scores: pd.Series | None = None,
 ) -> DriftReport:
     """Compare new ``data`` (and the model's ``predictions`` on it) with ``baseline``.
 
@@ -369,6 +372,9 @@ def compare(
         predictions: the model's predictions on ``data``.
         labels: true labels of ``data``, for metrics.
         thresholds: drift thresholds (defaults when None).
+        scores: the model's scores on ``data`` (probabilities, see
+            :func:`lifecycle.monitor.profile.model_scores`), compared like a feature when
+            the baseline has them.
 
     Returns:
         The :class:`DriftReport`.
@@ -381,7 +387,11 @@ def compare(
         features.append(stat)
     pred = compare_column(baseline["prediction"], predictions)
     pred["name"] = "prediction"
-    n_tests = sum(judged(s, t) for s in [*features, pred])
+    score: dict[str, Any] | None = None
+    if baseline.get("score") and scores is not None:
+        score = compare_column(baseline["score"], scores)
+        score["name"] = "score"
+    n_tests = sum(judged(s, t) for s in [*features, pred, *([score] if score else [])])
     for stat in features:
         _attach_chance(stat, baseline["features"][stat["name"]], t, n_tests)
         stat["reasons"] = feature_verdict(stat, t, n_tests)
@@ -399,6 +409,14 @@ def compare(
     pred["reasons"] = pred_reasons
     pred["drift"] = bool(pred_reasons)
     pred["status"] = "drift" if pred["drift"] else ("ok" if judged(pred, t) else "insufficient")
+    if score is not None:  # the scores' distribution: tested like a numeric feature
+        _attach_chance(score, baseline["score"], t, n_tests)
+        score["reasons"] = [f"score {r}" for r in feature_verdict(score, t, n_tests)]
+        score["drift"] = bool(score["reasons"])
+        score["status"] = (
+            "drift" if score["drift"] else ("ok" if judged(score, t) else "insufficient")
+        )
+        pred_reasons.extend(score["reasons"])
 
     metrics: dict[str, float] = {}
     changes: dict[str, float] = {}
@@ -428,6 +446,7 @@ def compare(
         insufficient=insufficient,
         features=features,
         prediction=pred,
+        score=score,
         metrics=metrics,
         baseline_metrics=base_metrics,
         metric_changes=changes,

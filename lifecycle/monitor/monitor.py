@@ -38,6 +38,7 @@ from lifecycle.monitor.policy import ActionContext, Policy, apply_actions, load_
 from lifecycle.monitor.profile import (
     as_prediction_series,
     load_baseline,
+    model_scores,
     split_labels,
 )
 from lifecycle.monitor.result import MonitorResult, json_clean
@@ -246,14 +247,16 @@ def monitor(
         y = y[keep.to_numpy()].reset_index(drop=True)
     with fetched_pyfunc(ws, resolved.pinned_uri, error=MonitoringError) as (_, model):
         try:
-            predictions = as_prediction_series(model.predict(scored))
+            output = model.predict(scored)
+            predictions = as_prediction_series(output)
         except Exception as exc:
             raise MonitoringError(
                 f"{name} v{version} cannot predict the input data: {type(exc).__name__}: {exc}".splitlines()[
                     0
                 ]
             ) from exc
-    report = compare(baseline, data, predictions, y, pol.thresholds)
+        scores = model_scores(model, scored, output) if baseline.get("score") else None
+    report = compare(baseline, data, predictions, y, pol.thresholds, scores=scores)
 
     client = ws.client()
     exp_id = get_or_create_experiment(ws, MONITOR_EXPERIMENT)
@@ -278,6 +281,7 @@ def monitor(
         rows=report.rows,
         features=report.features,
         prediction=report.prediction,
+        score=report.score,
         metrics=report.metrics,
         baseline_metrics=report.baseline_metrics,
         metric_changes=report.metric_changes,

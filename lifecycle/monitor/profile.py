@@ -148,6 +148,49 @@ def as_prediction_series(predictions: Any, index: pd.Index | None = None) -> pd.
     return pd.Series(arr, name=PREDICTION)
 
 
+def model_scores(model: Any, features: pd.DataFrame, output: Any = None) -> pd.Series | None:
+    """The model's scores beside its labels: a classifier's probability of the positive class
+    (two classes; the larger label, as in the metrics) or of its predicted class (more), from
+    Designer's ``Scored Probabilities`` column or the raw model's ``predict_proba``; None when
+    the model offers neither (regressors: their predictions already are values)."""
+    if isinstance(output, pd.DataFrame):
+        probs = [c for c in output.columns if str(c).startswith("Scored Probabilities")]
+        if len(probs) == 1:
+            return pd.to_numeric(output[probs[0]], errors="coerce").reset_index(drop=True)
+        if probs:
+            return output[probs].astype("float64").max(axis=1).reset_index(drop=True)
+    if "method" in _param_names(model):  # AutoML's loader: the probabilities per class
+        try:
+            frame = model.predict(features, params={"method": "predict_proba"})
+        except Exception as exc:
+            logger.debug("no scores for the prediction drift: %s", exc)
+            return None
+        if isinstance(frame, pd.DataFrame) and frame.shape[1] >= 2:
+            columns = sorted(frame.columns, key=str)
+            if frame.shape[1] == 2:
+                return frame[columns[-1]].astype("float64").reset_index(drop=True)
+            return frame.astype("float64").max(axis=1).reset_index(drop=True)
+        return None
+    try:
+        raw = model.get_raw_model()
+        proba = np.asarray(raw.predict_proba(features), dtype="float64")
+    except Exception as exc:  # no raw model, no predict_proba, or it refuses the frame
+        logger.debug("no scores for the prediction drift: %s", exc)
+        return None
+    if proba.ndim != 2 or proba.shape[1] < 2:
+        return None
+    score = proba[:, -1] if proba.shape[1] == 2 else proba.max(axis=1)
+    return pd.Series(score, name="score")
+
+
+def _param_names(model: Any) -> set[str]:
+    try:
+        schema = model.metadata.get_params_schema()
+    except Exception:
+        return set()
+    return {p.name for p in schema.params} if schema is not None else set()
+
+
 def compute_metrics(task: str, labels: pd.Series, predictions: pd.Series) -> dict[str, float]:
     """The model's metrics for ``task`` (:func:`lifecycle.base.metrics.task_metrics`),
     rounded for the stored profile."""
@@ -228,7 +271,8 @@ def build_profile(
     features, y, label_name = split_labels(sample_df.reset_index(drop=True), labels)
     features = _model_features(model, features)
     try:
-        preds = as_prediction_series(model.predict(features))
+        output = model.predict(features)
+        preds = as_prediction_series(output)
     except Exception as exc:
         raise MonitoringError(
             f"The model cannot predict the baseline sample: {type(exc).__name__}: {exc}".splitlines()[
@@ -241,10 +285,14 @@ def build_profile(
         "feature_order": [str(c) for c in features.columns],
         "features": {str(c): sketch_column(features[c]) for c in features.columns},
         "prediction": sketch_column(preds),
+        "score": None,
         "label": label_name,
         "task": None,
         "metrics": {},
     }
+    scores = model_scores(model, features, output)
+    if scores is not None:
+        profile["score"] = sketch_column(scores)
     if y is not None:
         task = infer_task(y.dropna())
         profile["task"] = task

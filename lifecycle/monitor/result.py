@@ -41,6 +41,7 @@ class MonitorResult:
     rows: int
     features: list[dict[str, Any]]
     prediction: dict[str, Any]
+    score: dict[str, Any] | None
     metrics: dict[str, float]
     baseline_metrics: dict[str, float]
     metric_changes: dict[str, float]
@@ -74,6 +75,9 @@ class MonitorResult:
                 "rows": self.rows,
                 "features": [{k: f.get(k) for k in _FEATURE_KEYS} for f in self.features],
                 "prediction": {k: self.prediction.get(k) for k in _FEATURE_KEYS},
+                "score": None
+                if self.score is None
+                else {k: self.score.get(k) for k in _FEATURE_KEYS},
                 "metrics": self.metrics,
                 "baseline_metrics": self.baseline_metrics,
                 "metric_changes": self.metric_changes,

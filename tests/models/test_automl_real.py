@@ -339,3 +339,5 @@ def test_real_automl_baseline_and_monitor_run_in_its_environment(
     report = json.loads(result.stdout)
     assert report["drift"] is False
     assert report["rows"] == len(_holdout(case))
+    # the scores too (issue #21): AutoML's predict_proba, in its environment, against itself
+    assert report["score"]["psi"] == 0.0 and report["score"]["ks_statistic"] == 0.0

@@ -260,3 +260,35 @@ def test_monitor_scores_the_rows_without_type_errors_and_reports_the_rest(
     assert x2["type_error_rate"] == pytest.approx(5 / 300) and x2["drift"]
     assert result.metrics["labelled_rows"] == 295  # the five rows the model could not score
     assert result.rows == 300
+
+
+def test_prediction_drift_is_also_measured_on_the_classifiers_probabilities(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue #21 item 3: the baseline keeps the positive class's probability, and monitoring
+    compares it like a feature (KS is ks_2samp of predict_proba on both samples)."""
+    from lifecycle.base.workspaces import load_config
+    from lifecycle.monitor import attach_baseline, load_baseline
+    from lifecycle.monitor.monitor import monitor
+    from tests.support.monitor_data import fit_model, make_data, register, write_config
+
+    config = write_config(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    ws = load_config(config).get("dev")
+    train = make_data(1200, seed=60)
+    model = fit_model(train)
+    version = register(ws, "scores", model, train, tmp_path / "m")
+    attach_baseline(ws, "scores", version, train, labels="y")
+    assert load_baseline(ws, "scores", version)["score"]["count"] == 1200
+    new = make_data(600, seed=61, x1_shift=0.5)
+    csv = tmp_path / "new.csv"
+    new.to_csv(csv, index=False)
+    result = monitor(ws, f"models:/scores/{version}", [csv], policy=_no_actions(tmp_path))
+    assert result.score is not None
+    expected = stats.ks_2samp(
+        model.predict_proba(new.drop(columns="y"))[:, 1],
+        model.predict_proba(train.drop(columns="y"))[:, 1],
+    )
+    assert result.score["ks_statistic"] == pytest.approx(expected.statistic, abs=1e-12)
+    assert result.score["drift"] and any(r.startswith("score ") for r in result.reasons)
+    assert result.to_dict()["score"]["name"] == "score"
