@@ -70,6 +70,9 @@ def monitor_cmd(
 ) -> None:
     """Compare new data with a model version's baseline; act on drift (exit code 3).
 
+    Exit codes: 0 no drift, 3 drift (the policy's exit action), 4 insufficient data (no
+    column had the policy's min_rows values), 1 an error.
+
     \b
     Example:
       lifecycle monitor models:/churn/Production -w prod --input logs/ --labels churned \\

@@ -292,3 +292,30 @@ def test_prediction_drift_is_also_measured_on_the_classifiers_probabilities(
     assert result.score["ks_statistic"] == pytest.approx(expected.statistic, abs=1e-12)
     assert result.score["drift"] and any(r.startswith("score ") for r in result.reasons)
     assert result.to_dict()["score"]["name"] == "score"
+
+
+def test_monitor_command_exits_4_when_no_column_has_enough_rows(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from lifecycle.base.workspaces import load_config
+    from lifecycle.cli import cli
+    from lifecycle.monitor import attach_baseline
+    from tests.support.monitor_data import fit_model, make_data, register, write_config
+
+    config = write_config(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    ws = load_config(config).get("dev")
+    train = make_data(500, seed=70)
+    version = register(ws, "few", fit_model(train), train, tmp_path / "m")
+    attach_baseline(ws, "few", version, train, labels="y")
+    csv = tmp_path / "few.csv"
+    make_data(12, seed=71, x1_shift=3.0).to_csv(csv, index=False)
+    out = CliRunner().invoke(
+        cli, ["--config", str(config), "monitor", f"models:/few/{version}", "-w", "dev",
+              "--input", str(csv)],
+    )  # fmt: skip
+    assert out.exit_code == 4, out.output
+    assert "insufficient data (12 rows" in out.output
+    assert "Insufficient data to monitor few v1 in 'dev': 12 rows" in out.output
