@@ -49,6 +49,11 @@ def test_placeholders_match_only_what_varies(tmp_path: Path) -> None:
     assert walk.substitute("--run-id f3b9a53783f245749a8b8087987ae32b") == (
         "--run-id 0123456789abcdef0123456789abcdef"
     )
+    # a bound value that is itself under /tmp/ (a clone in /tmp) is not rewritten again
+    walk.ids["/path/to/this/repo"] = "/tmp/ci-clone"
+    assert walk.substitute("mlflow run /path/to/this/repo -P dir=/tmp/demo") == (
+        f"mlflow run /tmp/ci-clone -P dir={tmp_path}/demo"
+    )
     # everything else is literal: a changed word, number, a missing or extra line all fail
     for bad in (
         [printed[0], printed[1].replace("root", "user"), "last line"],

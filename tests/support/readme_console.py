@@ -71,11 +71,13 @@ class Walk:
 
     def substitute(self, text: str, paths: bool = True) -> str:
         """The README's literal ids, ports (and /tmp/ paths) made this run's."""
+        if paths:  # first: a substituted value (a real path) may itself start with /tmp/
+            text = text.replace("/tmp/", f"{self.root}/")
         for readme_id, real in self.ids.items():
             text = text.replace(readme_id, real)
         for readme_port, real in self.ports.items():
             text = re.sub(rf"(?<![\d]){readme_port}(?![\d])", real, text)
-        return text.replace("/tmp/", f"{self.root}/") if paths else text
+        return text
 
     def stop(self) -> None:
         """End every background command (SIGTERM, then SIGKILL after 10 s)."""
