@@ -5,6 +5,8 @@ every statistic independently (numpy, scipy, scikit-learn) from the raw samples.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -123,24 +125,11 @@ def test_lifecycle_monitor_json_agrees_with_an_independent_recomputation(
     from click.testing import CliRunner
     from sklearn import metrics as skm
 
-    from lifecycle.base.workspaces import load_config
     from lifecycle.cli import cli
-    from lifecycle.monitor import attach_baseline
-    from tests.support.monitor_data import (
-        SHIFTED_CAT_P,
-        fit_model,
-        make_data,
-        register,
-        write_config,
-    )
+    from tests.support.monitor_data import SHIFTED_CAT_P, make_data
 
-    config = write_config(tmp_path)
-    monkeypatch.chdir(tmp_path)
-    ws = load_config(config).get("dev")
-    train = make_data(1500, seed=40)
-    model = fit_model(train)
-    version = register(ws, "oracle", model, train, tmp_path / "m")
-    attach_baseline(ws, "oracle", version, train, labels="y")
+    reg = _registered(tmp_path, monkeypatch, "oracle", rows=1500, seed=40)
+    config, model, train, version = reg.config, reg.model, reg.train, reg.version
     new = make_data(800, seed=41, x1_shift=0.4, cat_p=SHIFTED_CAT_P, x3_missing=0.2)
     new_csv = tmp_path / "new.csv"
     new.to_csv(new_csv, index=False)
@@ -203,6 +192,34 @@ def test_lifecycle_monitor_json_agrees_with_an_independent_recomputation(
     assert not feats["x2"]["drift"], feats["x2"]
 
 
+@dataclass
+class _Registered:
+    config: Path
+    ws: Any
+    model: Any
+    train: pd.DataFrame
+    version: str
+
+
+def _registered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, rows: int, seed: int
+) -> _Registered:
+    """A real SQLite workspace (cwd ``tmp_path``) holding ``name`` v1, a fitted pipeline on
+    ``rows`` synthetic rows, with its baseline (labels ``y``) attached."""
+    from lifecycle.base.workspaces import load_config
+    from lifecycle.monitor import attach_baseline
+    from tests.support.monitor_data import fit_model, make_data, register, write_config
+
+    config = write_config(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    ws = load_config(config).get("dev")
+    train = make_data(rows, seed=seed)
+    model = fit_model(train)
+    version = register(ws, name, model, train, tmp_path / "m")
+    attach_baseline(ws, name, version, train, labels="y")
+    return _Registered(config, ws, model, train, version)
+
+
 def _no_actions(tmp_path: Any) -> Any:
     path = tmp_path / "no-actions.yaml"
     path.write_text("actions: []\n", encoding="utf-8")
@@ -238,17 +255,11 @@ def test_data_quality_type_errors_and_out_of_range_values_are_their_own_findings
 def test_monitor_scores_the_rows_without_type_errors_and_reports_the_rest(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lifecycle.base.workspaces import load_config
-    from lifecycle.monitor import attach_baseline
     from lifecycle.monitor.monitor import monitor
-    from tests.support.monitor_data import fit_model, make_data, register, write_config
+    from tests.support.monitor_data import make_data
 
-    config = write_config(tmp_path)
-    monkeypatch.chdir(tmp_path)
-    ws = load_config(config).get("dev")
-    train = make_data(1000, seed=50)
-    version = register(ws, "quality", fit_model(train), train, tmp_path / "m")
-    attach_baseline(ws, "quality", version, train, labels="y")
+    reg = _registered(tmp_path, monkeypatch, "quality", rows=1000, seed=50)
+    ws, version = reg.ws, reg.version
     new = make_data(300, seed=51).astype({"x2": "object"})
     new.loc[:4, "x2"] = "unknown"
     csv = tmp_path / "new.csv"
@@ -267,18 +278,12 @@ def test_prediction_drift_is_also_measured_on_the_classifiers_probabilities(
 ) -> None:
     """Issue #21 item 3: the baseline keeps the positive class's probability, and monitoring
     compares it like a feature (KS is ks_2samp of predict_proba on both samples)."""
-    from lifecycle.base.workspaces import load_config
-    from lifecycle.monitor import attach_baseline, load_baseline
+    from lifecycle.monitor import load_baseline
     from lifecycle.monitor.monitor import monitor
-    from tests.support.monitor_data import fit_model, make_data, register, write_config
+    from tests.support.monitor_data import make_data
 
-    config = write_config(tmp_path)
-    monkeypatch.chdir(tmp_path)
-    ws = load_config(config).get("dev")
-    train = make_data(1200, seed=60)
-    model = fit_model(train)
-    version = register(ws, "scores", model, train, tmp_path / "m")
-    attach_baseline(ws, "scores", version, train, labels="y")
+    reg = _registered(tmp_path, monkeypatch, "scores", rows=1200, seed=60)
+    ws, model, train, version = reg.ws, reg.model, reg.train, reg.version
     assert load_baseline(ws, "scores", version)["score"]["count"] == 1200
     new = make_data(600, seed=61, x1_shift=0.5)
     csv = tmp_path / "new.csv"
@@ -299,17 +304,11 @@ def test_monitor_command_exits_4_when_no_column_has_enough_rows(
 ) -> None:
     from click.testing import CliRunner
 
-    from lifecycle.base.workspaces import load_config
     from lifecycle.cli import cli
-    from lifecycle.monitor import attach_baseline
-    from tests.support.monitor_data import fit_model, make_data, register, write_config
+    from tests.support.monitor_data import make_data
 
-    config = write_config(tmp_path)
-    monkeypatch.chdir(tmp_path)
-    ws = load_config(config).get("dev")
-    train = make_data(500, seed=70)
-    version = register(ws, "few", fit_model(train), train, tmp_path / "m")
-    attach_baseline(ws, "few", version, train, labels="y")
+    reg = _registered(tmp_path, monkeypatch, "few", rows=500, seed=70)
+    config, version = reg.config, reg.version
     csv = tmp_path / "few.csv"
     make_data(12, seed=71, x1_shift=3.0).to_csv(csv, index=False)
     out = CliRunner().invoke(
