@@ -63,7 +63,7 @@ def _fingerprint(base: dict[str, Any], files: list[InputFile], out: Path) -> str
     data = {
         **base,
         "output": str(out.resolve()),
-        "inputs": [(str(f.path), f.size, f.path.stat().st_mtime_ns) for f in files],
+        "inputs": [(f.where, f.size, f.modified_ns()) for f in files],
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 

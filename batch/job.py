@@ -143,7 +143,7 @@ def _run_chunks(
             result = window.popleft().result()
             if more:
                 more = submit_next()
-            parquet_writer = _write_result(
+            parquet_writer = write_result(
                 result,
                 out_fh,
                 rej_fh,
@@ -175,12 +175,12 @@ def _run_chunks(
                     }
                 )
         if opts.fmt == "csv" and state["header"] is None:
-            names = _default_columns(files, opts)
+            names = default_columns(files, opts)
             out_fh.write(header_bytes(names, opts.delimiter))
         if parquet_writer is not None and not parquet_writer.merge(out_fh):
             import pyarrow.parquet as pq
 
-            names = _default_columns(files, opts)
+            names = default_columns(files, opts)
             pq.write_table(pa.table({n: pa.array([], pa.string()) for n in names}), out_fh)
     finally:
         for fut in window:
@@ -220,12 +220,12 @@ def _read_columns_for(f: InputFile, opts: JobOptions) -> list[str] | None:
     return None
 
 
-def _default_columns(files: list[InputFile], opts: JobOptions) -> list[str]:
+def default_columns(files: list[InputFile], opts: JobOptions) -> list[str]:
     keep = opts.keep if opts.keep is not None else read_columns(files[0], opts.delimiter)
     return (SOURCE_COLUMNS if opts.source_columns else []) + list(keep) + ["prediction"]
 
 
-def _write_result(
+def write_result(
     result: ChunkResult,
     out_fh: Any,
     rej_fh: Any,

@@ -147,9 +147,8 @@ def score_chunk(chunk: Chunk | RawBlock, last_of_file: bool, opts: JobOptions) -
         quote_free = b'"' not in chunk.data
     else:
         table, malformed = chunk.table, chunk.malformed
-        first_row, relative, end_offset = chunk.first_row, False, None
+        first_row, relative, end_offset = chunk.first_row, chunk.relative, None
     n = table.num_rows
-    rejects: list[list[Any]] = []
     if opts.lean is not None:
         lean = coerce_matrix(table, opts.schema)
         opts.lean.sample(table, lean.ok, chunk.file_index, chunk.seq)
@@ -184,12 +183,16 @@ def score_chunk(chunk: Chunk | RawBlock, last_of_file: bool, opts: JobOptions) -
             reasons[int(row)] = model_errors[pos]
         keep_pos = np.setdiff1d(np.arange(len(ok_idx)), np.asarray(list(model_errors)))
         ok_idx = ok_idx[keep_pos]
-    for i in sorted(reasons):
-        rejects.append(
-            [chunk.file_name, first_row + i, raw_text(table, i, opts.delimiter), reasons[i]]
-        )
+    # Rejects in file order: a malformed record goes before the first row parsed after it.
+    keyed: list[tuple[float, list[Any]]] = [
+        (i, [chunk.file_name, first_row + i, raw_text(table, i, opts.delimiter), reasons[i]])
+        for i in sorted(reasons)
+    ]
     for m in malformed:
-        rejects.append([chunk.file_name, None, m.text, m.reason])
+        key = float("inf") if m.after_rows is None else m.after_rows - 0.5
+        keyed.append((key, [chunk.file_name, None, m.text, m.reason]))
+    keyed.sort(key=lambda kv: kv[0])  # stable: malformed records keep their order
+    rejects = [r for _k, r in keyed]
 
     cols: dict[str, pa.Array | pa.ChunkedArray] = {}
     keep = opts.keep if opts.keep is not None else table.column_names

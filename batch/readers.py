@@ -31,16 +31,33 @@ DEFAULT_CHUNK_ROWS = 20_000
 
 @dataclass(frozen=True)
 class InputFile:
-    """One input file: its path, format (``csv`` or ``parquet``) and size in bytes."""
+    """One input file: its path, format (``csv`` or ``parquet``) and size in bytes.
+
+    An input on storage that only Spark reads (``hdfs://``, ``s3a://``, ``file://``...) has
+    its ``uri``, modification time and column names from Spark's file system (``path`` is
+    then only its name).
+    """
 
     path: Path
     fmt: str
     size: int
+    uri: str | None = None
+    mtime_ns: int | None = None
+    columns: tuple[str, ...] | None = None
 
     @property
     def name(self) -> str:
         """The file name used in ``source_file`` columns and rejects."""
         return self.path.name
+
+    @property
+    def where(self) -> str:
+        """The input as the user named it: its URI, else its path."""
+        return self.uri or str(self.path)
+
+    def modified_ns(self) -> int:
+        """Its modification time in nanoseconds (part of a checkpoint's fingerprint)."""
+        return self.mtime_ns if self.mtime_ns is not None else self.path.stat().st_mtime_ns
 
 
 @dataclass
@@ -49,6 +66,8 @@ class MalformedRecord:
 
     text: str
     reason: str
+    #: Data rows of its chunk parsed before it (None: unknown, listed after the chunk's rows).
+    after_rows: int | None = None
 
 
 @dataclass
@@ -65,6 +84,8 @@ class Chunk:
     table: pa.Table
     seq: int = 0
     malformed: list[MalformedRecord] = field(default_factory=list)
+    #: Row numbers count from the chunk's start (the writer adds the rows before it).
+    relative: bool = False
 
 
 def format_of(path: Path) -> str:
@@ -123,6 +144,8 @@ def read_columns(inp: InputFile, delimiter: str = ",") -> list[str]:
     Raises:
         ScoringError: the file is empty or its header cannot be read.
     """
+    if inp.columns is not None:
+        return list(inp.columns)
     if inp.fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -428,11 +451,15 @@ def parse_block(
         malformed: list[MalformedRecord] = []
 
         def on_invalid(row: pacsv.InvalidRow, sink: list[MalformedRecord] = malformed) -> str:
+            # Records are numbered from 1 in the block (no header): the rows before this one
+            # are the records before it that were not malformed.
+            after = None if row.number is None else row.number - 1 - len(sink)
             sink.append(
                 MalformedRecord(
                     text=row.text,
                     reason=f"malformed record: expected {row.expected_columns} fields, "
                     f"got {row.actual_columns}",
+                    after_rows=after,
                 )
             )
             return "skip"

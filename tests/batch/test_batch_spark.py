@@ -80,6 +80,82 @@ def test_spark_matches_local_engine_with_rejects(
     assert rejects["row_number"].tolist() == ["8", ""]
 
 
+def _awkward_inputs(tmp_path: Path) -> list[Path]:
+    """Two CSV files and a Parquet file with everything the engines must treat alike."""
+    a = scoring_frame(120, seed=21)
+    a["n"] = a["n"].astype(str)
+    a["f1"] = a["f1"].map(lambda v: f"{v:.2f}0")  # trailing zeros: kept as written
+    a.loc[7, "n"] = "x"  # coercion reject
+    a.loc[11, "comment"] = 'quoted, "with"\nnewline'
+    a.loc[15, "comment"] = "NA"  # missing, like an empty cell
+    a.loc[16, "comment"] = ""
+    a["f0"] = a["f0"].astype(object)
+    a.loc[[30, 90], "f0"] = None  # LogisticRegression refuses NaN: model rejects
+    text = a.to_csv(index=False).splitlines(keepends=True)
+    # Malformed records in the middle and at the end, not only last.
+    text.insert(20, "z,1,2\n")
+    text.insert(61, "1,2,3,4,5,6,7\n")
+    text.append("tail,only\n")
+    (tmp_path / "a.csv").write_text("".join(text), encoding="utf-8")
+    scoring_frame(40, seed=22).to_csv(tmp_path / "b.csv", index=False)
+    c = scoring_frame(50, seed=23)
+    c.loc[3, "f2"] = None  # a model reject in a Parquet input (native types kept)
+    c.to_parquet(tmp_path / "c.parquet", index=False)
+    return [tmp_path / "a.csv", tmp_path / "b.csv", tmp_path / "c.parquet"]
+
+
+@pytest.mark.parametrize("out_name", ["out.csv", "out.parquet", "folder/"])
+def test_spark_output_and_rejects_are_byte_identical_to_the_local_engine(
+    spark: object, ws: Workspace, tmp_path: Path, out_name: str
+) -> None:
+    """Issue #23 item 3: same rows, same rejects in file order with the same reasons, the
+    same Parquet schema, counts that reconcile — compared byte for byte."""
+    import pyarrow.parquet as pq
+
+    model = save_logreg(tmp_path / "logreg")
+    inputs = _awkward_inputs(tmp_path)
+    kwargs = {"keep_columns": ["id", "comment", "f1"], "max_error_rate": 0.2, "record": False}
+    local_out, spark_out = tmp_path / "local" / out_name, tmp_path / "spark" / out_name
+    for d in (local_out.parent, spark_out.parent):
+        d.mkdir(parents=True, exist_ok=True)
+    local = score(ws, str(model), inputs, local_out, workers=2, chunk_rows=25, **kwargs)
+    sparked = score(
+        ws, str(model), inputs, spark_out, engine="spark", master="local[1]", chunk_rows=25,
+        **kwargs,
+    )  # fmt: skip
+    assert (sparked.rows_read, sparked.rows_scored, sparked.rows_rejected) == (
+        local.rows_read, local.rows_scored, local.rows_rejected,
+    )  # fmt: skip
+    assert local.rows_read == 120 + 3 + 40 + 50
+    assert sparked.rows_read == sparked.rows_scored + sparked.rows_rejected
+    local_files = sorted(p.relative_to(tmp_path / "local") for p in (tmp_path / "local").rglob("*"))
+    spark_files = sorted(p.relative_to(tmp_path / "spark") for p in (tmp_path / "spark").rglob("*"))
+    assert local_files == spark_files
+    compared = 0
+    for rel in local_files:
+        if rel.name.endswith("manifest.json") or (tmp_path / "local" / rel).is_dir():
+            continue
+        left, right = tmp_path / "local" / rel, tmp_path / "spark" / rel
+        if rel.suffix == ".parquet":
+            assert pq.read_schema(left) == pq.read_schema(right), rel
+            assert pq.read_table(left).equals(pq.read_table(right)), rel
+        else:
+            assert left.read_bytes() == right.read_bytes(), rel
+        compared += 1
+    assert compared >= 2
+    rejects = sorted((tmp_path / "spark").rglob("*.rejects.csv"))
+    reasons = pd.concat(pd.read_csv(r, keep_default_na=False) for r in rejects)
+    a_rows = reasons[reasons["source_file"] == "a.csv"]
+    # File order: row 8's coercion reject, the malformed record after row 18, then row 31.
+    assert a_rows["reason"].tolist()[:3] == [
+        "column 'n': cannot convert 'x' to long",
+        "malformed record: expected 6 fields, got 3",
+        a_rows["reason"].tolist()[2],
+    ]
+    assert a_rows["reason"].tolist()[2].startswith("model error:")
+    assert a_rows["reason"].tolist()[-1] == "malformed record: expected 6 fields, got 2"
+
+
 def test_spark_designer_outputs_parquet_and_error_rate(
     spark: object, ws: Workspace, tmp_path: Path
 ) -> None:
