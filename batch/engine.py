@@ -45,10 +45,12 @@ from batch.schema import (
     check_columns,
     input_schema_of,
 )
+from batch.spark_io import is_uri
 from batch.tuning import freeze_gc, no_gc, quick_gil_handoffs, scoring_memory_pool
 from lifecycle.base.errors import InvalidArgumentError, ScoringError
 from lifecycle.base.fetch import ModelFetch
 from lifecycle.base.files import atomic_write_text
+from lifecycle.base.lean import cache_dir
 from lifecycle.base.workspaces import Workspace
 
 logger = logging.getLogger(__name__)
@@ -78,6 +80,7 @@ def score(
     master: str | None = None,
     progress: ProgressCallback | None = None,
     record: bool = True,
+    shared_path: bool = False,
 ) -> Manifest:
     """Score ``inputs`` with the model at ``model_uri`` (resolved in ``ws``) into ``output``.
 
@@ -99,9 +102,12 @@ def score(
         delimiter: the CSV field delimiter.
         engine: ``local`` or ``spark``.
         resume: continue from a checkpoint left by a killed run with the same arguments.
-        master: the Spark master URL (engine ``spark``).
+        master: the Spark master URL (engine ``spark``). With a cluster master, inputs must
+            be URIs every node reads (``hdfs://``, ``s3a://``, ``abfss://``, ``dbfs:/``,
+            ``file://``), unless ``shared_path``; the output may be such a URI too.
         progress: called after every chunk with a dict (rows_read, rows_per_s, fraction).
         record: record the run and a ``batch`` deployment in ``ws``.
+        shared_path: local paths are on storage mounted at the same path on every Spark node.
 
     Returns:
         The run's :class:`Manifest` (also written beside the output).
@@ -132,7 +138,23 @@ def score(
     if rows_per_chunk < 1:
         raise InvalidArgumentError(f"Invalid chunk rows {chunk_rows}: expected 1 or more")
 
-    files = expand_inputs(inputs)
+    items = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    staged = None
+    if engine == "spark":
+        from batch.spark_io import stage_output
+
+        files = _spark_inputs([str(i) for i in items], str(output), delimiter, master, shared_path)
+        if is_uri(str(output)):
+            staged = stage_output(str(output), cache_dir())
+            output = str(staged.local) + ("/" if staged.folder else "")
+    else:
+        remote = [str(i) for i in [*items, output] if is_uri(str(i))]
+        if remote:
+            raise InvalidArgumentError(
+                f"'{remote[0]}' is a URI: only --engine spark reads and writes URIs "
+                "(the local engine takes paths on this machine)"
+            )
+        files = expand_inputs(items)
     # Decided on the text as given: Path("scored/") drops the slash that asks for a folder.
     to_dir = _is_dir_target(output)
     jobs = _plan_outputs(files, Path(output), fmt, to_dir)
@@ -238,7 +260,7 @@ def score(
     # The inputs' digests are computed now, beside MLflow's import for the run record (one
     # thread each: hashing releases the GIL, importing holds it), not during the scoring.
     background = cf.ThreadPoolExecutor(max_workers=2)
-    digest_futures = {f.path: background.submit(sha256, f.path) for f in files}
+    digest_futures = {f.where: background.submit(_digest, f, master) for f in files}
     run_store = open_run_store(ws) if record else None
     manifest = Manifest(
         model_uri=str(model_uri),
@@ -247,8 +269,7 @@ def score(
         workspace=ws.name,
         engine=engine,
         inputs=[
-            {"path": str(f.path), "size": f.size, "sha256": digest_futures[f.path].result()}
-            for f in files
+            {"path": f.where, "size": f.size, **digest_futures[f.where].result()} for f in files
         ],
         outputs=outputs,
         rows_read=counts_total.rows_read,
@@ -273,7 +294,21 @@ def score(
             manifest.run_id = record_run(
                 ws, run_store, resolved, str(model_uri), manifest, manifest_path, started
             )
+    if staged is not None:
+        produced = [manifest_path]
+        for entry in manifest.outputs:
+            produced.append(Path(entry["path"]))
+            entry["path"] = staged.to_uri(entry["path"])
+            if entry["rejects"]:
+                produced.append(Path(entry["rejects"]))
+                entry["rejects"] = staged.to_uri(entry["rejects"])
+        manifest.manifest_path = staged.to_uri(manifest_path)
     atomic_write_text(manifest_path, json.dumps(manifest.to_dict(), indent=2, default=str))
+    if staged is not None:
+        from batch.spark import get_spark
+
+        staged.upload(get_spark(master), produced)
+        staged.remove()
     logger.info(
         "scored %d of %d rows (%d rejected) in %.1f s",
         manifest.rows_scored,
@@ -282,6 +317,52 @@ def score(
         duration,
     )
     return manifest
+
+
+def _spark_inputs(
+    items: list[str], output: str, delimiter: str, master: str | None, shared_path: bool
+) -> list[InputFile]:
+    """The inputs of a Spark run, in the order given: paths on this machine (refused with a
+    cluster master unless ``shared_path``) and URIs listed through Spark's file system."""
+    from batch.spark_io import check_reachable, expand_uris
+
+    check_reachable(items, master, shared_path)
+    files: list[InputFile] = []
+    spark = None
+    for item in items:
+        if is_uri(item):
+            if spark is None:
+                from batch.spark import get_spark
+
+                spark = get_spark(master)
+            files.extend(expand_uris(spark, [item], delimiter))
+        else:
+            files.extend(expand_inputs([item]))
+    unique: list[InputFile] = []
+    seen: set[str] = set()
+    for f in files:
+        if f.where not in seen:
+            seen.add(f.where)
+            unique.append(f)
+    if is_uri(output) and any(f.where == output for f in unique):
+        raise InvalidArgumentError(f"Output '{output}' is also an input")
+    return unique
+
+
+def _digest(f: InputFile, master: str | None) -> dict[str, Any]:
+    """The manifest's digest of an input: SHA-256 of a local file; for a URI, the storage's
+    own checksum when it keeps one, and why the SHA-256 is absent."""
+    if f.uri is None:
+        return {"sha256": sha256(f.path)}
+    from batch.spark import get_spark
+    from batch.spark_io import remote_checksum
+
+    return {
+        "sha256": None,
+        "checksum": remote_checksum(get_spark(master), f.uri),
+        "sha256_absent": "read by Spark from storage this machine does not open; "
+        "size and modification time identify it",
+    }
 
 
 def _is_dir_target(output: str | os.PathLike[str]) -> bool:

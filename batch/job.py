@@ -107,7 +107,7 @@ def _run_chunks(
             else:
                 skip = state["row_in_file"] if resume_here else 0
                 items = iter_chunks(
-                    f, index, opts.chunk_rows, opts.delimiter, _read_columns_for(f, opts), skip
+                    f, index, opts.chunk_rows, opts.delimiter, read_columns_for(f, opts), skip
                 )
             for c, last in _with_last(items):
                 c.seq = seq
@@ -209,7 +209,8 @@ def _with_last(it: Iterator[Any]) -> Iterator[tuple[Any, bool]]:
         yield prev, True
 
 
-def _read_columns_for(f: InputFile, opts: JobOptions) -> list[str] | None:
+def read_columns_for(f: InputFile, opts: JobOptions) -> list[str] | None:
+    """The columns read from ``f`` (None: all): a Parquet file's signature and kept columns."""
     if opts.keep is None:
         return None
     names = read_columns(f, opts.delimiter)
@@ -221,6 +222,7 @@ def _read_columns_for(f: InputFile, opts: JobOptions) -> list[str] | None:
 
 
 def default_columns(files: list[InputFile], opts: JobOptions) -> list[str]:
+    """The output's columns when no row was scored (its header must still be written)."""
     keep = opts.keep if opts.keep is not None else read_columns(files[0], opts.delimiter)
     return (SOURCE_COLUMNS if opts.source_columns else []) + list(keep) + ["prediction"]
 
@@ -235,6 +237,7 @@ def write_result(
     counts: Counts,
     file_name: str,
 ) -> Any:
+    """Write one chunk's result (rows, rejects, counts) in order and advance ``state``."""
     base = state["row_in_file"] if result.relative else 0
     columns = (SOURCE_COLUMNS if opts.source_columns else []) + result.columns
     if opts.fmt == "csv":

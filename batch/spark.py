@@ -37,7 +37,7 @@ import numpy as np
 import pyarrow as pa
 
 from batch.checkpoint import Counts, finish, open_checkpoint, save_checkpoint
-from batch.job import default_columns, write_result
+from batch.job import default_columns, read_columns_for, write_result
 from batch.output import ParquetParts, header_bytes
 from batch.pool import ChunkResult, JobOptions, score_chunk
 from batch.readers import Chunk, InputFile, MalformedRecord, read_columns
@@ -178,14 +178,17 @@ def executor_model_dir(archive_name: str) -> str:
     return str(target)
 
 
-def read_input(spark: Any, f: InputFile, names: list[str], delimiter: str) -> Any:
+def read_input(spark: Any, f: InputFile, names: list[str], opts: JobOptions) -> Any:
     """The input as a DataFrame: a CSV's columns as text plus the malformed-record column
     (one partition per file: records may hold line breaks), a Parquet file as stored."""
     from pyspark.sql import types as T
 
     where = f.where
     if f.fmt == "parquet":
-        return spark.read.parquet(where)
+        df = spark.read.parquet(where)
+        # As the local engine: only the signature's and the kept columns of a Parquet file.
+        wanted = read_columns_for(f, opts)
+        return df if wanted is None else df.select(*[f"`{n}`" for n in wanted])
     schema = T.StructType(
         [T.StructField(n, T.StringType()) for n in names]
         + [T.StructField(_CORRUPT, T.StringType())]
@@ -194,7 +197,7 @@ def read_input(spark: Any, f: InputFile, names: list[str], delimiter: str) -> An
         where,
         schema=schema,
         header=True,
-        sep=delimiter,
+        sep=opts.delimiter,
         multiLine=True,
         quote='"',
         escape='"',
@@ -277,7 +280,7 @@ def _score_on_spark(
         for index in range(state["file_index"], len(files)):
             f = files[index]
             names = read_columns(f, opts.delimiter)
-            df = read_input(spark, f, names, opts.delimiter)
+            df = read_input(spark, f, names, opts)
             scorer = _make_scorer(archive, opts, index, f.name, f.fmt == "csv", opts.delimiter)
             results = df.mapInArrow(scorer, _RESULT_SCHEMA)
             state["row_in_file"] = 0
@@ -447,7 +450,20 @@ def decode_result(row: Any, seq: int, file_index: int) -> ChunkResult:
 
 
 def root_cause(exc: BaseException) -> str:
-    """The Python error line inside a Spark exception (else its first line)."""
+    """The innermost cause of a Spark exception in one line: the Java exception at the end
+    of its cause chain, else the Python error line inside it, else its first line."""
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        try:
+            inner, depth = java, 0
+            while inner.getCause() is not None and depth < 20:
+                inner, depth = inner.getCause(), depth + 1
+            text = str(inner.toString()).strip().splitlines()
+            python = [ln for ln in text if re.match(r"^[A-Za-z_][\w.]*(Error|Exception): ", ln)]
+            if text:
+                return (python[-1] if python else text[0])[:300]
+        except Exception:
+            logger.debug("cannot walk the Java cause chain", exc_info=True)
     lines = str(exc).strip().splitlines()
     for line in reversed(lines):
         if re.match(r"^[A-Za-z_][\w.]*(Error|Exception): ", line.strip()):

@@ -97,7 +97,18 @@ class _Progress:
     show_default=True,
     help="local: processes on this machine; spark: a Spark session (local[*] or --master).",
 )
-@click.option("--master", default=None, help="Spark master URL (with --engine spark).")
+@click.option(
+    "--master",
+    default=None,
+    help="Spark master URL (with --engine spark; default local[*]). With a cluster master, "
+    "inputs are URIs every node reads (hdfs://, s3a://, abfss://, dbfs:/, file://).",
+)
+@click.option(
+    "--shared-path",
+    is_flag=True,
+    help="With a cluster master: the local input paths are on storage mounted at the same "
+    "path on every Spark node.",
+)
 @click.option("--no-resume", is_flag=True, help="Ignore a checkpoint left by a killed run.")
 @workspace_option
 @json_option
@@ -116,6 +127,7 @@ def score_cmd(
     delimiter: str,
     engine: str,
     master: str | None,
+    shared_path: bool,
     no_resume: bool,
     workspace: str | None,
     as_json: bool,
@@ -126,6 +138,8 @@ def score_cmd(
     Example:
       lifecycle score models:/churn/Production data/*.csv --output scored.csv -w prod
       lifecycle score models:/churn/3 big.csv -o out.parquet --keep-columns id --workers 2
+      lifecycle score models:/churn/3 hdfs://nn/data/ -o hdfs://nn/scored/ --engine spark \\
+        --master spark://head:7077
     """
     from batch.engine import score
 
@@ -147,6 +161,7 @@ def score_cmd(
             resume=not no_resume,
             master=master,
             progress=progress,
+            shared_path=shared_path,
         )
     finally:
         if progress is not None:

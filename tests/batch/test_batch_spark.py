@@ -393,3 +393,67 @@ def test_interrupted_spark_run_resumes_parquet_and_reports_progress(
     assert (tmp_path / "out.parquet.rejects.csv").read_bytes() == (
         tmp_path / "ref.parquet.rejects.csv"
     ).read_bytes()
+
+
+def test_uri_inputs_and_output_go_through_sparks_file_system(
+    spark: object, ws: Workspace, tmp_path: Path
+) -> None:
+    """Issue #23 item 2: file:// URIs (a folder, a glob) are listed and read through Spark's
+    Hadoop file system; a URI output is staged, then copied into place with its rejects and
+    manifest; the bytes equal the local engine's on the same files."""
+    import json
+
+    model = save_logreg(tmp_path / "logreg")
+    data = tmp_path / "data"
+    data.mkdir()
+    for p in _awkward_inputs(tmp_path):
+        p.rename(data / p.name)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    kwargs = {"keep_columns": ["id"], "max_error_rate": 0.2, "record": False}
+    local = score(ws, str(model), sorted(data.iterdir()), tmp_path / "local.csv", **kwargs)
+    m = score(
+        ws, str(model), [data.as_uri() + "/"], dest.as_uri() + "/out.csv",
+        engine="spark", master="local[1]", **kwargs,
+    )  # fmt: skip
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "out.csv",
+        "out.csv.manifest.json",
+        "out.csv.rejects.csv",
+    ]
+    assert (dest / "out.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
+    assert (dest / "out.csv.rejects.csv").read_bytes() == (
+        tmp_path / "local.csv.rejects.csv"
+    ).read_bytes()
+    manifest = json.loads((dest / "out.csv.manifest.json").read_text())
+    assert manifest["outputs"][0]["path"] == dest.as_uri() + "/out.csv"
+    assert [i["path"] for i in manifest["inputs"]] == [
+        (data / n).as_uri().replace("file:///", "file:/") for n in ("a.csv", "b.csv", "c.parquet")
+    ]
+    assert all(i["sha256"] is None and i["sha256_absent"] for i in manifest["inputs"])
+    assert m.rows_read == local.rows_read == m.rows_scored + m.rows_rejected
+
+    glob = score(
+        ws, str(model), [data.as_uri() + "/*.csv"], tmp_path / "g.csv",
+        engine="spark", master="local[1]", **kwargs,
+    )  # fmt: skip
+    assert glob.rows_read == 120 + 3 + 40
+    with pytest.raises(ScoringError, match=r"Input 'file:.*/nothing\.csv' does not exist"):
+        score(ws, str(model), [data.as_uri() + "/nothing.csv"], tmp_path / "n.csv",
+              engine="spark", master="local[1]", **kwargs)  # fmt: skip
+
+
+def test_local_paths_are_refused_with_a_cluster_master(ws: Workspace, tmp_path: Path) -> None:
+    """A path on this machine with a master whose executors run elsewhere: one line, before
+    any Spark session starts; --shared-path lifts it (checked by the cluster test)."""
+    model = save_logreg(tmp_path / "logreg")
+    scoring_frame(5).to_csv(tmp_path / "in.csv", index=False)
+    with pytest.raises(ScoringError) as info:
+        score(ws, str(model), tmp_path / "in.csv", tmp_path / "o.csv", engine="spark",
+              master="spark://127.0.0.1:1", record=False)  # fmt: skip
+    message = str(info.value)
+    assert "\n" not in message
+    assert f"Input '{tmp_path / 'in.csv'}' is a path on this machine" in message
+    assert "--shared-path" in message and "hdfs://" in message
+    with pytest.raises(Exception, match="only --engine spark reads and writes URIs"):
+        score(ws, str(model), (tmp_path / "in.csv").as_uri(), tmp_path / "o.csv", record=False)
