@@ -117,6 +117,9 @@ def _alive(pid: int) -> bool:
 def get_spark(master: str | None = None) -> Any:
     """A SparkSession whose Python workers run this interpreter (``PYSPARK_PYTHON``).
 
+    Without ``master``: the session already active in this process (a notebook's, a
+    platform's), else the master ``spark-submit`` was given, else ``local[*]``.
+
     Raises:
         ScoringError: pyspark or Java is missing.
     """
@@ -127,12 +130,17 @@ def get_spark(master: str | None = None) -> Any:
         raise ScoringError(
             "The Spark engine needs pyspark: pip install 'mlflow-lifecycle[spark]'"
         ) from exc
+    if master is None:
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            return active
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName("lifecycle-score")
+    if master is not None or "PYSPARK_GATEWAY_PORT" not in os.environ:  # not spark-submit's
+        builder = builder.master(master or "local[*]")
     builder = (
-        SparkSession.builder.appName("lifecycle-score")
-        .master(master or "local[*]")
-        .config("spark.ui.enabled", "false")
+        builder.config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.local.dir", str(session_dir()))
