@@ -9,22 +9,17 @@ promotion can show a table of every gate. Gates only read: they never write to a
   requested stage) on the same labelled CSV, computes the task's standard metrics and applies
   :class:`mlflow.models.MetricThreshold` with ``threshold = champion -/+ min_delta``: the
   candidate may be worse than the champion by at most ``min_delta``.
-- The smoke test loads a model directory in a fresh Python process and predicts its own input
-  example, so a model that only works in the promoting process is caught.
+- The smoke test (:mod:`lifecycle.registry.smoke`) loads a model directory in a fresh Python
+  process and predicts its own input example, so a model that only works in the promoting
+  process is caught.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import operator
-import os
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -276,75 +271,3 @@ def holdout_gate(
     return GateResult(
         name, "holdout", cand_metrics[metric], f"{sign} {bound:.6g}", ok, detail
     ), report
-
-
-_SMOKE_SCRIPT = r"""
-import json, sys, warnings
-warnings.simplefilter("ignore")
-from mlflow.models import Model
-from lifecycle.base.loader import load_pyfunc  # here, or in the model's own environment
-path, answer = sys.argv[1], sys.argv[2]
-model = load_pyfunc(path)
-example = Model.load(path).load_input_example(path)
-rows = None if example is None else len(model.predict(example))
-with open(answer, "w") as fh:
-    json.dump({"rows": rows}, fh)
-"""
-
-
-def smoke_test(model_dir: str | Path, timeout: float = 600.0) -> GateResult:
-    """Load ``model_dir`` in a fresh Python process and predict its own input example (a
-    model that needs its own environment runs there, as every command runs it)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
-    env["PYTHONWARNINGS"] = "ignore"
-    # The child answers in a file: anything it or a library prints cannot corrupt the answer.
-    answer = Path(tempfile.mkdtemp(prefix="lifecycle-smoke-")) / "answer.json"
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _SMOKE_SCRIPT, str(model_dir), str(answer)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        shutil.rmtree(answer.parent, ignore_errors=True)
-        return GateResult(
-            "smoke test",
-            "smoke",
-            None,
-            "loads and predicts",
-            False,
-            f"timed out after {timeout:.0f}s",
-        )
-    if proc.returncode != 0:
-        shutil.rmtree(answer.parent, ignore_errors=True)
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        reason = lines[-1] if lines else f"exit code {proc.returncode}"
-        return GateResult("smoke test", "smoke", None, "loads and predicts", False, reason[:300])
-    try:
-        rows = json.loads(answer.read_text())["rows"]
-    except (OSError, ValueError, KeyError):
-        shutil.rmtree(answer.parent, ignore_errors=True)
-        return GateResult(
-            "smoke test", "smoke", None, "loads and predicts", False, "no answer from the process"
-        )
-    shutil.rmtree(answer.parent, ignore_errors=True)
-    if rows is None:
-        return GateResult(
-            "smoke test",
-            "smoke",
-            "loaded",
-            "loads and predicts",
-            True,
-            "loaded in a fresh process; the model has no input example to predict",
-        )
-    return GateResult(
-        "smoke test",
-        "smoke",
-        f"{rows} rows predicted",
-        "loads and predicts",
-        True,
-        "input example predicted in a fresh process",
-    )

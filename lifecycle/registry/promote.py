@@ -25,6 +25,7 @@ killed outright is finished or undone by the next promotion or by ``lifecycle re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -75,10 +76,10 @@ from lifecycle.registry.gates import (
     check_metric_gates,
     holdout_gate,
     parse_gate,
-    smoke_test,
 )
 from lifecycle.registry.journal import STEPS, Journal, new_promotion_id, repair_command
 from lifecycle.registry.repair import RepairOutcome, repair_unlocked, undo
+from lifecycle.registry.smoke import SmokeTest
 from lifecycle.registry.stages import move_stage, versions_in_stage
 from lifecycle.registry.versions import find_version_by_tag, log_and_register
 
@@ -226,7 +227,12 @@ def promote(
         "selected_by": str(ref),
     }
 
-    with tempfile.TemporaryDirectory(prefix="lifecycle-promote-") as tmp:
+    # The smoke test's fresh process starts now: its imports overlap the download.
+    with (
+        tempfile.TemporaryDirectory(prefix="lifecycle-promote-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
+        smoker = stack.enter_context(SmokeTest()) if smoke else None
         model_dir = Path(tmp) / "model"
         started = time.perf_counter()
         download_model(src_ws, name, src_version, model_dir, progress)
@@ -252,22 +258,13 @@ def promote(
                 min_delta=min_delta,
             )
             results.append(res)
-        if smoke:
+        if smoker is not None:
             if all(r.passed for r in results):
                 started = time.perf_counter()
-                results.append(smoke_test(model_dir))
+                results.append(smoker.run(model_dir))
                 logger.info("smoke test took %.1fs", time.perf_counter() - started)
             else:
-                results.append(
-                    GateResult(
-                        "smoke test",
-                        "smoke",
-                        None,
-                        "loads and predicts",
-                        None,
-                        "skipped: an earlier gate failed",
-                    )
-                )
+                results.append(smoker.skipped("skipped: an earlier gate failed"))
         result = PromotionResult(
             name=name,
             source=source_info,
