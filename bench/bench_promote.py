@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export-import-bin", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the servers' folder")
     parser.add_argument("--rounds", type=int, default=3, help="fresh-process rounds")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for noisy in ("mlflow", "alembic", "urllib3"):
@@ -270,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         dst_srv.stop()
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0
