@@ -23,6 +23,10 @@ def _isolated_env(
     for var in (
         "MLFLOW_TRACKING_URI",
         "MLFLOW_REGISTRY_URI",
+        # mlflow.set_experiment exports it for subprocesses: a test calling it directly must
+        # not send a later test's `mlflow run` to an experiment id of its own store.
+        "MLFLOW_EXPERIMENT_ID",
+        "MLFLOW_EXPERIMENT_NAME",
         "LIFECYCLE_CONFIG",
         "LIFECYCLE_HOME",
         "LIFECYCLE_ENV_MANAGER",  # --env-manager sets it for the processes a command starts

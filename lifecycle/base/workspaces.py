@@ -354,6 +354,10 @@ def use_workspace(ws: Workspace) -> Iterator[Workspace]:
             del os.environ["MLFLOW_RUN_ID"]
         else:
             foreign_run = None
+        # mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID for child processes: an id of
+        # this workspace's store must not outlive the block (an `mlflow run` started later
+        # would look for it in another store).
+        prev_experiment = os.environ.get("MLFLOW_EXPERIMENT_ID")
         mlflow.set_tracking_uri(ws.tracking_uri)
         mlflow.set_registry_uri(ws.registry_uri)
         try:
@@ -361,6 +365,10 @@ def use_workspace(ws: Workspace) -> Iterator[Workspace]:
         finally:
             if foreign_run:
                 os.environ["MLFLOW_RUN_ID"] = foreign_run
+            if prev_experiment is None:
+                os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+            else:
+                os.environ["MLFLOW_EXPERIMENT_ID"] = prev_experiment
             mlflow.set_tracking_uri(prev_tracking)
             mlflow.set_registry_uri(prev_registry)
 

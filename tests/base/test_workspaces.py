@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
 from lifecycle.base.errors import ConfigError, WorkspaceError
-from lifecycle.base.workspaces import check_reachable, load_config, use_workspace
+from lifecycle.base.workspaces import check_reachable, load_config, local_workspace, use_workspace
 from tests.support.mlflow_server import MlflowServer
 
 
@@ -118,3 +119,18 @@ def test_foreign_mlflow_run_id_is_hidden_inside_a_workspace(
     with use_workspace(dev), mlflow.start_run(experiment_id=exp_id) as run:  # no foreign resume
         assert run.info.run_id != "0123456789abcdef0123456789abcdef"
     assert os.environ["MLFLOW_RUN_ID"] == "0123456789abcdef0123456789abcdef"
+
+
+def test_use_workspace_does_not_leak_the_experiment_id_to_child_processes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID; after the block it is gone, so an
+    `mlflow run` started later does not look for that id in its own store."""
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    ws = local_workspace("leak", tmp_path / "ws")
+    with use_workspace(ws):
+        mlflow.set_experiment("leaky")
+        assert os.environ.get("MLFLOW_EXPERIMENT_ID")
+    assert "MLFLOW_EXPERIMENT_ID" not in os.environ
