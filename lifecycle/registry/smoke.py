@@ -119,9 +119,8 @@ class SmokeTest:
             )
         self.close()
         where = "in a fresh process"
-        if how == "skops":
-            where += " (scikit-learn from its skops file, as mlflow.sklearn loads it"
-            where += "; MLflow not imported)" if not mlflow_imported else ")"
+        if how == "skops":  # loaded from its skops file as mlflow.sklearn loads it
+            where += " (skops, without MLflow)" if not mlflow_imported else " (skops)"
         if rows is None:
             return GateResult(
                 "smoke test", "smoke", "loaded", _EXPECTED, True,
