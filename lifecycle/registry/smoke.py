@@ -82,42 +82,13 @@ class SmokeTest:
         proc = self._proc
         if proc is None:
             raise RuntimeError("this smoke test has already run")
-        started = time.perf_counter()
-        request = json.dumps({"path": str(model_dir), "answer": str(self._answer)})
         try:
-            assert proc.stdin is not None
-            proc.stdin.write(request + "\n")
-            proc.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass  # it died while importing: its exit code and stderr say why
-        try:
-            code = proc.wait(timeout=self.timeout)
-        except subprocess.TimeoutExpired:
+            verdict = self._wait(proc, model_dir)
+        finally:
             self.close()
-            return GateResult(
-                "smoke test",
-                "smoke",
-                None,
-                _EXPECTED,
-                False,
-                f"timed out after {self.timeout:.0f}s",
-            )
-        logger.info("smoke test answered in %.1fs", time.perf_counter() - started)
-        if code != 0:
-            self._stderr.seek(0)
-            lines = [ln for ln in self._stderr.read().strip().splitlines() if ln.strip()]
-            self.close()
-            reason = lines[-1] if lines else f"exit code {code}"
-            return GateResult("smoke test", "smoke", None, _EXPECTED, False, reason[:300])
-        try:
-            answer = json.loads(self._answer.read_text())
-            rows, how, mlflow_imported = answer["rows"], answer["how"], answer["mlflow"]
-        except (OSError, ValueError, KeyError):
-            self.close()
-            return GateResult(
-                "smoke test", "smoke", None, _EXPECTED, False, "no answer from the process"
-            )
-        self.close()
+        if isinstance(verdict, GateResult):
+            return verdict
+        rows, how, mlflow_imported = verdict
         where = "in a fresh process"
         if how == "skops":  # loaded from its skops file as mlflow.sklearn loads it
             where += " (skops, without MLflow)" if not mlflow_imported else " (skops)"
@@ -130,6 +101,35 @@ class SmokeTest:
             "smoke test", "smoke", f"{rows} rows predicted", _EXPECTED, True,
             f"input example predicted {where}",
         )  # fmt: skip
+
+    def _wait(self, proc: subprocess.Popen[str], model_dir: str | Path) -> Any:
+        """The child's (rows, how, MLflow imported) answer, or a failed gate's row."""
+        started = time.perf_counter()
+        request = json.dumps({"path": str(model_dir), "answer": str(self._answer)})
+        try:
+            assert proc.stdin is not None
+            proc.stdin.write(request + "\n")
+            proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass  # it died while importing: its exit code and stderr say why
+        try:
+            code = proc.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            return _failed(f"timed out after {self.timeout:.0f}s")
+        logger.info("smoke test answered in %.1fs", time.perf_counter() - started)
+        if code != 0:
+            self._stderr.seek(0)
+            lines = [ln for ln in self._stderr.read().strip().splitlines() if ln.strip()]
+            return _failed((lines[-1] if lines else f"exit code {code}")[:300])
+        try:
+            answer = json.loads(self._answer.read_text())
+            return answer["rows"], answer["how"], answer["mlflow"]
+        except (OSError, ValueError, KeyError):
+            return _failed("no answer from the process")
+
+
+def _failed(reason: str) -> GateResult:
+    return GateResult("smoke test", "smoke", None, _EXPECTED, False, reason)
 
 
 def smoke_test(model_dir: str | Path, timeout: float = 600.0) -> GateResult:

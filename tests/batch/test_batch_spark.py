@@ -19,6 +19,7 @@ from batch.engine import score
 from lifecycle.base.errors import ScoringError
 from lifecycle.base.workspaces import Workspace, local_workspace
 from tests.support.batch_models import save_code_model, save_logreg, scoring_frame
+from tests.support.procs import kill_after_first_file
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -316,11 +317,8 @@ def test_killed_spark_run_resumes_to_byte_identical_output(
 ) -> None:
     """A real `lifecycle score --engine spark` process killed after its first input file:
     the rerun skips that file and writes the same bytes as an uninterrupted run."""
-    import json
-    import signal
     import subprocess
     import sys
-    import time
 
     model = save_code_model(tmp_path / "slow", sleep=0.5)  # widens the window between files
     inputs = _three_inputs(tmp_path)
@@ -336,19 +334,7 @@ def test_killed_spark_run_resumes_to_byte_identical_output(
         cmd, cwd=tmp_path, env=env, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
-    try:
-        deadline = time.time() + 180
-        while time.time() < deadline and proc.poll() is None:
-            if checkpoint.exists() and json.loads(checkpoint.read_text())["file_index"] >= 1:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its JVM
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    done = json.loads(checkpoint.read_text())["file_index"]
+    done = kill_after_first_file(proc, checkpoint, timeout=180)  # the driver and its JVM
     assert 1 <= done < 3 and not out.exists(), "killed between files, nothing renamed in place"
 
     again = score(ws, str(model), inputs, out, engine="spark", **kwargs)

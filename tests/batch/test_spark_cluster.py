@@ -13,10 +13,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from batch.engine import score
 from lifecycle.base.workspaces import local_workspace
 from tests.batch.test_batch_spark import _awkward_inputs, _three_inputs
 from tests.support.batch_models import save_code_model, save_logreg
+from tests.support.procs import kill_after_first_file
 from tests.support.spark_cluster import Cluster, hiding_supported, start_cluster
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -190,18 +189,7 @@ def test_killed_cluster_run_resumes_to_identical_bytes_and_the_next_run_cleans_u
 
     checkpoint = tmp_path / ".out.csv.checkpoint.json"
     proc = _lifecycle(args, tmp_path, hidden, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None:
-            if checkpoint.exists() and json.loads(checkpoint.read_text())["file_index"] >= 1:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and its JVM
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+    kill_after_first_file(proc, checkpoint)  # the driver and its JVM
     left = [p.name for p in hidden.glob("lifecycle-spark-*")]
     assert left == [f"lifecycle-spark-{proc.pid}"], left
     assert not out.exists()

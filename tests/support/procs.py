@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 #: A CLI run that waits at a barrier (a file appearing) before it starts, so that all
 #: processes hit the registry together.
@@ -70,3 +71,24 @@ def lifecycle(
         text=True,
         timeout=timeout,
     )
+
+
+def kill_after_first_file(proc: Any, checkpoint: Path, timeout: float = 300.0) -> int:
+    """SIGKILL ``proc``'s whole process group (a scoring driver and its JVM) once its
+    checkpoint says the first input file is done; the checkpoint's ``file_index`` then."""
+    import json
+    import signal
+
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None:
+            if checkpoint.exists() and json.loads(checkpoint.read_text())["file_index"] >= 1:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    return int(json.loads(checkpoint.read_text())["file_index"])
