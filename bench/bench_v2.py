@@ -90,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
                 for key in ("mlflow", "v2"):
                     url = server.url + paths[key]
                     run_wrk(url, conns, 2, scripts[key], path="")  # warm-up
+                    before = group_cpu_seconds(server.proc.pid)
                     res = run_wrk(url, conns, args.duration, scripts[key], path="")
+                    spent = group_cpu_seconds(server.proc.pid) - before
+                    res["server_cpu_us_per_request"] = spent / max(res["requests"], 1) * 1e6
                     if res["non_2xx"] or res["socket_errors"]:
                         raise SystemExit(f"{key} at {conns} connections had errors: {res}")
                     runs[key].setdefault(conns, []).append(res)
@@ -104,14 +107,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by every process in the process group."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == pgid:  # field 5 of stat: the process group
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total / tick
+
+
 def summarize(runs: dict[str, dict[int, list[dict[str, Any]]]], args: argparse.Namespace) -> str:
     """A markdown table: req/s and p50 of each payload per round, and the ratios."""
     lines = [
         f"one lifecycle serve (1 worker, fast path), {args.rounds} alternating rounds of "
         f"{args.duration}s, one-row requests",
         "",
-        "| connections | MLflow payload req/s | V2 req/s | V2 / MLflow | p50 MLflow / V2 (ms) |",
-        "| --- | --- | --- | --- | --- |",
+        "| connections | MLflow payload req/s | V2 req/s | V2 / MLflow | p50 MLflow / V2 (ms) "
+        "| server CPU µs per request, MLflow / V2 (ratio) |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for conns in (1, 16):
         m = [r["rps"] for r in runs["mlflow"][conns]]
@@ -121,10 +141,14 @@ def summarize(runs: dict[str, dict[int, list[dict[str, Any]]]], args: argparse.N
             f"{a['p50_ms']:.2f} / {b['p50_ms']:.2f}"
             for a, b in zip(runs["mlflow"][conns], runs["v2"][conns], strict=True)
         ]
+        cm = [r["server_cpu_us_per_request"] for r in runs["mlflow"][conns]]
+        cv = [r["server_cpu_us_per_request"] for r in runs["v2"][conns]]
+        cpu = statistics.median(a / b for a, b in zip(cm, cv, strict=True))
         lines.append(
             f"| {conns} | {', '.join(f'{x:.0f}' for x in m)} | {', '.join(f'{x:.0f}' for x in v)}"
             f" | {', '.join(f'{x:.2f}' for x in ratios)} (median {statistics.median(ratios):.2f})"
-            f" | {'; '.join(p50)} |"
+            f" | {'; '.join(p50)} | {statistics.median(cm):.1f} / {statistics.median(cv):.1f}"
+            f" ({cpu:.2f}) |"
         )
     one = statistics.median(
         b["rps"] / a["rps"] for a, b in zip(runs["mlflow"][1], runs["v2"][1], strict=True)

@@ -158,39 +158,31 @@ class ScoringApp:
         self, conn: Connection, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> None:
         """The Open Inference Protocol routes (:mod:`serving.v2`)."""
-        from lifecycle import __version__
-
         scorer = self.scorer
         name = scorer.info.name or "model"
         version = None if scorer.info.version is None else str(scorer.info.version)
-        simple: dict[str, dict[str, Any]] = {
-            "/v2/health/live": {"live": True},
-            "/v2/health/ready": {"ready": True},
-            "/v2": {"name": "mlflow-lifecycle", "version": __version__, "extensions": []},
-        }
-        key = path.rstrip("/") or path
-        if key in simple:
+        route = v2.route(path)
+        if route is None:
+            conn.respond(v2.error(404, f"No V2 route {path}"))
+            return
+        asked_name, asked_version, op = route
+        if asked_name is None:  # server-level: health and metadata
             if method != "GET":
                 conn.respond(v2.error(405, f"Use GET for {path}"))
             else:
-                conn.respond(v2.ok(simple[key]))
+                conn.respond(v2.ok(v2.SERVER_DOCS[op]))
             return
-        m = v2.ROUTE.match(path)
-        if m is None:
-            conn.respond(v2.error(404, f"No V2 route {path}"))
-            return
-        if m["name"] != name or (m["version"] is not None and m["version"] != version):
+        if asked_name != name or (asked_version is not None and asked_version != version):
             served = f"'{name}'" + (f" version {version}" if version else "")
-            asked = f"'{m['name']}'" + (f" version {m['version']}" if m["version"] else "")
+            asked = f"'{asked_name}'" + (f" version {asked_version}" if asked_version else "")
             conn.respond(
                 v2.error(404, f"Model {asked} is not served here; this server serves {served}")
             )
             return
-        op = m["op"]
         wanted = "POST" if op == "/infer" else "GET"
         if method != wanted:
             conn.respond(v2.error(405, f"Use {wanted} for {path}"))
-        elif op is None:
+        elif not op:
             outputs = None
             if scorer.pyfunc_model is not None:
                 outputs = scorer.pyfunc_model.metadata.get_output_schema()

@@ -10,16 +10,18 @@ with a 4xx status, as the protocol specifies.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
+import operator
+import os
 import re
-import uuid
-from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
 import numpy as np
 
+from lifecycle import __version__
 from serving.protocol import Reply
 
 #: MLflow column types -> V2 datatypes.
@@ -39,10 +41,58 @@ _NUMPY = {"FP64": np.float64, "FP32": np.float32, "FP16": np.float16, "INT64": n
 
 _V2_OF_NUMPY = {np.dtype(t): name for name, t in _NUMPY.items() if name != "BOOL"}
 
+#: Ids for requests that sent none: UUID-4-shaped strings, a prefix of 74 random bits per
+#: process, then a counter from a random start: unique without a system call per request.
+_ids: dict[str, Any] = {}
+
+
+def _new_id_source() -> None:
+    r = os.urandom(13)
+    _ids["prefix"] = (
+        f"{r[:4].hex()}-{r[4:6].hex()}-4{r[6:8].hex()[1:]}-{'89ab'[r[8] % 4]}{r[9:11].hex()[1:]}-"
+    )
+    _ids["count"] = itertools.count(int.from_bytes(r[11:13], "big") << 16)
+
+
+_new_id_source()
+os.register_at_fork(after_in_child=_new_id_source)  # a forked worker draws its own
+
+
+def request_id(sent: Any) -> str:
+    """The ``id`` of an answer: the request's own, else a fresh unique one."""
+    if sent is not None:
+        return str(sent)
+    return f"{_ids['prefix']}{next(_ids['count']) % 2**48:012x}"
+
+
 #: /v2/models/NAME[/versions/V][/ready|/infer]
 ROUTE = re.compile(
     r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<op>/ready|/infer)?/?$"
 )
+#: The server-level routes' answers (GET only).
+SERVER_DOCS: dict[str, dict[str, Any]] = {
+    "/v2/health/live": {"live": True},
+    "/v2/health/ready": {"ready": True},
+    "/v2": {"name": "mlflow-lifecycle", "version": __version__, "extensions": []},
+}
+
+
+def route(path: str) -> tuple[str | None, str | None, str] | None:
+    """What a ``/v2`` path asks for: ``(None, None, key of SERVER_DOCS)`` for the server's
+    routes, ``(model name, version or None, "" | "/ready" | "/infer")`` for a model's, None
+    for no V2 route. Cached for short paths: clients repeat the same few."""
+    return _route(path) if len(path) <= 512 else _route.__wrapped__(path)
+
+
+@functools.lru_cache(maxsize=256)
+def _route(path: str) -> tuple[str | None, str | None, str] | None:
+    key = path.rstrip("/") or path
+    if key in SERVER_DOCS:
+        return None, None, key
+    m = ROUTE.match(path)
+    if m is None:
+        return None
+    return m["name"], m["version"], m["op"] or ""
 
 
 def error(status: int, message: str) -> Reply:
@@ -182,12 +232,14 @@ def decode_inputs(obj: Any, columns: list[tuple[str, str]]) -> Any:
     raise ValueError(f"missing input(s) {missing}; expected one per column: {names}")
 
 
-@dataclass(frozen=True)
 class FastInfer:
     """A V2 ``infer`` request queued on the fast path: what its answer needs."""
 
-    name: str
-    obj: dict[str, Any]
+    __slots__ = ("name", "obj")
+
+    def __init__(self, name: str, obj: dict[str, Any]) -> None:
+        self.name = name
+        self.obj = obj
 
 
 #: Datatypes the fast path decodes itself: ``FP64`` (JSON numbers) and ``INT64`` (JSON
@@ -196,25 +248,32 @@ class FastInfer:
 _FAST_TYPES = frozenset({"FP64", "INT64"})
 _NUMBER_TYPES = frozenset({float, int})
 _EXACT_INT = 2**53
+_TOP_KEYS = frozenset({"id", "inputs"})
+_INT_ONLY = {int}
+_NAME = operator.itemgetter("name")
+_DATA = operator.itemgetter("data")
+_SHAPE = operator.itemgetter("shape")
+_DATATYPE = operator.itemgetter("datatype")
 
 
-def _plain_numbers(columns: list[list[Any]], int_only: list[bool]) -> bool:
-    """Whether every value is a JSON number (ints exact in float64; ints only where asked)."""
-    types = set(map(type, chain.from_iterable(columns)))
+def _plain_numbers(flat: list[Any]) -> bool:
+    """Whether every value is a JSON number, integers exact in float64."""
+    types = set(map(type, flat))
     if not types <= _NUMBER_TYPES:
         return False
-    if int in types and any(
-        type(v) is int and not -_EXACT_INT < v < _EXACT_INT for d in columns for v in d
-    ):
-        return False
-    return not any(
-        strict and float in set(map(type, d)) for d, strict in zip(columns, int_only, strict=True)
-    )
+    return int not in types or all(-_EXACT_INT < v < _EXACT_INT for v in flat if type(v) is int)
 
 
 @functools.lru_cache(maxsize=16)
-def _column_set(columns: tuple[str, ...]) -> frozenset[str]:
-    return frozenset(columns)
+def _as_list(columns: tuple[str, ...]) -> list[str]:
+    return list(columns)
+
+
+@functools.lru_cache(maxsize=16)
+def _picker(columns: tuple[str, ...]) -> Any:
+    """A function picking the signature's inputs, in its order, from a dict by name."""
+    pick = operator.itemgetter(*columns)
+    return pick if len(columns) > 1 else lambda d: (pick(d),)
 
 
 def fast_matrix(obj: Any, columns: tuple[str, ...]) -> np.ndarray | None:
@@ -223,78 +282,93 @@ def fast_matrix(obj: Any, columns: tuple[str, ...]) -> np.ndarray | None:
     Decoded as :func:`decode_inputs` decodes it (one tensor per column, ``[N]`` or
     ``[N, 1]``, extra inputs ignored; or one ``[N, len(columns)]`` tensor, flat or nested),
     so the fast path answers what the general path would. Only ``FP64`` numbers and
-    ``INT64`` integers (exact in float64) with finite values, at least one row, no
-    ``parameters`` (a content type could change the decoding) and no top-level key but
-    ``id`` and ``inputs`` qualify; anything else returns None and goes through the general
-    path, errors included.
+    ``INT64`` integers (exact in float64) with finite values, at least one row, shapes of
+    plain integers and no top-level key but ``id`` and ``inputs`` qualify (an input's
+    ``parameters`` are ignored, as :func:`decode_inputs` ignores them); anything else
+    returns None and goes through the general path, errors included.
     """
-    if type(obj) is not dict or not columns or not obj.keys() <= {"id", "inputs"}:
+    if type(obj) is not dict or not columns or not obj.keys() <= _TOP_KEYS:
         return None
     inputs = obj.get("inputs")
     if type(inputs) is not list or not inputs:
         return None
-    named: dict[Any, dict[str, Any]] = {}
-    for inp in inputs:
-        if type(inp) is not dict or "parameters" in inp:
+    try:
+        # One C-level pass per field over the signature's inputs (no Python loop per input).
+        names = list(map(_NAME, inputs))
+        if names == _as_list(columns):  # the signature's order, no extras: the usual request
+            picked = inputs
+        else:
+            picked = _picker(columns)(dict(zip(names, inputs, strict=True)))
+        datas = list(map(_DATA, picked))
+        shapes = list(map(_SHAPE, picked))
+        types = set(map(_DATATYPE, picked))
+        lengths = set(map(len, datas))
+    except (KeyError, TypeError):  # a column without its input, a field missing, unhashable
+        picked = None  # or without a length
+    if picked is not None:
+        if not types <= _FAST_TYPES:
             return None
-        named[inp.get("name")] = inp
-    if named.keys() >= _column_set(columns):
-        values: list[list[Any]] = []
-        int_only: list[bool] = []
-        rows = -1
-        for col in columns:
-            inp = named[col]
-            data, shape, datatype = inp.get("data"), inp.get("shape"), inp.get("datatype")
-            if type(data) is not list or datatype not in _FAST_TYPES:
-                return None
-            n = len(data)
-            if (rows >= 0 and n != rows) or type(shape) is not list or not shape or shape[0] != n:
-                return None
-            if len(shape) != 1 and (len(shape) != 2 or shape[1] != 1):
-                return None
-            rows = n
-            values.append(data)
-            int_only.append(datatype == "INT64")
-        if rows <= 0 or not _plain_numbers(values, int_only):
+        rows = lengths.pop()
+        if lengths or rows <= 0:
             return None
-        flat = np.fromiter(chain.from_iterable(values), dtype=np.float64, count=rows * len(values))
-        matrix = flat.reshape(len(values), rows).T
+        if shapes.count([rows]) + shapes.count([rows, 1]) != len(shapes):
+            return None
+        # Equal in value to [rows] or [rows, 1]; sizes must be ints, not 1.0 or True.
+        if set(map(type, chain.from_iterable(shapes))) != _INT_ONLY:
+            return None
+        # Data that are not lists (text, objects) yield text here, which is refused.
+        flat = list(chain.from_iterable(datas))
+        if not _plain_numbers(flat) or not math.isfinite(sum(flat)):  # NaN, inf (or overflow)
+            return None
+        if "INT64" in types and any(
+            inp["datatype"] == "INT64" and float in set(map(type, d))
+            for inp, d in zip(picked, datas, strict=True)
+        ):
+            return None
+        matrix = np.array(flat, dtype=np.float64)
+        return matrix.reshape(1, -1) if rows == 1 else matrix.reshape(len(datas), rows).T
     elif len(inputs) == 1:
         inp = inputs[0]
+        if type(inp) is not dict:
+            return None
         shape, data, width = inp.get("shape"), inp.get("data"), len(columns)
-        if inp.get("datatype") not in _FAST_TYPES or type(data) is not list or not data:
+        datatype = inp.get("datatype")
+        if type(datatype) is not str or datatype not in _FAST_TYPES:
+            return None
+        if type(data) is not list or not data:
             return None
         if type(data[0]) is list:  # nested rows
             if any(type(r) is not list or len(r) != width for r in data):
                 return None
             data = [v for r in data for v in r]
-        if type(shape) is not list or len(shape) != 2 or shape[1] != width:
+        if type(shape) is not list or len(shape) != 2 or set(map(type, shape)) != _INT_ONLY:
             return None
-        if shape[0] * width != len(data):
+        if shape[1] != width or shape[0] * width != len(data):
             return None
-        if not _plain_numbers([data], [inp.get("datatype") == "INT64"]):
+        if not _plain_numbers(data):
             return None
-        matrix = np.array(data, dtype=np.float64).reshape(shape[0], width)
-    else:
-        return None
-    if not np.isfinite(matrix).all():
-        return None
-    return matrix
+        if datatype == "INT64" and float in set(map(type, data)):
+            return None
+        if not math.isfinite(sum(data)):
+            return None
+        return np.array(data, dtype=np.float64).reshape(shape[0], width)
+    return None
 
 
-def fast_infer_reply(name: str, version: str | None, request_id: Any, preds: Any) -> Reply:
+def fast_infer_reply(name: str, version: str | None, sent_id: Any, preds: Any) -> Reply:
     """:func:`infer_response` for the fast path's predictions (same bytes for a plain
     numeric array; anything else goes through :func:`infer_response`)."""
     if not isinstance(preds, np.ndarray) or preds.ndim != 1 or preds.dtype.kind not in "iuf":
-        return infer_response(name, version, request_id, preds)
+        return infer_response(name, version, sent_id, preds)
     datatype = _V2_OF_NUMPY.get(preds.dtype)
     if datatype is None or (preds.dtype.kind == "f" and not np.isfinite(preds).all()):
-        return infer_response(name, version, request_id, preds)
-    rid = str(request_id) if request_id is not None else str(uuid.uuid4())
+        return infer_response(name, version, sent_id, preds)
+    # A generated id is hex and dashes: no escaping needed.
+    rid = json.dumps(str(sent_id)) if sent_id is not None else f'"{request_id(None)}"'
     # json.dumps of the same document, its constant parts rendered once per model.
     head = _head(name, version)
     body = (
-        f'{head}{json.dumps(rid)}, "parameters": {{"content_type": "np"}}, "outputs": '
+        f'{head}{rid}, "parameters": {{"content_type": "np"}}, "outputs": '
         f'[{{"name": "output-1", "shape": [{len(preds)}, 1], "datatype": "{datatype}", '
         f'"data": {json.dumps(preds.tolist())}, "parameters": {{"content_type": "np"}}}}]}}'
     )
@@ -360,12 +434,12 @@ def encode_outputs(predictions: Any) -> tuple[list[dict[str, Any]], dict[str, An
     return [_tensor("output-1", predictions)], {"content_type": "np"}
 
 
-def infer_response(name: str, version: str | None, request_id: Any, predictions: Any) -> Reply:
+def infer_response(name: str, version: str | None, sent_id: Any, predictions: Any) -> Reply:
     """The ``infer`` answer."""
     doc: dict[str, Any] = {
         "model_name": name,
         "model_version": version,
-        "id": str(request_id) if request_id is not None else str(uuid.uuid4()),
+        "id": request_id(sent_id),
     }
     outputs, parameters = encode_outputs(predictions)
     doc["parameters"] = parameters

@@ -45,13 +45,25 @@ def per_column(draw: st.DrawFn) -> dict[str, Any]:
                        "datatype": "INT64" if ints else "FP64", "data": data})  # fmt: skip
     if draw(st.booleans()):
         t = inputs[draw(st.integers(0, len(inputs) - 1))]
-        mutation = draw(st.integers(0, 5))
+        mutation = draw(st.integers(0, 9))
         if mutation == 0:
             t["datatype"] = draw(datatypes)
+        elif mutation == 6:
+            t[draw(st.sampled_from(["name", "datatype"]))] = ["not", "hashable"]
+        elif mutation == 7:
+            del t[draw(st.sampled_from(["name", "shape", "datatype", "data"]))]
+        elif mutation == 8:
+            inputs[inputs.index(t)] = [t]  # an input that is not an object
+        elif mutation == 9:
+            t["data"] = draw(st.sampled_from(["a" * rows, {"x": 1}, 1.5, None, [[1.0]] * rows]))
         elif mutation == 1:
             t["data"][0] = draw(values)
         elif mutation == 2:
-            t["shape"] = draw(st.sampled_from([[1, rows], [rows, 2], [rows + 1], []]))
+            t["shape"] = draw(
+                st.sampled_from(
+                    [[1, rows], [rows, 2], [rows + 1], [], [float(rows)], [rows, 1.0], [True]]
+                )
+            )
         elif mutation == 3:
             t["parameters"] = {"content_type": "np"}
         elif mutation == 4:
@@ -65,10 +77,19 @@ def per_column(draw: st.DrawFn) -> dict[str, Any]:
 def one_matrix(draw: st.DrawFn) -> dict[str, Any]:
     rows = draw(st.integers(min_value=0, max_value=3))
     data = draw(st.lists(values, min_size=rows * 3, max_size=rows * 3))
-    shape = draw(st.sampled_from([[rows, 3], [rows, 3], [3, rows], [rows * 3]]))
+    shape = draw(
+        st.sampled_from(
+            [[rows, 3], [rows, 3], [3, rows], [rows * 3], [float(rows), 3], [rows, 3.0]]
+        )
+    )
     if draw(st.booleans()) and rows:
         data = [data[i * 3 : i * 3 + 3] for i in range(rows)]
-    return {"inputs": [{"name": "x", "shape": shape, "datatype": draw(datatypes), "data": data}]}
+    inp: dict[str, Any] = {"name": "x", "shape": shape, "datatype": draw(datatypes), "data": data}
+    if draw(st.integers(0, 9)) == 0:
+        inp["datatype"] = ["FP64"]  # unhashable
+    if draw(st.integers(0, 9)) == 0:
+        inp["parameters"] = {"content_type": "np"}
+    return {"inputs": [inp] if draw(st.integers(0, 9)) else [[inp]]}
 
 
 def _general(obj: dict[str, Any]) -> np.ndarray | None:
