@@ -191,6 +191,11 @@ class ScoringApp:
             ready = scorer.fast is not None or scorer.general_ready.is_set()
             conn.respond(v2.ok({"name": name, "ready": ready}))
         else:
+            if scorer.fast is not None:
+                found = v2.fast_request(body, scorer.columns)  # the usual body, typed
+                if found is not None:
+                    self._queue_fast(conn, scorer, found[0], v2.FastInfer(name, found[1], body))
+                    return
             try:
                 obj = decode_json_object(body)
             except TooDeeplyNested as exc:
@@ -202,7 +207,8 @@ class ScoringApp:
             if scorer.fast is not None:
                 matrix = v2.fast_matrix(obj, scorer.columns)
                 if matrix is not None:
-                    self._queue_fast(conn, scorer, matrix, v2.FastInfer(name, obj))
+                    wrap = v2.FastInfer(name, obj.get("id"), body)
+                    self._queue_fast(conn, scorer, matrix, wrap)
                     return
             self._offload(conn, scorer, scorer.v2_infer, name, obj)
 
@@ -325,9 +331,7 @@ class ScoringApp:
             offset += n
             self.metrics.fast += 1
             if isinstance(wrap, v2.FastInfer):
-                reply = v2.fast_infer_reply(
-                    wrap.name, scorer.info.version, wrap.obj.get("id"), part
-                )
+                reply = v2.fast_infer_reply(wrap.name, scorer.info.version, wrap.sent_id, part)
             else:
                 reply = Reply(200, render_predictions(part, wrap))
             conn.respond(reply, header)
@@ -340,7 +344,9 @@ class ScoringApp:
         import pandas as pd
 
         if isinstance(wrap, v2.FastInfer):
-            self._offload(conn, scorer, scorer.v2_infer, wrap.name, wrap.obj)
+            # The body decoded before (fast_request's msgspec accepts only valid JSON).
+            obj = decode_json_object(wrap.body)
+            self._offload(conn, scorer, scorer.v2_infer, wrap.name, obj)
             return
 
         frame = pd.DataFrame(matrix, columns=list(scorer.columns))

@@ -24,8 +24,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import numpy as np
-import orjson
 
 logger = logging.getLogger(__name__)
 
@@ -58,31 +58,26 @@ class TooDeeplyNested(ValueError):
     """A JSON body nested deeper than the decoder can follow (answered 400)."""
 
 
-#: Every digit as "0", to find 19 digits in a row (an integer orjson might read as a float,
-#: or a long fraction) with one C-level scan (a regex takes 6x longer).
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_LONG_DIGITS = b"0" * 19
+_DECODER = msgspec.json.Decoder()
 
 
 def decode_json_object(body: bytes) -> dict[str, Any] | None:
     """The body as a JSON object, or None when it is not one (the general path decides).
 
-    Decoded as :func:`json.loads` decodes it (what MLflow's scoring server uses): orjson
-    parses first (3-4x faster), and whatever it refuses or might read differently goes to
-    :func:`json.loads` — a body orjson rejects (NaN/Infinity literals, lone surrogates, a
-    byte-order mark, UTF-16, nesting past 1024, errors), and a body holding 19 digits in a
-    row (orjson turns integers beyond 64 bits into floats; json.loads keeps them exact).
+    Decoded as :func:`json.loads` decodes it (what MLflow's scoring server uses): msgspec
+    parses first (2-4x faster; integers of any size stay exact, as in json.loads), and what
+    it refuses goes to :func:`json.loads` — NaN/Infinity literals, numbers past float64's
+    range, lone surrogates, a byte-order mark, UTF-16, and errors.
 
     Raises:
         TooDeeplyNested: arrays or objects nested past the decoder's recursion limit.
     """
-    if _LONG_DIGITS not in body.translate(_DIGITS_AS_ZERO):
-        try:
-            obj = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            pass
-        else:
-            return obj if type(obj) is dict else None
+    try:
+        obj = _DECODER.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        pass
+    else:
+        return obj if type(obj) is dict else None
     try:
         obj = json.loads(body)
     except RecursionError:

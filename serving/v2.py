@@ -19,6 +19,7 @@ import re
 from itertools import chain
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from lifecycle import __version__
@@ -233,13 +234,15 @@ def decode_inputs(obj: Any, columns: list[tuple[str, str]]) -> Any:
 
 
 class FastInfer:
-    """A V2 ``infer`` request queued on the fast path: what its answer needs."""
+    """A V2 ``infer`` request queued on the fast path: what its answer needs (the body is
+    decoded again only if the fast path cannot answer after all)."""
 
-    __slots__ = ("name", "obj")
+    __slots__ = ("body", "name", "sent_id")
 
-    def __init__(self, name: str, obj: dict[str, Any]) -> None:
+    def __init__(self, name: str, sent_id: Any, body: bytes) -> None:
         self.name = name
-        self.obj = obj
+        self.sent_id = sent_id
+        self.body = body
 
 
 #: Datatypes the fast path decodes itself: ``FP64`` (JSON numbers) and ``INT64`` (JSON
@@ -276,6 +279,91 @@ def _picker(columns: tuple[str, ...]) -> Any:
     return pick if len(columns) > 1 else lambda d: (pick(d),)
 
 
+def _column_matrix(
+    datas: list[Any], shapes: list[Any], types: list[Any], int_shapes: bool = False
+) -> np.ndarray | None:
+    """The matrix of one tensor per column (in column order), or None unless each is a
+    plain numeric ``FP64``/``INT64`` ``[rows]`` or ``[rows, 1]`` tensor of the same rows
+    (``int_shapes``: the shapes' sizes are known to be ints)."""
+    try:
+        kinds = set(types)
+        lengths = set(map(len, datas))
+    except TypeError:  # an unhashable datatype, data without a length
+        return None
+    if not kinds <= _FAST_TYPES:
+        return None
+    rows = lengths.pop()
+    if lengths or rows <= 0:
+        return None
+    if shapes.count([rows]) + shapes.count([rows, 1]) != len(shapes):
+        return None
+    # Equal in value to [rows] or [rows, 1]; sizes must be ints, not 1.0 or True.
+    if not int_shapes and set(map(type, chain.from_iterable(shapes))) != _INT_ONLY:
+        return None
+    # Data that are not lists (text, objects) yield text here, which is refused.
+    flat = list(chain.from_iterable(datas))
+    if not _plain_numbers(flat) or not math.isfinite(sum(flat)):  # NaN, inf (or overflow)
+        return None
+    if "INT64" in kinds and any(
+        t == "INT64" and float in set(map(type, d)) for t, d in zip(types, datas, strict=True)
+    ):
+        return None
+    matrix = np.array(flat, dtype=np.float64)
+    return matrix.reshape(1, -1) if rows == 1 else matrix.reshape(len(datas), rows).T
+
+
+class _Input(msgspec.Struct, gc=False):
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[int | float]
+
+
+class _Request(msgspec.Struct, gc=False, forbid_unknown_fields=True):
+    inputs: list[_Input]
+    id: str | None = None
+
+
+#: The usual ``infer`` request, typed: decoded straight into slotted objects (no dicts),
+#: with every type checked by msgspec; any other request fails here and is decoded as JSON.
+_REQUEST = msgspec.json.Decoder(_Request)
+_ATTR_NAME = operator.attrgetter("name")
+_ATTR_DATA = operator.attrgetter("data")
+_ATTR_SHAPE = operator.attrgetter("shape")
+_ATTR_TYPE = operator.attrgetter("datatype")
+
+
+def fast_request(body: bytes, columns: tuple[str, ...]) -> tuple[np.ndarray, Any] | None:
+    """``(matrix, the request's id)`` for the usual plain numeric ``infer`` body — one
+    ``FP64``/``INT64`` tensor per column, string names, ``id`` a string or absent — decoded
+    from the bytes without building the JSON document; None for anything else, which
+    :func:`fast_matrix` or the general path then decode. Same matrix as :func:`fast_matrix`
+    of the same request (msgspec keeps integers exact and refuses what json.loads reads
+    differently: NaN literals, numbers past float64, lone surrogates)."""
+    if not columns:
+        return None
+    try:
+        req = _REQUEST.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        return None
+    inputs = req.inputs
+    if not inputs:
+        return None
+    names = list(map(_ATTR_NAME, inputs))
+    if names == _as_list(columns):
+        picked = inputs
+    else:
+        try:
+            picked = _picker(columns)(dict(zip(names, inputs, strict=True)))
+        except KeyError:
+            return None
+    datas = list(map(_ATTR_DATA, picked))
+    shapes = list(map(_ATTR_SHAPE, picked))
+    # msgspec checked the shapes: list[int] takes no 1.0 and no true.
+    matrix = _column_matrix(datas, shapes, list(map(_ATTR_TYPE, picked)), int_shapes=True)
+    return None if matrix is None else (matrix, req.id)
+
+
 def fast_matrix(obj: Any, columns: tuple[str, ...]) -> np.ndarray | None:
     """A float64 matrix in ``columns`` order from a plain numeric ``infer`` request, or None.
 
@@ -301,33 +389,12 @@ def fast_matrix(obj: Any, columns: tuple[str, ...]) -> np.ndarray | None:
             picked = _picker(columns)(dict(zip(names, inputs, strict=True)))
         datas = list(map(_DATA, picked))
         shapes = list(map(_SHAPE, picked))
-        types = set(map(_DATATYPE, picked))
-        lengths = set(map(len, datas))
+        types = list(map(_DATATYPE, picked))
     except (KeyError, TypeError):  # a column without its input, a field missing, unhashable
-        picked = None  # or without a length
+        picked = None
     if picked is not None:
-        if not types <= _FAST_TYPES:
-            return None
-        rows = lengths.pop()
-        if lengths or rows <= 0:
-            return None
-        if shapes.count([rows]) + shapes.count([rows, 1]) != len(shapes):
-            return None
-        # Equal in value to [rows] or [rows, 1]; sizes must be ints, not 1.0 or True.
-        if set(map(type, chain.from_iterable(shapes))) != _INT_ONLY:
-            return None
-        # Data that are not lists (text, objects) yield text here, which is refused.
-        flat = list(chain.from_iterable(datas))
-        if not _plain_numbers(flat) or not math.isfinite(sum(flat)):  # NaN, inf (or overflow)
-            return None
-        if "INT64" in types and any(
-            inp["datatype"] == "INT64" and float in set(map(type, d))
-            for inp, d in zip(picked, datas, strict=True)
-        ):
-            return None
-        matrix = np.array(flat, dtype=np.float64)
-        return matrix.reshape(1, -1) if rows == 1 else matrix.reshape(len(datas), rows).T
-    elif len(inputs) == 1:
+        return _column_matrix(datas, shapes, types)
+    if len(inputs) == 1:
         inp = inputs[0]
         if type(inp) is not dict:
             return None

@@ -1,6 +1,7 @@
-"""The scoring server decodes JSON bodies with orjson first: whatever it returns must be what
-:func:`json.loads` (MLflow's decoder) returns for the same bytes, including where orjson
-reads differently (integers past 64 bits, NaN literals, surrogates, a byte-order mark)."""
+"""The scoring server decodes JSON bodies with msgspec first: whatever it returns must be what
+:func:`json.loads` (MLflow's decoder) returns for the same bytes, including what msgspec
+refuses (NaN literals, numbers past float64, surrogates, a byte-order mark, UTF-16) and
+integers of any size."""
 
 from __future__ import annotations
 
@@ -82,10 +83,10 @@ def test_number_literals_decode_to_the_same_value(literal: str) -> None:
 @pytest.mark.parametrize(
     "body",
     [
-        b'{"a": 18446744073709551616}',  # past 64 bits: orjson would give a float
+        b'{"a": 18446744073709551616}',  # past 64 bits: stays an exact int
         b'{"a": -9223372036854775809}',
         b'{"a": 9223372036854775808}',
-        b'{"a": NaN, "b": [Infinity, -Infinity]}',  # orjson refuses these literals
+        b'{"a": NaN, "b": [Infinity, -Infinity]}',  # msgspec refuses these literals
         b'{"a": 1E400}',
         b'{"a": "\\ud800"}',  # a lone surrogate
         b'\xef\xbb\xbf{"a": 1}',  # a byte-order mark
@@ -99,5 +100,5 @@ def test_number_literals_decode_to_the_same_value(literal: str) -> None:
         b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # too deep for either decoder
     ],
 )
-def test_bodies_orjson_reads_differently_decode_as_json_loads(body: bytes) -> None:
+def test_bodies_msgspec_refuses_decode_as_json_loads(body: bytes) -> None:
     _check(body)

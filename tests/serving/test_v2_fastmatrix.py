@@ -4,10 +4,11 @@ fast answer's bytes equal the general encoder's for the same predictions."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
-from hypothesis import event, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from serving import v2
@@ -118,6 +119,43 @@ def test_the_fast_decoder_takes_only_what_it_decodes_like_the_general_path(
     np.testing.assert_array_equal(fast, general)
 
 
+def _typed_case(shape: list[Any], datatype: str = "FP64", data: list[Any] | None = None) -> Any:
+    return {"inputs": [
+        {"name": c, "shape": shape, "datatype": datatype, "data": data or [1.5]} for c in COLUMNS
+    ]}  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(per_column(), one_matrix()), st.one_of(st.none(), st.text(max_size=3), st.integers())
+)
+@example(_typed_case([1.0]), None)  # sizes that equal 1 but are not integers
+@example(_typed_case([True]), None)
+@example(_typed_case([1, 1.0]), "a")
+@example(_typed_case([1], "INT64", [1.0]), None)  # an INT64 tensor holding a float
+@example(_typed_case([1], "FP64", [2**60 + 1]), None)  # an integer not exact in float64
+def test_the_typed_decoder_takes_only_what_it_decodes_like_the_general_path(
+    obj: dict[str, Any], rid: Any
+) -> None:
+    """``fast_request`` reads the bytes (msgspec, typed): whenever it takes a request, its
+    matrix is the general path's for the JSON that json.loads makes of the same bytes, and
+    the id is the request's."""
+    if rid is not None:
+        obj = {"id": rid, **obj}
+    body = json.dumps(obj).encode()
+    found = v2.fast_request(body, COLUMNS)
+    event(f"typed fast path: {found is not None}")
+    if found is None:
+        return
+    general = _general(json.loads(body))
+    assert general is not None, obj
+    matrix, sent_id = found
+    assert matrix.dtype == np.float64 and np.isfinite(matrix).all()
+    np.testing.assert_array_equal(matrix, general)
+    assert sent_id == rid
+    np.testing.assert_array_equal(matrix, v2.fast_matrix(json.loads(body), COLUMNS))
+
+
 @given(
     st.one_of(
         st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=5),
@@ -146,3 +184,18 @@ def test_the_fast_decoder_takes_the_common_requests() -> None:
         fast = v2.fast_matrix(obj, COLUMNS)
         assert fast is not None, obj
         np.testing.assert_array_equal(fast, _general(obj))
+    for obj in (per_col, ints):  # the typed decoder takes the per-column form
+        found = v2.fast_request(json.dumps(obj).encode(), COLUMNS)
+        assert found is not None, obj
+        np.testing.assert_array_equal(found[0], _general(obj))
+    # The body's own bytes decide: a NaN literal or a huge integer is not taken.
+    nan_body = (
+        b'{"inputs": ['
+        + b", ".join(
+            b'{"name": "%s", "shape": [1], "datatype": "FP64", "data": [%s]}' % (c.encode(), v)
+            for c, v in zip(COLUMNS, [b"NaN", b"1", b"2"], strict=True)
+        )
+        + b"]}"
+    )
+    assert v2.fast_request(nan_body, COLUMNS) is None
+    assert v2.fast_request(nan_body.replace(b"NaN", b"1" * 30), COLUMNS) is None
