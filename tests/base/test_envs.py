@@ -9,6 +9,7 @@ package index once per machine and kept (like every other install ``make test`` 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,27 @@ def test_model_whose_requirement_is_missing_here_runs_in_its_own_environment(
     assert got["n"].tolist() == ["int", "int", "int"]
     np.testing.assert_array_equal(got["scale"].to_numpy(), [2.0, 5.0, np.nan])
     worker_of(model).close()  # type: ignore[union-attr]
+
+
+def test_closing_a_worker_does_not_wait_for_its_slow_teardown(
+    toy_model: Path, wheelhouse: Path, env_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker asked to close whose interpreter teardown takes long (AutoML's takes ~2 s)
+    is killed after a short grace: the command that used it ends now, and no process is
+    left behind."""
+    args = ["env", "prepare", str(toy_model), "--find-links", str(wheelhouse)]
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    monkeypatch.setenv("TOY_SLOW_EXIT_S", "60")
+    model = load_pyfunc(str(toy_model))
+    worker = worker_of(model)
+    assert worker is not None and worker.pid is not None
+    assert model.predict(pd.DataFrame({"x": [1.0]}))["x"].tolist() == ["float"]
+    proc = worker._proc
+    assert proc is not None
+    started = time.monotonic()
+    worker.close()
+    assert time.monotonic() - started < 5  # not the 60 s teardown (nor a 10 s timeout)
+    assert proc.poll() is not None  # exited and reaped
 
 
 def test_local_env_manager_loads_here_and_fails_on_the_missing_module(
