@@ -16,6 +16,7 @@ import math
 import operator
 import os
 import re
+from collections.abc import Sequence
 from itertools import chain
 from typing import Any
 
@@ -272,6 +273,19 @@ def _as_list(columns: tuple[str, ...]) -> list[str]:
     return list(columns)
 
 
+def _in_column_order(names: list[Any], inputs: Sequence[Any], columns: tuple[str, ...]) -> Any:
+    """The inputs named by the signature's columns, in its order (extras dropped; the last
+    of a repeated name wins, as in a JSON object).
+
+    Raises:
+        KeyError: a column without its input.
+        TypeError: an unhashable name.
+    """
+    if names == _as_list(columns):  # the signature's order, no extras: the usual request
+        return inputs
+    return _picker(columns)(dict(zip(names, inputs, strict=True)))
+
+
 @functools.lru_cache(maxsize=16)
 def _picker(columns: tuple[str, ...]) -> Any:
     """A function picking the signature's inputs, in its order, from a dict by name."""
@@ -349,14 +363,10 @@ def fast_request(body: bytes, columns: tuple[str, ...]) -> tuple[np.ndarray, Any
     inputs = req.inputs
     if not inputs:
         return None
-    names = list(map(_ATTR_NAME, inputs))
-    if names == _as_list(columns):
-        picked = inputs
-    else:
-        try:
-            picked = _picker(columns)(dict(zip(names, inputs, strict=True)))
-        except KeyError:
-            return None
+    try:
+        picked = _in_column_order(list(map(_ATTR_NAME, inputs)), inputs, columns)
+    except KeyError:
+        return None
     datas = list(map(_ATTR_DATA, picked))
     shapes = list(map(_ATTR_SHAPE, picked))
     # msgspec checked the shapes: list[int] takes no 1.0 and no true.
@@ -382,11 +392,7 @@ def fast_matrix(obj: Any, columns: tuple[str, ...]) -> np.ndarray | None:
         return None
     try:
         # One C-level pass per field over the signature's inputs (no Python loop per input).
-        names = list(map(_NAME, inputs))
-        if names == _as_list(columns):  # the signature's order, no extras: the usual request
-            picked = inputs
-        else:
-            picked = _picker(columns)(dict(zip(names, inputs, strict=True)))
+        picked = _in_column_order(list(map(_NAME, inputs)), inputs, columns)
         datas = list(map(_DATA, picked))
         shapes = list(map(_SHAPE, picked))
         types = list(map(_DATATYPE, picked))
