@@ -77,6 +77,7 @@ bench: $(VENV)/.all
 	  && $(EXPORT_IMPORT_VENV)/bin/pip install --quiet mlflow-export-import-v2; }
 	$(BIN)/python -m bench.bench_promote --mb 50 --export-import-bin $(EXPORT_IMPORT_VENV)/bin
 	$(BIN)/python -m bench.bench_batch --rows 1000000 5000000 --models logreg rf
+	$(BIN)/python -m bench.bench_budget --rows 5000000 10000000 --models logreg rf
 
 clean:
 	rm -rf $(VENV) .lifecycle .pytest_cache .mypy_cache .ruff_cache
