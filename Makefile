@@ -24,7 +24,7 @@ $(VENV)/.all: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.demo
 	$(BIN)/lifecycle demo
 
-# The demo's shipped Designer/AutoML sample artifacts (lifecycle/cli/demo_data/), rebuilt
+# The demo's shipped Designer/AutoML sample artifacts (lifecycle/cli/demo-data/), rebuilt
 # with the test suite's origin builders.
 demo-data: $(VENV)/.all
 	$(BIN)/python tests/support/make_demo_data.py

@@ -18,7 +18,7 @@ def _modules() -> list[Path]:
         p
         for pkg in PACKAGES
         for p in (ROOT / pkg).rglob("*.py")
-        if "demo_data" not in p.parts  # shipped sample artifacts, not toolkit code
+        if "demo-data" not in p.parts  # shipped sample artifacts, not toolkit code
     )
 
 

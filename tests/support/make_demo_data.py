@@ -1,5 +1,5 @@
 """Regenerate the demo's shipped Designer and AutoML sample artifacts
-(``lifecycle/cli/demo_data/``): ``make demo-data``.
+(``lifecycle/cli/demo-data/``): ``make demo-data``.
 
 The demo must run from an installed wheel, so it cannot build these with the test suite's
 builders at run time; it copies these files instead. Designer: the real binary logistic
@@ -18,13 +18,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-DEST = ROOT / "lifecycle" / "cli" / "demo_data"
+DEST = ROOT / "lifecycle" / "cli" / "demo-data"
 REAL_DESIGNER = ROOT / "tests" / "fixtures" / "real" / "designer" / "binary_logreg"
 REAL_AUTOML = ROOT / "tests" / "fixtures" / "real" / "automl" / "classification_lightgbm"
 
 
 def main() -> None:
-    """Rebuild ``demo_data/{designer,automl}``: the artifact folder and ``holdout.parquet``."""
+    """Rebuild ``demo-data/{designer,automl}``: the artifact folder and ``holdout.parquet``."""
     import pandas as pd
 
     dest = DEST / "designer"
