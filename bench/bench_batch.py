@@ -17,14 +17,20 @@ Usage::
 
     python -m bench.bench_batch --rows 1000000 5000000 --models logreg rf
     python -m bench.bench_batch --rows 10000000 --models logreg --only engine   # RSS check
+    # issue #20: three rounds in each memory state (kept: root, see bench/memory_state.py)
+    python -m bench.bench_batch --rows 5000000 10000000 --models logreg rf \
+        --only engine mlflow --rounds 3 --memory as-is kept --kept-gib 8
+    python -m bench.bench_batch --summarize bench/results/batch-20261203T233612.json
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -189,21 +195,56 @@ def measure(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> dic
     }
 
 
+def _tools(
+    py: str, mdir: str, data: Path, workdir: Path, workers: int | None
+) -> dict[str, list[str]]:
+    """The command line of each tool for one model and input."""
+    mlflow_bin = str(Path(py).parent / "mlflow")
+    engine = [py, "-m", "lifecycle", "score", mdir, str(data), "-o", str(workdir / "out-engine.csv"),
+              "--keep-columns", "id", *(["--workers", str(workers)] if workers else [])]  # fmt: skip
+    return {
+        "engine (cold)": engine,
+        "engine (warm)": engine,
+        "mlflow models predict": [mlflow_bin, "models", "predict", "-m", mdir, "-i", str(data), "-t", "csv", "-o", str(workdir / "out-mlflow.json"), "--env-manager", "local"],
+        "in-process pandas": [py, "-c", IN_PROCESS, mdir, str(data), str(workdir / "out-pandas.csv")],
+        "floor (pyarrow.csv + estimator.predict)": [py, "-c", FLOOR, mdir, str(data)],
+        "floor streamed (pyarrow.csv batches + estimator.predict)": [py, "-c", FLOOR_STREAMING, mdir, str(data)],
+    }  # fmt: skip
+
+
+def _order(tools: list[str], round_no: int) -> list[str]:
+    """Odd rounds run MLflow's tool before ours, even rounds after (no tool always goes
+    first); the engine's cold run always precedes its warm run (it fills the cache)."""
+    if round_no % 2 == 0:
+        return tools
+    first = [t for t in tools if not t.startswith("engine")]
+    return first + [t for t in tools if t.startswith("engine")]
+
+
 def run(
     rows_list: list[int],
     models: list[str],
     only: list[str],
     workdir: Path,
     workers: int | None = None,
+    rounds: int = 1,
+    memory: list[str] | None = None,
+    kept_gib: float = 12.0,
 ) -> list[dict[str, Any]]:
-    """Run every (size, model, tool) once; return the result rows."""
+    """Run every (size, model, tool) ``rounds`` times in each memory state; the result rows.
+
+    Rounds interleave the memory states (as-is, kept, as-is, ...) so a drift of the machine
+    over the hour touches both alike. In every state each tool starts after the machine has
+    had time to hand freed memory back (``memory_state.SETTLE_S``), so no tool reuses what
+    the previous one freed.
+    """
+    from bench.memory_state import SETTLE_S, kept_memory, probe
+
     py = sys.executable
-    mlflow_bin = str(Path(py).parent / "mlflow")
     env = {**os.environ, "PATH": f"{Path(py).parent}:{os.environ.get('PATH', '')}"}
     env["PYTHONPATH"] = str(ROOT)
     model_dirs = make_models(workdir)
     cache = Path(tempfile.mkdtemp(prefix="bench-batch-cache-"))
-    results = []
     for rows in rows_list:
         data = workdir / f"in-{rows}.csv"
         if not data.exists():
@@ -213,51 +254,72 @@ def run(
                 f"# generated {data.name} ({data.stat().st_size >> 20} MB) in {time.perf_counter() - t:.0f} s",
                 flush=True,
             )
-        for model in models:
-            mdir = str(model_dirs[model])
-            engine = [
-                py,
-                "-m",
-                "lifecycle",
-                "score",
-                mdir,
-                str(data),
-                "-o",
-                str(workdir / "out-engine.csv"),
-                "--keep-columns",
-                "id",
-                *(["--workers", str(workers)] if workers else []),
-            ]
-            tools = {
-                "engine (cold)": engine,
-                "engine (warm)": engine,
-                "mlflow models predict": [mlflow_bin, "models", "predict", "-m", mdir, "-i", str(data), "-t", "csv", "-o", str(workdir / "out-mlflow.json"), "--env-manager", "local"],
-                "in-process pandas": [py, "-c", IN_PROCESS, mdir, str(data), str(workdir / "out-pandas.csv")],
-                "floor (pyarrow.csv + estimator.predict)": [py, "-c", FLOOR, mdir, str(data)],
-                "floor streamed (pyarrow.csv batches + estimator.predict)": [py, "-c", FLOOR_STREAMING, mdir, str(data)],
-            }  # fmt: skip
-            for tool, cmd in tools.items():
-                if only and not any(tool.startswith(o) for o in only):
-                    continue
-                if tool == "engine (cold)":
-                    shutil.rmtree(cache, ignore_errors=True)
-                load = round(os.getloadavg()[0], 2)
-                res = measure(cmd, workdir, {**env, "LIFECYCLE_CACHE_DIR": str(cache)})
-                label = (
-                    f"{tool} workers={workers}" if tool.startswith("engine") and workers else tool
-                )
-                res.update(
-                    rows=rows,
-                    model=model,
-                    tool=label,
-                    rows_per_s=round(rows / res["wall_s"]),
-                    load_avg_1m=load,
-                )
-                print(json.dumps(res), flush=True)
-                results.append(res)
-                for out in workdir.glob("out-*"):
-                    out.unlink()
+    results = []
+    for round_no in range(rounds):
+        for state in memory or ["as-is"]:
+            keep = kept_memory(kept_gib) if state == "kept" else contextlib.nullcontext({})
+            with keep as kept:
+                machine = {**probe(), **kept}
+                print(f"# round {round_no + 1}, memory {state}: {json.dumps(machine)}", flush=True)
+                for rows in rows_list:
+                    data = workdir / f"in-{rows}.csv"
+                    for model in models:
+                        tools = _tools(py, str(model_dirs[model]), data, workdir, workers)
+                        names = [t for t in tools if not only or any(t.startswith(o) for o in only)]
+                        for tool in _order(names, round_no):
+                            if tool == "engine (cold)":
+                                shutil.rmtree(cache, ignore_errors=True)
+                            time.sleep(SETTLE_S)
+                            load = round(os.getloadavg()[0], 2)
+                            res = measure(
+                                tools[tool], workdir, {**env, "LIFECYCLE_CACHE_DIR": str(cache)}
+                            )
+                            label = (
+                                f"{tool} workers={workers}"
+                                if tool.startswith("engine") and workers
+                                else tool
+                            )
+                            res.update(rows=rows, model=model, tool=label,
+                                       rows_per_s=round(rows / res["wall_s"]), load_avg_1m=load,
+                                       round=round_no + 1, memory=state,
+                                       touch_s_per_gib=machine["touch_s_per_gib"])  # fmt: skip
+                            print(json.dumps(res), flush=True)
+                            results.append(res)
+                            for out in workdir.glob("out-*"):
+                                out.unlink()
     return results
+
+
+def summary(results: list[dict[str, Any]]) -> str:
+    """Medians over rounds per memory state: wall time (min-max), ratios of the medians
+    against ``mlflow models predict`` and the range of the per-round (paired) ratios."""
+    lines = [
+        "| memory | rows | model | tool | rounds | wall s median (min-max) | peak RSS MB median | speed vs mlflow predict (medians) | per-round ratios min-max | RSS vs mlflow predict |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]  # fmt: skip
+    groups: dict[tuple[str, int, str, str], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r.get("memory", "as-is"), r["rows"], r["model"], r["tool"]), []).append(
+            r
+        )
+    for (state, rows, model, tool), runs in groups.items():
+        ref = groups.get((state, rows, model, "mlflow models predict"), [])
+        wall = statistics.median(r["wall_s"] for r in runs)
+        rss = statistics.median(r["peak_rss_mb"] for r in runs)
+        line = f"| {state} | {rows:,} | {model} | {tool} | {len(runs)} | {wall:.2f} ({min(r['wall_s'] for r in runs)}-{max(r['wall_s'] for r in runs)}) | {rss:.0f} |"
+        if ref:
+            ref_wall = statistics.median(r["wall_s"] for r in ref)
+            ref_rss = statistics.median(r["peak_rss_mb"] for r in ref)
+            by_round = {r.get("round"): r["wall_s"] for r in ref}
+            paired = [
+                by_round[r.get("round")] / r["wall_s"] for r in runs if r.get("round") in by_round
+            ]
+            spread = f"{min(paired):.2f}x-{max(paired):.2f}x" if paired else "-"
+            line += f" {ref_wall / wall:.2f}x | {spread} | {rss / ref_rss:.2f} |"
+        else:
+            line += " - | - | - |"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -307,15 +369,42 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=None, help="engine --workers (default: all cores)"
     )
+    parser.add_argument("--rounds", type=int, default=1, help="times each tool runs per state")
+    parser.add_argument(
+        "--memory",
+        nargs="+",
+        default=["as-is"],
+        choices=["as-is", "kept"],
+        help="memory states to measure in (kept: free page reporting off, root; see "
+        "bench/memory_state.py)",
+    )
+    parser.add_argument(
+        "--kept-gib", type=float, default=12.0, help="memory touched once for the kept state"
+    )
+    parser.add_argument(
+        "--summarize", default=None, help="print the summary of an earlier result file and exit"
+    )
     args = parser.parse_args()
+    if args.summarize:
+        print(summary(json.loads(Path(args.summarize).read_text())))
+        return
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-batch-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    results = run(args.rows, args.models, args.only, workdir, args.workers)
+    results = run(
+        args.rows,
+        args.models,
+        args.only,
+        workdir,
+        args.workers,
+        rounds=args.rounds,
+        memory=args.memory,
+        kept_gib=args.kept_gib,
+    )
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     (out / f"batch-{stamp}.json").write_text(json.dumps(results, indent=2))
-    print(table(results))
+    print(table(results) if args.rounds == 1 and len(args.memory) == 1 else summary(results))
 
 
 if __name__ == "__main__":
