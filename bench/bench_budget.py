@@ -20,11 +20,15 @@ ratio reachable here. ``lifecycle score`` itself (warm: its verdict cached by a 
 timed in the same run for comparison. Usage::
 
     python -m bench.bench_budget --rows 5000000 10000000 --models logreg rf --workdir /tmp/bb
+    # on memory the guest keeps, as on an ordinary machine (root; bench/memory_state.py)
+    python -m bench.bench_budget --rows 5000000 10000000 --models logreg rf --workdir /tmp/bb \
+        --memory kept --kept-gib 8
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -180,18 +184,34 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["logreg", "rf"], choices=["logreg", "rf"])
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bench-batch")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument(
+        "--memory",
+        choices=["as-is", "kept"],
+        default="as-is",
+        help="kept: free page reporting off for the run (root; see bench/memory_state.py)",
+    )
+    ap.add_argument("--kept-gib", type=float, default=12.0, help="memory touched once if kept")
     args = ap.parse_args()
+    from bench.memory_state import kept_memory, probe
+
     args.workdir.mkdir(parents=True, exist_ok=True)
     models = make_models(args.workdir)
-    results = []
     for rows in args.rows:
         data = args.workdir / f"in-{rows}.csv"
         if not data.exists():
             make_csv(data, rows)
-        for model in args.models:
-            res = budget(rows, model, models[model], data, args.workdir)
-            print(json.dumps(res), flush=True)
-            results.append(res)
+    results = []
+    keep = kept_memory(args.kept_gib) if args.memory == "kept" else contextlib.nullcontext({})
+    with keep as kept:
+        machine = {**probe(), **kept, "memory": args.memory}
+        print(f"# memory: {json.dumps(machine)}", flush=True)
+        for rows in args.rows:
+            data = args.workdir / f"in-{rows}.csv"
+            for model in args.models:
+                res = budget(rows, model, models[model], data, args.workdir)
+                res["machine"] = machine
+                print(json.dumps(res), flush=True)
+                results.append(res)
     print(
         "\n| rows | model | CPU pieces (s) | CPU total (s) | bound on "
         f"{results[0]['cores']} cores (s) | `mlflow models predict` (s) | best ratio | "
