@@ -3,7 +3,7 @@
 Not a test. On the VMs this project runs on (Firecracker, ``virtio_balloon`` with free page
 reporting, ``page_reporting_order=5``), memory a process frees is handed back to the host
 within about a second, and the next process that touches it pays the host's page faults
-again: 2-6 s per GiB, varying with the host. A tool that holds the whole input (MLflow's
+again: 2-8.5 s per GiB, varying with the host. A tool that holds the whole input (MLflow's
 pandas read: 3-6 GB at 5-10M rows) pays that on every run; a streaming one barely does. So
 every ratio against such a tool depends on this state, and the benchmarks record it:
 
