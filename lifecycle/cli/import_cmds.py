@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from lifecycle.cli._base import State, cli, emit, json_option, pass_state, workspace_option
-from lifecycle.imports import ImportResult, import_model
+
+if TYPE_CHECKING:
+    from lifecycle.imports import ImportResult
 
 
 class _ImportGroup(click.Group):
@@ -90,6 +92,10 @@ def _import_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def _run(
     state: State, kind: str | None, path: str, workspace: str | None, as_json: bool, **kw: Any
 ) -> None:
+    # Imported here, not at the top: the importers pull in pandas (~0.25 s), which every
+    # other command (``score`` above all) would otherwise pay at start.
+    from lifecycle.imports import import_model
+
     result = import_model(state.workspace_obj(workspace), path, kw.pop("name"), kind=kind, **kw)
 
     def text(r: ImportResult) -> str:

@@ -187,3 +187,14 @@ def test_train_forest_as_offered_in_help(project_dir: Path) -> None:
     with use_workspace(load_config(None).get("dev")):
         model = mlflow.pyfunc.load_model(f"runs:/{out['run_id']}/model")
     assert len(model.predict(model.input_example)) == len(model.input_example)
+
+
+def test_the_command_line_starts_without_the_heavy_libraries() -> None:
+    """Every command pays the CLI's own imports: pandas, scikit-learn and MLflow are
+    imported by the commands that use them, not at start (pandas alone cost ~0.25 s)."""
+    code = (
+        "import sys, lifecycle.cli; "
+        "print(sorted(m for m in ('pandas', 'sklearn', 'mlflow', 'skops') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
